@@ -1,0 +1,170 @@
+"""The SQLite `sentences` store: one file per pipeline step, read in chunks.
+
+DVC outputs are immutable and a path cannot be both a stage's dep and its out, so a step never
+updates the store it read: it writes a new file (copy, then update inside one transaction, then
+an atomic rename). Every read goes through `iter_chunks`, so memory stays flat in corpus size.
+
+Schema of `sentences`:
+  id TEXT PRIMARY KEY, text TEXT, label TEXT (the original label, never changed),
+  split TEXT (train/dev/test), current_label TEXT (the refined label), locked INTEGER
+  (1 = a human label: no automatic step may change it), fold INTEGER (cross-fitting fold).
+`label_history`: every change with its provenance.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import pandas as pd
+
+SENTENCE_COLUMNS = ("id", "text", "label", "split", "current_label", "locked", "fold")
+HISTORY_COLUMNS = ("sentence_id", "iteration", "old_label", "new_label", "source", "confidence",
+                   "detail")
+
+CREATE_SENTENCES = """
+CREATE TABLE IF NOT EXISTS sentences (
+  id TEXT PRIMARY KEY,
+  text TEXT NOT NULL,
+  label TEXT NOT NULL,
+  split TEXT,
+  current_label TEXT,
+  locked INTEGER NOT NULL DEFAULT 0,
+  fold INTEGER NOT NULL DEFAULT 0
+)"""
+CREATE_HISTORY = """
+CREATE TABLE IF NOT EXISTS label_history (
+  sentence_id TEXT NOT NULL,
+  iteration INTEGER NOT NULL,
+  old_label TEXT,
+  new_label TEXT NOT NULL,
+  source TEXT NOT NULL,
+  confidence REAL,
+  detail TEXT
+)"""
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
+    path = Path(path)
+    if readonly:
+        if not path.exists():
+            raise StoreError(f"{path}: no such database")
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    else:
+        con = sqlite3.connect(path)
+        con.execute("PRAGMA journal_mode=OFF")
+        con.execute("PRAGMA synchronous=OFF")
+    return con
+
+
+@contextmanager
+def atomic_db(path: str | Path, *, copy_from: str | Path | None = None) -> Iterator[sqlite3.Connection]:
+    """Yield a connection to a temporary database that replaces `path` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        if copy_from is not None:
+            shutil.copyfile(copy_from, tmp)
+        else:
+            os.unlink(tmp)
+        con = connect(tmp)
+        try:
+            yield con
+            con.commit()
+        finally:
+            con.close()
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def create_sentences(con: sqlite3.Connection) -> None:
+    con.execute(CREATE_SENTENCES)
+    con.execute(CREATE_HISTORY)
+
+
+def iter_chunks(path: str | Path, columns: Sequence[str] = ("id", "text", "current_label"), *,
+                where: str | None = None, params: Sequence = (), chunk_size: int = 5000,
+                table: str = "sentences", order_by: str = "rowid") -> Iterator[pd.DataFrame]:
+    """Yield DataFrames of at most `chunk_size` rows: the only way the pipeline reads a store."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    con = connect(path, readonly=True)
+    try:
+        cols = ", ".join(columns)
+        sql = f"SELECT {cols} FROM {table}"
+        if where:
+            sql += f" WHERE {where}"
+        if order_by:
+            sql += f" ORDER BY {order_by}"
+        cur = con.execute(sql, tuple(params))
+        while True:
+            rows = cur.fetchmany(chunk_size)
+            if not rows:
+                break
+            yield pd.DataFrame.from_records(rows, columns=list(columns))
+    finally:
+        con.close()
+
+
+def read_column_values(path: str | Path, columns: Sequence[str], *, where: str | None = None,
+                       params: Sequence = (), chunk_size: int = 5000) -> pd.DataFrame:
+    """Concatenate chunks of a few columns (ids, labels): for the small per-row arrays only."""
+    parts = list(iter_chunks(path, columns, where=where, params=params, chunk_size=chunk_size))
+    if not parts:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+    return pd.concat(parts, ignore_index=True)
+
+
+def count(path: str | Path, where: str | None = None, params: Sequence = (),
+          table: str = "sentences") -> int:
+    con = connect(path, readonly=True)
+    try:
+        sql = f"SELECT COUNT(*) FROM {table}" + (f" WHERE {where}" if where else "")
+        return int(con.execute(sql, tuple(params)).fetchone()[0])
+    finally:
+        con.close()
+
+
+def label_counts(path: str | Path, column: str = "current_label", split: str | None = None) -> dict[str, int]:
+    con = connect(path, readonly=True)
+    try:
+        sql = f"SELECT {column}, COUNT(*) FROM sentences"
+        args: tuple = ()
+        if split:
+            sql += " WHERE split = ?"
+            args = (split,)
+        sql += f" GROUP BY {column} ORDER BY {column}"
+        return {str(k): int(v) for k, v in con.execute(sql, args).fetchall()}
+    finally:
+        con.close()
+
+
+def write_history(con: sqlite3.Connection, rows: Iterable[tuple]) -> int:
+    con.execute(CREATE_HISTORY)
+    cur = con.executemany(
+        "INSERT INTO label_history (sentence_id, iteration, old_label, new_label, source, "
+        "confidence, detail) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+    return cur.rowcount
+
+
+def apply_label_changes(con: sqlite3.Connection, changes: pd.DataFrame) -> int:
+    """Set current_label for (id, new_label) rows; never touches locked rows or the test split."""
+    if changes.empty:
+        return 0
+    cur = con.executemany(
+        "UPDATE sentences SET current_label = ? WHERE id = ? AND locked = 0 AND split = 'train'",
+        list(zip(changes["new_label"].astype(str), changes["id"].astype(str))))
+    return cur.rowcount
