@@ -101,3 +101,37 @@ def length_buckets(lengths: np.ndarray, batch_size: int, rng: np.random.Generato
         order = rng.permutation(len(batches))
         batches = [batches[i] for i in order]
     return batches
+
+
+class OOMState:
+    """The current micro-batch size and how often CUDA ran out of memory (recorded in history_)."""
+
+    def __init__(self, micro_batch: int):
+        self.micro_batch = int(micro_batch)
+        self.events: list[dict[str, int]] = []
+
+
+def run_with_oom_fallback(step, idx: np.ndarray, state: OOMState, on_oom=None) -> None:
+    """Run `step(part, weight)` over `idx` in micro-batches of `state.micro_batch`.
+
+    On a CUDA out-of-memory error the whole batch is retried with the micro-batch halved (so a
+    training step stays one optimizer step: `weight` = len(part)/len(idx) scales the loss for
+    gradient accumulation), `on_oom()` clears partial work (e.g. zero the gradients), and the
+    smaller size is kept for the following batches. Gives up only at micro-batch 1.
+    """
+    import torch
+    while True:
+        try:
+            for s in range(0, len(idx), state.micro_batch):
+                part = idx[s:s + state.micro_batch]
+                step(part, len(part) / len(idx))
+            return
+        except torch.OutOfMemoryError:
+            if state.micro_batch <= 1:
+                raise
+            state.events.append({"from": state.micro_batch, "to": state.micro_batch // 2})
+            state.micro_batch //= 2
+            if on_oom is not None:
+                on_oom()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
