@@ -181,7 +181,14 @@ def test_feature_cache_is_keyed_by_encoder_settings(tiny_bert, data, tmp_path):
     cache = tmp_path / "cache"
     build_model("bert", CLASSES, _head_cfg(tiny_bert, cache, head_epochs=1)).fit(tx, ty)
     build_model("bert", CLASSES, _head_cfg(tiny_bert, cache, head_epochs=1, max_length=8)).fit(tx, ty)
-    assert len(list(cache.iterdir())) == 2
+    m = build_model("bert", CLASSES, _head_cfg(tiny_bert, cache, head_epochs=1, cpu_int8=True))
+    m.fit(tx, ty)
+    assert len(list(cache.iterdir())) == 3
+    assert m._encoder.int8 and "quantized" in type(encoder_layers_of(m._encoder.model)).__module__
+
+
+def encoder_layers_of(model):
+    return model.encoder.layer[0].attention.self.query
 
 
 def test_feature_cache_survives_reload(tmp_path):

@@ -70,3 +70,15 @@ def test_vocabulary_for_prefers_previous_then_file_then_builds(tmp_path):
         vocabulary_for({"vocab_path": str(path)}, ["x"], "ko")
     v, src = vocabulary_for({"max_len": 7}, ["new words"], "en")
     assert src == "built" and v.max_len == 7 and "new" in v.index
+
+
+def test_tokenize_cache_gives_the_same_tokens_even_when_it_overflows(monkeypatch):
+    from sentiloop.models import vocab as vmod
+    from sentiloop.text.tokenize import tokenize_list
+    texts = [f"not good movie {i}" for i in range(10)] + ["not good movie 1"]
+    monkeypatch.setattr(vmod, "TOKEN_CACHE_MAX", 4)
+    monkeypatch.setattr(vmod, "_TOKEN_CACHE", {})
+    assert vmod.tokenize_cached(texts, "en", True) == tokenize_list(texts, "en")
+    monkeypatch.setattr(vmod, "TOKEN_CACHE_MAX", 100)
+    assert vmod.tokenize_cached(texts, "en", True) == tokenize_list(texts, "en")
+    assert vmod.tokenize_cached(texts[:3], "en", True) == tokenize_list(texts[:3], "en")

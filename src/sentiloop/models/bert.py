@@ -33,9 +33,10 @@ from sentiloop.models._training import (EarlyStopping, OOMState, check_texts, ch
                                         torch_setup)
 from sentiloop.models.base import ModelError, SentimentModel
 from sentiloop.models.bert_features import (Encoder, FeatureCache, encoder_fingerprint,
-                                            resolve_pretrained, text_keys)
+                                            precision, resolve_pretrained, text_keys)
 
 DEFAULTS: dict[str, Any] = {
+    "threads": None,         # CPU threads; None: $SENTILOOP_THREADS or 2
     "strategy": "head",
     "pretrained": None,
     "max_length": 64,
@@ -56,12 +57,14 @@ DEFAULTS: dict[str, Any] = {
     # head
     "feature_cache": ".cache/bert_features",
     "pooling": "mean",
+    "cpu_int8": False,       # head on CPU: dynamic int8 quantization of the frozen encoder
     "head_hidden": 256,
     "head_dropout": 0.1,
     "head_epochs": 40,
     "head_lr": 2e-3,
     "head_batch_size": 256,
     "head_patience": 4,
+    "warm_start": True,      # head: start from the previous iteration's head (False: fresh head)
 }
 STRATEGIES = ("finetune", "scratch", "head")
 HEAD_FILE = "head.safetensors"
@@ -163,9 +166,9 @@ class BertModel(SentimentModel):
         cfg = self.config
         pretrained = resolve_pretrained(cfg["pretrained"])
         if self._cache is None:
-            bf16 = bool(cfg["bf16"]) and self._device().type == "cuda"
             fp = encoder_fingerprint(pretrained, int(cfg["max_length"]), cfg["pooling"],
-                                     "bf16" if bf16 else "fp32")
+                                     precision(self._device().type, bool(cfg["bf16"]),
+                                               bool(cfg["cpu_int8"])))
             self._cache = FeatureCache(cfg.get("feature_cache"), fp)
         keys = text_keys(texts)
         miss = self._cache.missing(keys)
@@ -174,7 +177,8 @@ class BertModel(SentimentModel):
                 _quiet_transformers()
                 self._encoder = Encoder(pretrained, max_length=int(cfg["max_length"]),
                                         pooling=cfg["pooling"], device=self._device(),
-                                        bf16=cfg["bf16"], batch_size=int(cfg["predict_batch_size"]))
+                                        bf16=cfg["bf16"], batch_size=int(cfg["predict_batch_size"]),
+                                        cpu_int8=bool(cfg["cpu_int8"]))
             idx = np.flatnonzero(miss)
             # de-duplicate so a repeated text is encoded once
             uniq_keys, first = np.unique(keys[idx], return_index=True)
@@ -212,10 +216,12 @@ class BertModel(SentimentModel):
         feat_s = time.perf_counter() - t0
         self.feature_dim_ = int(X.shape[1])
         self.head = _build_head(self.feature_dim_, self.n_classes, cfg)
-        warm = init_from is not None and init_from.head is not None
+        if init_from is not None and init_from.head is None:
+            raise ModelError("bert head strategy needs a previous head-strategy model as init_from")
+        warm = init_from is not None and bool(cfg["warm_start"])
         if warm:
             self.head.load_state_dict(init_from.head.state_dict())
-        self.strategy_ = "head" if warm else "initial"
+        self.strategy_ = "head" if init_from is not None else "initial"
         opt = torch.optim.AdamW(self.head.parameters(), lr=float(cfg["head_lr"]),
                                 weight_decay=float(cfg["weight_decay"]))
         yt = torch.from_numpy(y)

@@ -98,11 +98,29 @@ class FeatureCache:
         return np.stack([self.mem[bytes(k)] for k in keys])
 
 
+def precision(device_type: str, bf16: bool, cpu_int8: bool) -> str:
+    if device_type == "cuda":
+        return "bf16" if bf16 else "fp32"
+    return "int8" if cpu_int8 else "fp32"
+
+
+def quantize_int8(model):
+    """Dynamic int8 quantization of the Linear layers: ~2x faster CPU inference for MiniLM on
+    this machine (244 vs 120 sentences/s). Uses torch.ao's eager API (deprecated in favour of
+    torchao, still shipped in torch 2.13)."""
+    import warnings
+
+    import torch
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
 class Encoder:
     """A frozen transformer encoder with mean (or CLS) pooling, batched by length."""
 
     def __init__(self, pretrained: str, *, max_length: int, pooling: str, device, bf16: bool,
-                 batch_size: int):
+                 batch_size: int, cpu_int8: bool = False):
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging
         logging.set_verbosity_error()
@@ -111,6 +129,9 @@ class Encoder:
         self.model = AutoModel.from_pretrained(pretrained).to(device).eval()
         self.max_length, self.pooling, self.device = int(max_length), pooling, device
         self.bf16 = bool(bf16) and device.type == "cuda"
+        self.int8 = bool(cpu_int8) and device.type == "cpu"
+        if self.int8:
+            self.model = quantize_int8(self.model)
         self.oom = OOMState(batch_size)
 
     @property
