@@ -19,7 +19,8 @@ COPY = ["conf", "stages", "src", "hydra_plugins", "dvc.yaml", "params.yaml", ".d
 
 def sh(args, cwd, **kw):
     env = {**{k: v for k, v in os.environ.items() if k != "DVCLIVE_TEST"}, "PYTHONPATH": str(Path(cwd) / "src"),
-           "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
+           "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
     r = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, **kw)
     if r.returncode != 0:
         raise AssertionError(f"{' '.join(map(str, args))} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
