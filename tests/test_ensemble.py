@@ -3,7 +3,7 @@ import pytest
 
 from sentiloop.ensemble import (DEFAULT_WEIGHTS, EnsembleError, combine, confidence_and_agreement,
                                 contributions, fit_weights, imbalance, imbalance_ratio, log_loss,
-                                macro_f1, normalize_weights, report)
+                                macro_f1, normalised_weights, report)
 
 
 def _onehot(y, k=3, p=0.8):
@@ -14,13 +14,13 @@ def _onehot(y, k=3, p=0.8):
 
 def test_default_weights_are_the_seeds_and_renormalise_over_enabled_members():
     assert DEFAULT_WEIGHTS == {"bert": 0.30, "bilstm": 0.30, "lstm": 0.25, "lexicon": 0.15}
-    w = normalize_weights(["lexicon", "lstm"])
+    w = normalised_weights(["lexicon", "lstm"])
     assert w == pytest.approx({"lexicon": 0.375, "lstm": 0.625})
-    assert normalize_weights(["a", "b"]) == {"a": 0.5, "b": 0.5}
+    assert normalised_weights(["a", "b"]) == {"a": 0.5, "b": 0.5}
     with pytest.raises(EnsembleError):
-        normalize_weights(["a"], {"a": -1})
+        normalised_weights(["a"], {"a": -1})
     with pytest.raises(EnsembleError):
-        normalize_weights(["a", "b"], {"a": 0, "b": 0})
+        normalised_weights(["a", "b"], {"a": 0, "b": 0})
 
 
 def test_combine_is_a_weighted_average():

@@ -48,17 +48,14 @@ def _check(probs: Mapping[str, np.ndarray]) -> tuple[list[str], np.ndarray]:
     return names, np.stack(arrs)
 
 
-def normalize_weights(members, weights: Mapping[str, float] | None = None) -> dict[str, float]:
+def normalised_weights(members, weights: Mapping[str, float] | None = None) -> dict[str, float]:
     """Weights for exactly `members`, summing to 1; members missing from `weights` fall back to
-    DEFAULT_WEIGHTS (then to equal shares)."""
+    DEFAULT_WEIGHTS, then to 1.0."""
     members = list(members)
     weights = dict(weights or {})
     raw = {}
     for m in members:
-        w = weights.get(m, DEFAULT_WEIGHTS.get(m))
-        if w is None:
-            w = 1.0 / len(members)
-        w = float(w)
+        w = float(weights.get(m, DEFAULT_WEIGHTS.get(m, 1.0)))
         if not np.isfinite(w) or w < 0:
             raise EnsembleError(f"weight for {m} must be finite and >= 0, got {w}")
         raw[m] = w
@@ -71,7 +68,7 @@ def normalize_weights(members, weights: Mapping[str, float] | None = None) -> di
 def combine(probs: Mapping[str, np.ndarray], weights: Mapping[str, float] | None = None) -> np.ndarray:
     """Weighted soft vote: (n, k) ensemble probabilities, rows summing to 1."""
     names, P = _check(probs)
-    w = normalize_weights(names, weights)
+    w = normalised_weights(names, weights)
     ens = np.tensordot(np.array([w[m] for m in names]), P, axes=1)
     s = ens.sum(axis=1, keepdims=True)
     return ens / np.where(s > 0, s, 1.0)
@@ -196,7 +193,7 @@ def report(probs_dev: Mapping[str, np.ndarray], y_dev, weights: Mapping[str, flo
     """Everything the evaluate/predict stages record about the ensemble on dev, JSON-ready."""
     names, P = _check(probs_dev)
     y = _check_labels(y_dev, P.shape[1], P.shape[2])
-    w = normalize_weights(names, weights)
+    w = normalised_weights(names, weights)
     ens = combine(probs_dev, w)
     contrib = contributions(probs_dev, y, w)
     r = imbalance_ratio(contrib)

@@ -55,7 +55,7 @@ DEFAULTS: dict[str, Any] = {
     "unfreeze_layers": 2,    # top layers unfrozen at unfreeze_epoch, and this many more per epoch
     "freeze_embeddings": True,
     # head
-    "feature_cache": ".cache/bert_features",
+    "feature_cache": "~/.cache/sentiloop/bert_features",   # ~ and $VARS expanded; null: memory only
     "pooling": "mean",
     "cpu_int8": False,       # head on CPU: dynamic int8 quantization of the frozen encoder
     "head_hidden": 256,

@@ -5,6 +5,10 @@ would blow the default run's time budget. With the encoder frozen, a sentence's 
 never changes, so each sentence is encoded once per run (per encoder and max_length) and every
 iteration only retrains a small head on the cached vectors.
 
+The cache lives outside the repository by default (~/.cache/sentiloop/bert_features, like the
+Hugging Face cache), so `dvc exp run`'s temporary workspaces share it; it is safe to share because
+every entry is keyed by encoder fingerprint and text. Delete it to measure a cold run.
+
 Cache layout: `<cache_dir>/<fingerprint>/shard-*.npz`, each shard holding `keys` (20-byte SHA-1
 of the text) and `feats` (float32). The fingerprint covers the encoder (its config and weight
 file sizes, or its hub name), max_length, pooling and precision, so changing any of them never reuses stale
@@ -69,7 +73,8 @@ class FeatureCache:
     """Text -> feature vector store under one encoder fingerprint (None dir: memory only)."""
 
     def __init__(self, directory: str | Path | None, fingerprint: str):
-        self.dir = Path(directory) / fingerprint if directory else None
+        self.dir = (Path(os.path.expandvars(str(directory))).expanduser() / fingerprint
+                    if directory else None)
         self.mem: dict[bytes, np.ndarray] = {}
         if self.dir is not None and self.dir.exists():
             for shard in sorted(self.dir.glob("shard-*.npz")):
