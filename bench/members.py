@@ -171,7 +171,7 @@ def main(argv=None):
     ap.add_argument("--noise", type=float, default=0.2)
     ap.add_argument("--members", default="lstm,bilstm,bert-head,bert-finetune")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache", default=str(ROOT / ".cache" / "bench_bert_features"))
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)

@@ -30,13 +30,13 @@ import numpy as np
 
 from sentiloop.models._training import (EarlyStopping, OOMState, check_texts, check_xy,
                                         length_buckets, run_with_oom_fallback, torch_device,
-                                        torch_setup)
+                                        torch_setup, torch_threads)
 from sentiloop.models.base import ModelError, SentimentModel
 from sentiloop.models.bert_features import (Encoder, FeatureCache, encoder_fingerprint,
                                             precision, resolve_pretrained, text_keys)
 
 DEFAULTS: dict[str, Any] = {
-    "threads": None,         # CPU threads; None: $SENTILOOP_THREADS or 2
+    "threads": None,         # CPU threads; None: $SENTILOOP_THREADS or 1
     "strategy": "head",
     "pretrained": None,
     "max_length": 64,
@@ -151,6 +151,7 @@ class BertModel(SentimentModel):
         self.head = None         # head: the small classifier on cached features
         self._encoder: Encoder | None = None
         self._cache: FeatureCache | None = None
+        self._feature_stats: dict[str, Any] = {}
         self.feature_dim_: int | None = None
 
     @property
@@ -162,7 +163,10 @@ class BertModel(SentimentModel):
         return torch_device(self.config)
 
     def _features(self, texts: list[str]) -> np.ndarray:
-        """Cached frozen-encoder features; the encoder is loaded only when some are missing."""
+        """Cached frozen-encoder features; the encoder is loaded only when some are missing.
+        Accumulates timing in `_feature_stats` (recorded in history_ by fit)."""
+        t0 = time.perf_counter()
+        stats = self._feature_stats
         cfg = self.config
         pretrained = resolve_pretrained(cfg["pretrained"])
         if self._cache is None:
@@ -172,6 +176,7 @@ class BertModel(SentimentModel):
             self._cache = FeatureCache(cfg.get("feature_cache"), fp)
         keys = text_keys(texts)
         miss = self._cache.missing(keys)
+        stats.setdefault("cache_entries_before", len(self._cache))
         if miss.any():
             if self._encoder is None:
                 _quiet_transformers()
@@ -183,7 +188,11 @@ class BertModel(SentimentModel):
             # de-duplicate so a repeated text is encoded once
             uniq_keys, first = np.unique(keys[idx], return_index=True)
             self._cache.add(uniq_keys, self._encoder.encode([texts[idx[i]] for i in first]))
-        return self._cache.get(keys)
+            stats["encoded"] = stats.get("encoded", 0) + len(uniq_keys)
+        out = self._cache.get(keys)
+        stats["featurize_s"] = round(stats.get("featurize_s", 0.0) + time.perf_counter() - t0, 3)
+        stats["cache_entries_after"] = len(self._cache)
+        return out
 
     # --- fit ---------------------------------------------------------------------------
     def fit(self, texts, labels, *, init_from=None, eval_set=None):
@@ -200,20 +209,20 @@ class BertModel(SentimentModel):
             dev_texts = check_texts(eval_set[0])
             dev = (dev_texts, check_xy(dev_texts, eval_set[1], self.n_classes))
         if self.is_head:
-            self._fit_head(texts, y, init_from, dev)
+            self._feature_stats = {}
+            feats = (self._features(texts), self._features(dev[0]) if dev else None)
+            with torch_threads(1):
+                self._fit_head(texts, y, init_from, dev, feats)
         else:
             self._fit_full(texts, y, init_from, dev)
         self.n_train_samples_ = len(texts)
         return self
 
-    def _fit_head(self, texts, y, init_from, dev):
+    def _fit_head(self, texts, y, init_from, dev, feats):
         import torch
         cfg = self.config
-        t0 = time.perf_counter()
-        n_cached = len(self._cache) if self._cache is not None else None
-        X = torch.from_numpy(self._features(texts))
-        Xd = torch.from_numpy(self._features(dev[0])) if dev else None
-        feat_s = time.perf_counter() - t0
+        X = torch.from_numpy(feats[0])
+        Xd = torch.from_numpy(feats[1]) if dev else None
         self.feature_dim_ = int(X.shape[1])
         self.head = _build_head(self.feature_dim_, self.n_classes, cfg)
         if init_from is not None and init_from.head is None:
@@ -228,8 +237,7 @@ class BertModel(SentimentModel):
         loss_fn = torch.nn.CrossEntropyLoss()
         gen = torch.Generator().manual_seed(self.seed)
         stopper = EarlyStopping(patience=int(cfg["head_patience"]))
-        self.history_ = [{"featurize_s": round(feat_s, 3), "cache_entries_before": n_cached,
-                          "cache_entries_after": len(self._cache), "warm_start": warm}]
+        self.history_ = [{**self._feature_stats, "warm_start": warm}]
         bs = int(cfg["head_batch_size"])
         for epoch in range(int(cfg["head_epochs"])):
             self.head.train()

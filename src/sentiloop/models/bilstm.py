@@ -25,7 +25,7 @@ from sentiloop.models.base import ModelError, SentimentModel
 from sentiloop.models.vocab import PAD_ID, Vocabulary, vocabulary_for
 
 DEFAULTS: dict[str, Any] = {
-    "threads": None,         # CPU threads; None: $SENTILOOP_THREADS or 2
+    "threads": None,         # CPU threads; None: $SENTILOOP_THREADS or 1
     "strategy": "finetune",
     "embedding_dim": 64,
     "hidden_size": 64,
