@@ -159,6 +159,18 @@ def bilstm_throughput(model, texts):
             "bilstm_inference_sentences_per_s_model_only": round(only, 1), "n_texts": len(texts)}
 
 
+def markdown(results: dict) -> str:
+    """The results as the docs/benchmarks.md table."""
+    lines = ["| member | variant (strategy) | iteration | train noise | wall s / iteration | dev macro-F1 | dev acc | epochs |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results["rows"]:
+        variant = r["variant"] if r["variant"] == "initial" else f"{r['variant']} ({r['strategy']}" + (
+            ", fresh head" if r["strategy"] == "head" and not r.get("warm_start", True) else "") + ")"
+        lines.append(f"| {r['member']} | {variant} | {r['iteration']} | {r['train_noise']:.3f} | "
+                     f"{r['iteration_s']:.1f} | {r['dev_macro_f1']:.4f} | {r['dev_accuracy']:.4f} | {r['epochs']} |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", choices=["nsmc", "sample"], default="nsmc")
@@ -174,7 +186,11 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache", default=str(ROOT / ".cache" / "bench_bert_features"))
     ap.add_argument("--out", default=None)
+    ap.add_argument("--render", metavar="JSON", help="print the markdown table of a results file and exit")
     a = ap.parse_args(argv)
+    if a.render:
+        print(markdown(json.loads(Path(a.render).read_text())))
+        return
     os.environ.setdefault("SENTILOOP_THREADS", str(a.threads))
 
     loader = load_nsmc if a.corpus == "nsmc" else load_sample

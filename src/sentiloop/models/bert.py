@@ -209,6 +209,9 @@ class BertModel(SentimentModel):
             dev_texts = check_texts(eval_set[0])
             dev = (dev_texts, check_xy(dev_texts, eval_set[1], self.n_classes))
         if self.is_head:
+            if init_from is not None and init_from.head is None:
+                raise ModelError("bert head strategy needs a previous head-strategy model as "
+                                 "init_from; keep one strategy per run")
             self._feature_stats = {}
             feats = (self._features(texts), self._features(dev[0]) if dev else None)
             with torch_threads(1):
@@ -225,8 +228,6 @@ class BertModel(SentimentModel):
         Xd = torch.from_numpy(feats[1]) if dev else None
         self.feature_dim_ = int(X.shape[1])
         self.head = _build_head(self.feature_dim_, self.n_classes, cfg)
-        if init_from is not None and init_from.head is None:
-            raise ModelError("bert head strategy needs a previous head-strategy model as init_from")
         warm = init_from is not None and bool(cfg["warm_start"])
         if warm:
             self.head.load_state_dict(init_from.head.state_dict())
