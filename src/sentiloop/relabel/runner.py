@@ -100,9 +100,9 @@ class Usage:
             "output_tokens": int(round(self.output_tokens)),
             "total_tokens": int(round(self.prompt_tokens + self.output_tokens)),
             "cache_hits": self.cache_hits,
-            "est_cost_usd": round(self.est_cost_usd, 6),
+            "est_cost_usd": round(self.est_cost_usd, 8),
             "budget_charged_tokens": int(round(self.charged_tokens)),
-            "budget_charged_cost_usd": round(self.charged_cost_usd, 6),
+            "budget_charged_cost_usd": round(self.charged_cost_usd, 8),
         }
         for s in STATUSES:
             out[f"rows_{s}"] = int(st.get(s, 0))
