@@ -287,6 +287,8 @@ class _Run:
 
     # -- one batch -------------------------------------------------------------------------
     def _sleep(self, attempt: int, hint: float | None = None) -> None:
+        if self.provider.simulated:  # nobody to be polite to
+            return
         r = self.cfg.retries
         wait = min(r.max_backoff_s, r.backoff_s * (2 ** attempt))
         if hint:
