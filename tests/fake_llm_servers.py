@@ -42,10 +42,10 @@ class _Server(ThreadingHTTPServer):
 
 
 class FakeLLM:
-    def __init__(self, *, faults=(), delay_s: float = 1.0, classes=("negative", "neutral", "positive")):
+    def __init__(self, *, faults=(), delay_s: float = 1.0, echo_key: bool = False):
         self.faults = list(faults)
+        self.echo_key = echo_key    # a careless server: quotes the key back in every reply text
         self.delay_s = delay_s
-        self.classes = list(classes)
         self.requests: list[dict] = []
         self.lock = threading.Lock()
         fake = self
@@ -93,9 +93,10 @@ class FakeLLM:
         h.end_headers()
         h.wfile.write(data)
 
-    def answers(self, items: list[dict], fault: str) -> list[dict]:
+    def answers(self, items: list[dict], fault: str, key: str = "") -> list[dict]:
+        echo = f" (key {key})" if self.echo_key else ""
         out = [{"id": it["id"], "label": oracle(it["text"]), "confidence": 0.9,
-                "rationale": f"keyword rule for {it['id']}"} for it in items]
+                "rationale": f"keyword rule for {it['id']}{echo}"} for it in items]
         if fault == "drop1" and out:
             out = out[:-1]
         elif fault == "unknown_id":
@@ -156,9 +157,9 @@ class FakeGemini(FakeLLM):
         prompt = body["contents"][0]["parts"][0]["text"]
         schema = body.get("generationConfig", {}).get("responseSchema", {})
         if schema.get("type", "").upper() == "ARRAY":
-            text = json.dumps(self.answers(items_from_prompt(prompt), fault))
+            text = json.dumps(self.answers(items_from_prompt(prompt), fault, self.received_key(h)))
         else:  # a review request: an object with the schema's properties
-            text = json.dumps(review_reply(schema))
+            text = json.dumps(review_reply(schema, self.received_key(h) if self.echo_key else ""))
         text = self.text_fault(text, fault)
         p, c = len(prompt) // 4 + 50, len(text) // 4
         self.send(h, 200, {
@@ -189,10 +190,10 @@ class FakeOpenAI(FakeLLM):
         schema = (fmt.get("json_schema") or {}).get("schema", {})
         props = schema.get("properties", {})
         if "answers" in props or "[" in prompt and "Label these sentences" in prompt:
-            out = self.answers(items_from_prompt(prompt), fault)
+            out = self.answers(items_from_prompt(prompt), fault, self.received_key(h))
             payload = {"answers": out} if "answers" in props else out
         else:
-            payload = review_reply(schema)
+            payload = review_reply(schema, self.received_key(h) if self.echo_key else "")
         text = self.text_fault(json.dumps(payload), fault)
         p, c = len(prompt) // 4 + 50, len(text) // 4
         self.send(h, 200, {
@@ -203,11 +204,12 @@ class FakeOpenAI(FakeLLM):
             "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}})
 
 
-def review_reply(schema: dict) -> dict:
+def review_reply(schema: dict, echo: str = "") -> dict:
     """A canned structured review: every string property gets a sentence, arrays two items."""
     out = {}
+    tail = f" Sent with key {echo}." if echo else ""
     for name, prop in (schema.get("properties") or {}).items():
         t = str(prop.get("type", "string")).lower()
-        out[name] = ([f"{name} point one", f"{name} point two"] if t == "array"
-                     else f"The {name} written by the fake reviewer.")
+        out[name] = ([f"{name} point one{tail}", f"{name} point two"] if t == "array"
+                     else f"The {name} written by the fake reviewer.{tail}")
     return out

@@ -272,7 +272,7 @@ class _Run:
             a = answer.get(rid)
             rows.append({"id": rid, "llm_label": a.label if a else None,
                          "llm_confidence": a.confidence if a else np.nan,
-                         "rationale": self.redact(a.rationale) if a else None,
+                         "rationale": a.rationale if a else None,
                          "provider": self.provider.name, "model": self.provider.model,
                          "simulated": bool(self.provider.simulated), "status": status[rid]})
         answers = pd.DataFrame(rows, columns=ANSWER_COLUMNS) if rows else empty_answers()
@@ -362,6 +362,7 @@ class _Run:
             fresh = []
             for r, a in parsed.answers.items():
                 k = key_of[r]
+                a = Answer(a.label, a.confidence, self.redact(a.rationale))  # before it is stored
                 results[k] = a
                 bad_answer.discard(k)
                 fresh.append((k, self.provider.name, self.provider.model, self.version, a,
