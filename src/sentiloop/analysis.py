@@ -182,47 +182,58 @@ def bias_stats(labels: pd.DataFrame, classes: Sequence[str], *,
 # samples for the review
 # ---------------------------------------------------------------------------------------------
 def review_samples(labels: pd.DataFrame, *, predictions: pd.DataFrame | None = None,
-                   answers: pd.DataFrame | None = None, texts: pd.DataFrame | None = None,
+                   answers: pd.DataFrame | None = None, texts=None,
                    max_samples: int = 20, max_chars: int = 200) -> list[dict]:
     """Hard rows, a third each: the LLM disagreed with the ensemble; the ensemble confidently
-    disagrees with the label (misclassified, or mislabeled); the members conflict most."""
-    text_of = None
-    for frame in (texts, labels):
-        if frame is not None and "text" in frame.columns:
-            text_of = frame.astype({"id": str}).set_index("id")["text"]
-            break
-    if text_of is None or predictions is None or not len(predictions):
+    disagrees with the label (misclassified, or mislabeled); the members conflict most.
+
+    texts: a DataFrame (id, text), or a callable ids -> DataFrame (id, text) so a stage can read
+    the few texts it needs from the store instead of loading every text; default: labels.text."""
+    if predictions is None or not len(predictions):
         return []
     pr = predictions.astype({"id": str}).merge(
         labels.astype({"id": str})[["id", "current_label"]], on="id", how="inner")
     if "split" in pr.columns:
         pr = pr[pr["split"] == "train"]
-    pr = pr[pr["id"].isin(text_of.index)]
     picks: list[tuple[str, str]] = []
     per = max(1, max_samples // 3)
-    if answers is not None and len(answers):
+    llm = None
+    if answers is not None and len(answers) and "llm_label" in answers.columns:
         a = answers[answers["llm_label"].notna()].astype({"id": str})
+        llm = a.drop_duplicates("id").set_index("id")
         d = pr.merge(a[["id", "llm_label", "llm_confidence"]], on="id")
-        d = d[d["llm_label"] != d["ens_label"]].sort_values("llm_confidence", ascending=False)
+        d = d[d["llm_label"] != d["ens_label"]].sort_values(["llm_confidence", "id"],
+                                                             ascending=[False, True])
         picks += [(i, "llm_vs_ensemble") for i in d["id"].head(per)]
-    mis = pr[pr["ens_label"] != pr["current_label"]].sort_values("confidence", ascending=False)
+    mis = pr[pr["ens_label"] != pr["current_label"]].sort_values(["confidence", "id"],
+                                                                 ascending=[False, True])
     picks += [(i, "ensemble_vs_label") for i in mis["id"].head(per)]
-    conf = pr.sort_values(["agreement", "confidence"], ascending=True)
+    conf = pr.sort_values(["agreement", "confidence", "id"], ascending=True)
     picks += [(i, "member_conflict") for i in conf["id"].head(max_samples)]
-    seen, out = set(), []
-    llm = answers.astype({"id": str}).set_index("id") if answers is not None and len(answers) \
-        else None
-    row = pr.set_index("id")
+    chosen: list[tuple[str, str]] = []
+    seen: set[str] = set()
     for i, why in picks:
-        if i in seen or len(out) >= max_samples:
+        if i not in seen and len(chosen) < max_samples:
+            seen.add(i)
+            chosen.append((i, why))
+    if callable(texts):
+        tf = texts([i for i, _ in chosen])
+    else:
+        tf = texts if texts is not None else (labels if "text" in labels.columns else None)
+    if tf is None or not len(chosen):
+        return []
+    text_of = tf.astype({"id": str}).drop_duplicates("id").set_index("id")["text"]
+    row = pr.drop_duplicates("id").set_index("id")
+    out = []
+    for i, why in chosen:
+        if i not in text_of.index:
             continue
-        seen.add(i)
         r = row.loc[i]
         item = {"id": i, "why": why, "text": " ".join(str(text_of.loc[i]).split())[:max_chars],
                 "label": r["current_label"], "ensemble": r["ens_label"],
                 "confidence": round(float(r["confidence"]), 3),
                 "agreement": round(float(r["agreement"]), 3)}
-        if llm is not None and i in llm.index and pd.notna(llm.loc[i, "llm_label"]):
+        if llm is not None and i in llm.index:
             item["llm_label"] = llm.loc[i, "llm_label"]
         out.append(item)
     return out
@@ -461,3 +472,95 @@ def render_markdown(stats: Mapping[str, Any], samples: list[dict]) -> str:
                           f"{s['ensemble']} ({s['confidence']:.2f}, {s['agreement']:.2f})",
                           s.get("llm_label", ""), _md_escape(s["text"][:120])] for s in samples])
     return "\n".join(lines).rstrip() + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# mitigation, as the correct stage applies it
+# ---------------------------------------------------------------------------------------------
+def mitigated_schedule(schedule: Mapping[str, Any], mitigation: Mapping[str, Any]) -> dict:
+    """The schedule to correct with: class_balanced (per-class thresholds) once drift engaged
+    mitigation. A curriculum schedule's start/end are shares, not thresholds: it is kept, and
+    the per-class caps alone hold the drift."""
+    schedule = dict(schedule)
+    if not mitigation.get("engage") or schedule.get("name") in ("class_balanced", "curriculum"):
+        return schedule
+    return {**schedule, "name": "class_balanced",
+            "max_drift": float(schedule.get("max_drift", 0.02))}
+
+
+def apply_class_caps(changes: pd.DataFrame, caps: Mapping[str, int],
+                     capped_sources: Sequence[str] = ("ensemble",)) -> tuple[pd.DataFrame, int]:
+    """Drop changes of `capped_sources` that would move more rows (net) into a class than its cap.
+
+    Changes are taken in the order given (decide() lists LLM answers first, then the ensemble's
+    most confident first). Other sources (llm, human) are never dropped, an independent annotator
+    is the remedy for self-training drift, not its cause, but they count against the caps."""
+    if changes is None or not len(changes):
+        return changes, 0
+    net = {c: 0 for c in caps}
+    keep = []
+    for old, new, src in zip(changes["old_label"], changes["new_label"], changes["source"]):
+        if src in capped_sources and net.get(new, 0) + 1 > int(caps.get(new, 0)):
+            keep.append(False)
+            continue
+        keep.append(True)
+        net[new] = net.get(new, 0) + 1
+        net[old] = net.get(old, 0) - 1
+    mask = np.asarray(keep, dtype=bool)
+    return changes[mask].reset_index(drop=True), int((~mask).sum())
+
+
+def store_mitigation(store_db: str | Path, classes: Sequence[str], max_drift: float,
+                     chunk_size: int = 5000) -> dict[str, Any]:
+    """bias_stats' mitigation block for a store's train rows (original vs current labels)."""
+    from sentiloop import store
+
+    labels = store.read_column_values(store_db, ["id", "label", "current_label"],
+                                      where="split = 'train'", chunk_size=chunk_size)
+    s = bias_stats(labels, classes, max_drift=max_drift, split=None)
+    return {**s["mitigation"], "max_abs_drift": s["max_abs_drift"],
+            "max_drift_class": s["max_drift_class"]}
+
+
+# ---------------------------------------------------------------------------------------------
+# the analyze@itK stage
+# ---------------------------------------------------------------------------------------------
+def analyze_step(params: Mapping[str, Any], k: int, store_db: Path, predictions: Path,
+                 relabel_parquet: Path | None, usage_json: Path | None, out_dir: Path, *,
+                 cache_dir: Path | None = None) -> dict[str, Any]:
+    """Read iteration K's outputs (store after correction, predictions, LLM answers and usage)
+    and write metrics/analysis/itK.md + .json."""
+    from sentiloop import store
+
+    chunk = int(params["loop"]["chunk_size"])
+    classes = list(params["data"]["classes"])
+    labels = store.read_column_values(store_db, ["id", "label", "current_label", "split"],
+                                      where="split = 'train'", chunk_size=chunk)
+    hist = list(store.iter_chunks(store_db, ["sentence_id", "old_label", "new_label", "source"],
+                                  table="label_history", where="iteration = ?", params=(int(k),),
+                                  chunk_size=chunk))
+    changes = (pd.concat(hist, ignore_index=True).rename(columns={"sentence_id": "id"}) if hist
+               else None)
+    import pyarrow.parquet as pq
+    preds = pq.read_table(predictions, filters=[("split", "=", "train")]).to_pandas()
+    answers = None
+    if relabel_parquet is not None and Path(relabel_parquet).exists():
+        answers = pd.read_parquet(relabel_parquet)
+        if "status" in answers.columns:
+            answers = answers[answers["status"].notna()]
+    usage = json.loads(Path(usage_json).read_text()) if usage_json and Path(usage_json).exists() \
+        else None
+
+    def texts(ids: list[str]) -> pd.DataFrame:
+        parts = [pd.DataFrame(columns=["id", "text"])]
+        for i in range(0, len(ids), 500):
+            part = ids[i:i + 500]
+            parts += list(store.iter_chunks(store_db, ["id", "text"],
+                                            where=f"id IN ({','.join('?' * len(part))})",
+                                            params=part, chunk_size=chunk))
+        return pd.concat(parts, ignore_index=True)
+
+    max_drift = float((params.get("analysis") or {}).get("max_drift", 0.1))
+    return bias_report(labels, classes, iteration=int(k), out_dir=out_dir, changes=changes,
+                       predictions=preds, answers=answers, texts=texts, max_drift=max_drift,
+                       llm_cfg=params.get("llm"), cache_dir=cache_dir, llm_usage=usage)

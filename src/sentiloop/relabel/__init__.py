@@ -4,10 +4,11 @@
 the pipeline calls; providers (gemini, openai_compatible, simulated) are chosen by `llm.provider`
 and imported only when chosen.
 """
-from .config import ConfigError, LLMConfig, parse_config
+from .config import CACHE_ENV, ConfigError, LLMConfig, cache_dir_for, parse_config
 from .runner import ANSWER_COLUMNS, STATUSES, answer_queue, empty_answers
 
-__all__ = ["ANSWER_COLUMNS", "STATUSES", "ConfigError", "LLMConfig", "answer_queue",
+__all__ = ["ANSWER_COLUMNS", "CACHE_ENV", "STATUSES", "ConfigError", "LLMConfig", "answer_queue",
+           "cache_dir_for",
            "empty_answers", "parse_config", "applicable_answers"]
 
 

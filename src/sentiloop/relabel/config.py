@@ -170,5 +170,20 @@ def _check(cfg: LLMConfig) -> None:
         raise ConfigError("llm.max_text_chars must be >= 1")
 
 
+CACHE_ENV = "SENTILOOP_LLM_CACHE"
+
+
 def resolve_cache_dir(cfg: LLMConfig, cache_dir: str | Path | None) -> Path:
     return Path(cache_dir) if cache_dir is not None else Path(cfg.cache_dir)
+
+
+def cache_dir_for(llm_cfg: Mapping[str, Any] | None, root: str | Path) -> Path:
+    """Where stages keep the response cache: $SENTILOOP_LLM_CACHE if set, else llm.cache.dir
+    (relative to the repository root). `dvc exp run --temp` and queued experiments run in a
+    temporary copy of the repository, so set the variable to one absolute path to share the
+    cache with them (otherwise each temporary copy starts an empty cache and pays again)."""
+    env = os.environ.get(CACHE_ENV, "").strip()
+    if env:
+        return Path(env).expanduser()
+    d = Path(parse_config(llm_cfg).cache_dir).expanduser()
+    return d if d.is_absolute() else Path(root) / d
