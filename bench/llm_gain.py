@@ -7,9 +7,10 @@ predict, relabel, correct, retrain; what `dvc repro` runs) with the lexicon memb
 llm=none and once with llm=simulated at the given accuracy, and compares train-label accuracy
 against gold after every iteration.
 
-"LLM calls" counts distinct sentences the annotator answered over the run: with a real provider
-a sentence asked again in a later iteration is a cache hit and costs nothing. Requests (batches)
-are reported too.
+"LLM calls" counts the sentences the annotator was paid to answer (status `answered`, summed over
+iterations): a sentence asked again in a later iteration is answered from the response cache for
+free, with the simulated annotator (cached per sentence id) as with a real provider. Requests
+(batches of llm.batch_size sentences) are reported too.
 
   python bench/llm_gain.py --rows 8000 --noise 0.3 --iterations 3 --accuracy 0.9 \
       --max-rows 500 --out /tmp/llm_gain
@@ -96,8 +97,10 @@ def run_loop(work: Path, csv: Path, llm: str, args, max_rows: int) -> dict:
                                       d / it / "relabel.parquet", work / "m" / "llm" / f"{it}.json",
                                       cache_dir=work / "cache", gold_db=gold_db)
         rel = pd.read_parquet(d / it / "relabel.parquet")
-        ok = rel[rel["status"].isin(["answered", "cached"])] if "status" in rel else rel.iloc[0:0]
-        answered |= set(ok["id"])
+        fresh = rel[rel["status"] == "answered"] if "status" in rel else rel.iloc[0:0]
+        if set(fresh["id"]) & answered:
+            raise AssertionError("a sentence was paid for twice")
+        answered |= set(fresh["id"])
         requests += int(usage.get("requests", 0))
         rec = pipeline.correct_step(params, k, n, d / prev / "sentences.sqlite", d / it / "predictions.parquet",
                                     d / it / "relabel.parquet", work / "m" / "eval" / f"{prev}.json",
@@ -107,6 +110,7 @@ def run_loop(work: Path, csv: Path, llm: str, args, max_rows: int) -> dict:
                             prev_dir=work / "models" / prev / "lexicon", state_path=d / it / "loop_state.json")
         q = train_label_quality(d / it / "sentences.sqlite", gold_db)
         records.append({"k": k, **q, "queued": usage.get("queued"), "llm_rows_answered": usage.get("rows_answered", 0),
+                        "llm_rows_cached": usage.get("rows_cached", 0),
                         "llm_requests": usage.get("requests", 0), "changes": rec.get("changes"),
                         "by_source": rec.get("corrections_by_source"),
                         "llm_distinct_calls_so_far": len(answered)})
@@ -174,7 +178,7 @@ def main(argv=None) -> int:
         for rec in r["records"]:
             print("  it{k}: label_acc {label_accuracy:.4f} corrections {corrections} precision "
                   "{correction_precision:.3f} recall {correction_recall:.3f}".format(**rec),
-                  {k: rec.get(k) for k in ("by_source", "llm_rows_answered", "llm_distinct_calls_so_far")
+                  {k: rec.get(k) for k in ("by_source", "llm_rows_answered", "llm_rows_cached", "llm_distinct_calls_so_far")
                    if k in rec})
     return 0
 

@@ -188,6 +188,21 @@ def test_cache_prevents_a_second_paid_call(Fake, provider, tmp_path):
 
 
 @pytest.mark.parametrize("Fake,provider", PROVIDERS)
+def test_answers_from_an_earlier_iteration_are_free_and_outside_max_rows(Fake, provider, tmp_path):
+    with Fake() as fake:
+        first, _ = run(fake, provider, tmp_path, budget=dict(max_rows=3))
+        assert list(first["status"]) == ["answered"] * 3 + ["over_budget"] * 3
+        n_paid = len(fake.requests)
+        q = make_queue()
+        second, u2 = answer_queue(q, make_cfg(fake, provider, budget=dict(max_rows=3)), CLASSES,
+                                  iteration=2, cache_dir=tmp_path / "cache")
+        assert list(second["status"]) == ["cached"] * 3 + ["answered"] * 3
+        assert u2["cache_hits"] == 3 and u2["budget_charged_tokens"] == u2["total_tokens"]
+        sent = " ".join(str(r["body"]) for r in fake.requests[n_paid:])
+        assert TEXTS[0] not in sent and TEXTS[5] in sent
+
+
+@pytest.mark.parametrize("Fake,provider", PROVIDERS)
 def test_identical_texts_are_asked_once(Fake, provider, tmp_path):
     with Fake() as fake:
         answers, usage = run(fake, provider, tmp_path, queue=make_queue(["good", "good", "bad"]))

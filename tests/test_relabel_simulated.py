@@ -51,16 +51,22 @@ def test_simulated_annotator_has_the_configured_accuracy_and_says_it_is_simulate
     assert set(wrong["llm_label"]) == set(CLASSES)  # errors spread over the other classes
     assert (answers["llm_confidence"] == 0.9).all()
     assert answers["rationale"].str.contains("simulated").all()
-    assert not (tmp_path / "cache").exists()       # free answers are not cached
+    # asked again in a later iteration: answered from the cache, free, outside max_rows
+    again, u2 = answer_queue(queue(ids), sim_cfg(budget={"max_rows": 10}), CLASSES, iteration=2,
+                             cache_dir=tmp_path / "cache", gold_path=tmp_path / "gold.sqlite")
+    assert (again["status"] == "cached").all() and u2["requests"] == 0
+    assert list(again["llm_label"]) == list(answers["llm_label"])
 
 
 def test_simulated_answers_depend_only_on_seed_and_id(tmp_path):
     gold_db(tmp_path / "gold.sqlite", 400)
     ids = [f"r{i}" for i in range(400)]
-    kw = dict(iteration=1, cache_dir=tmp_path / "c", gold_path=tmp_path / "gold.sqlite")
-    a, _ = answer_queue(queue(ids), sim_cfg(), CLASSES, **kw)
-    b, _ = answer_queue(queue(ids[::-1]), sim_cfg(batch_size=7), CLASSES, **kw)
-    c, _ = answer_queue(queue(ids), sim_cfg(simulated={"accuracy": 0.9, "seed": 8}), CLASSES, **kw)
+    kw = dict(iteration=1, gold_path=tmp_path / "gold.sqlite")
+    a, _ = answer_queue(queue(ids), sim_cfg(), CLASSES, cache_dir=tmp_path / "a", **kw)
+    b, _ = answer_queue(queue(ids[::-1]), sim_cfg(batch_size=7), CLASSES, cache_dir=tmp_path / "b",
+                        **kw)
+    c, _ = answer_queue(queue(ids), sim_cfg(simulated={"accuracy": 0.9, "seed": 8}), CLASSES,
+                        cache_dir=tmp_path / "a", **kw)   # another seed is another cache key
     la, lb, lc = (x.set_index("id")["llm_label"] for x in (a, b, c))
     assert la.equals(lb.loc[la.index])
     assert not la.equals(lc)
@@ -90,7 +96,7 @@ def test_cache_roundtrip_and_key_covers_classes(tmp_path):
     c.put_many([(k, "gemini", "m", "v1", Answer("positive", 0.8, "why"), 12.0, 3.0)])
     c.close()
     got = ResponseCache(tmp_path).get_many([k, "other"])
-    assert got == {k: (Answer("positive", 0.8, "why"), 12.0, 3.0)}
+    assert got == {k: (Answer("positive", 0.8, "why"), 12.0, 3.0, 0)}
 
 
 def test_a_damaged_cache_file_is_moved_aside_not_fatal(tmp_path):

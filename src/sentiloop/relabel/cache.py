@@ -4,8 +4,10 @@ Keyed by sha256 of (provider, model, prompt version, class list, text): the clas
 the prompt (the label enum), so a different class set is a different question. One SQLite file
 under `cache_dir` (default .cache/llm/, outside every DVC output and gitignored): experiments in
 temp copies can share it by pointing llm.cache.dir at one absolute path. Only validated answers
-are stored, with the tokens they cost, so a cache hit can be charged against the budget exactly as
-the original call was (the same rows get answered on every re-run). A damaged cache file is never
+are stored, with the tokens they cost and the loop iteration that first paid for them: a hit
+from an earlier iteration is free (the loop re-queues rows the LLM already answered), a hit from
+this same iteration is charged against the budget exactly as the original call was, so a re-run of
+an iteration admits the same rows and pays nothing. A damaged cache file is never
 fatal: it is moved aside and the run goes on without it.
 """
 from __future__ import annotations
@@ -28,7 +30,7 @@ CREATE TABLE IF NOT EXISTS answers (
   provider TEXT NOT NULL, model TEXT NOT NULL, prompt_version TEXT NOT NULL,
   label TEXT NOT NULL, confidence REAL NOT NULL, rationale TEXT,
   prompt_tokens REAL NOT NULL DEFAULT 0, output_tokens REAL NOT NULL DEFAULT 0,
-  created_at REAL NOT NULL
+  created_at REAL NOT NULL, iteration INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS documents (
   key TEXT PRIMARY KEY, provider TEXT NOT NULL, model TEXT NOT NULL, kind TEXT NOT NULL,
@@ -60,6 +62,9 @@ class ResponseCache:
             con = sqlite3.connect(self.path, timeout=30)
             con.execute("PRAGMA journal_mode=WAL")
             con.executescript(SCHEMA)
+            cols = {r[1] for r in con.execute("PRAGMA table_info(answers)")}
+            if "iteration" not in cols:  # a cache written before answers knew their iteration
+                con.execute("ALTER TABLE answers ADD COLUMN iteration INTEGER NOT NULL DEFAULT 0")
             self._con = con
         except sqlite3.DatabaseError as e:
             aside = self.path.with_suffix(f".corrupt-{int(time.time())}")
@@ -74,8 +79,8 @@ class ResponseCache:
                 log.warning("LLM cache disabled: %s", e2)
                 self.enabled = False
 
-    def get_many(self, keys: Iterable[str]) -> dict[str, tuple[Answer, float, float]]:
-        """key -> (answer, prompt_tokens, output_tokens) for the keys present."""
+    def get_many(self, keys: Iterable[str]) -> dict[str, tuple[Answer, float, float, int]]:
+        """key -> (answer, prompt_tokens, output_tokens, first iteration) for the keys present."""
         if not self.enabled or self._con is None:
             return {}
         keys = list(dict.fromkeys(keys))
@@ -83,22 +88,26 @@ class ResponseCache:
         for i in range(0, len(keys), 500):
             part = keys[i:i + 500]
             rows = self._con.execute(
-                f"SELECT key, label, confidence, rationale, prompt_tokens, output_tokens "
+                f"SELECT key, label, confidence, rationale, prompt_tokens, output_tokens, iteration "
                 f"FROM answers WHERE key IN ({','.join('?' * len(part))})", part).fetchall()
-            for k, label, conf, rat, pt, ot in rows:
+            for k, label, conf, rat, pt, ot, it in rows:
                 out[k] = (Answer(label=label, confidence=float(conf), rationale=rat or ""),
-                          float(pt), float(ot))
+                          float(pt), float(ot), int(it))
         return out
 
-    def put_many(self, rows: Sequence[tuple[str, str, str, str, Answer, float, float]]) -> None:
-        """rows: (key, provider, model, prompt_version, answer, prompt_tokens, output_tokens)."""
+    def put_many(self, rows: Sequence[tuple[str, str, str, str, Answer, float, float]], *,
+                 iteration: int = 0) -> None:
+        """rows: (key, provider, model, prompt_version, answer, prompt_tokens, output_tokens).
+        An answer already stored keeps its first iteration (INSERT OR IGNORE)."""
         if not self.enabled or self._con is None or not rows:
             return
         now = time.time()
         with self._con:
             self._con.executemany(
-                "INSERT OR REPLACE INTO answers VALUES (?,?,?,?,?,?,?,?,?,?)",
-                [(k, p, m, v, a.label, a.confidence, a.rationale, pt, ot, now)
+                "INSERT OR IGNORE INTO answers (key, provider, model, prompt_version, label, "
+                "confidence, rationale, prompt_tokens, output_tokens, created_at, iteration) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                [(k, p, m, v, a.label, a.confidence, a.rationale, pt, ot, now, int(iteration))
                  for k, p, m, v, a, pt, ot in rows])
 
     def get_document(self, key: str) -> tuple[str, float, float] | None:

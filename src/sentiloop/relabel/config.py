@@ -28,7 +28,7 @@ class Retries:
 
 @dataclass(frozen=True)
 class Budget:
-    max_rows: int | None = 500           # queue rows considered per iteration (cached ones too)
+    max_rows: int | None = 500           # rows asked per iteration (earlier iterations' answers free)
     max_tokens: int | None = 200_000     # prompt + output tokens per iteration
     max_cost_usd: float | None = 0.50    # estimated from `price`
     est_chars_per_token: float = 2.0     # to estimate a request's size before sending it

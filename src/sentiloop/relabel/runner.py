@@ -1,9 +1,11 @@
 """answer_queue: the relabel queue in, validated LLM answers and usage metrics out.
 
 Order of business for one iteration:
-1. sort the queue most-uncertain first (priority desc) and admit rows while the budget lasts
-   (max_rows counts every admitted row; cached rows are charged the tokens they originally cost,
-   so a re-run admits exactly the same rows and pays nothing);
+1. sort the queue most-uncertain first (priority desc) and admit rows while the budget lasts.
+   Answers cached by an earlier iteration are free (the loop re-queues rows the LLM already
+   answered, and a real LLM would answer them the same way). Answers cached by this same
+   iteration (a re-run) are charged what they originally cost and count towards max_rows, so a
+   re-run admits exactly the same rows and pays nothing;
 2. answer what the cache knows;
 3. send the rest in batches (identical texts asked once), validating every reply; a reply that is
    garbage or leaves ids unanswered is retried (only the missing ids) with backoff, HTTP faults are
@@ -164,8 +166,7 @@ def answer_queue(queue: pd.DataFrame, llm_cfg: Mapping[str, Any] | None, classes
     redact = Redactor([cfg.api_key()])
     own_provider = provider is None
     provider = provider or build_provider(cfg, gold_path=Path(gold_path) if gold_path else None)
-    cache = ResponseCache(resolve_cache_dir(cfg, cache_dir),
-                          enabled=cfg.cache and not provider.simulated)
+    cache = ResponseCache(resolve_cache_dir(cfg, cache_dir), enabled=cfg.cache)
     try:
         return _Run(cfg, classes, iteration, provider, cache, redact).run(queue)
     finally:
@@ -207,24 +208,33 @@ class _Run:
             q = q.sort_values("_p", ascending=False, kind="mergesort").drop(columns="_p")
         ids = q["id"].tolist()
         texts = [truncate(t, cfg.max_text_chars) for t in q["text"].astype(str)]
+        # the simulated annotator answers per sentence id (from its gold label), not per text
+        questions = [f"sentence-id:{i}" for i in ids] if self.provider.simulated else texts
         keys = [cache_key(self.provider.name, self.provider.model, self.version, self.classes, t)
-                for t in texts]
+                for t in questions]
         status = {i: "over_budget" for i in ids}
         answer: dict[str, Answer] = {}
 
-        # 1. admission in priority order, cached rows charged what they originally cost
+        # 1. admission in priority order (see the module docstring for what cached rows cost)
         max_rows = cfg.budget.max_rows
-        hits = self.cache.get_many(keys[: max_rows if max_rows is not None else len(keys)])
+        hits = self.cache.get_many(keys)
         to_send: dict[str, list[str]] = {}   # key -> row ids sharing that text
         key_text: dict[str, str] = {}
         per_row_sys = self._sys_tokens / cfg.batch_size
         reserved_p = reserved_o = 0.0
-        for n, (rid, text, key) in enumerate(zip(ids, texts, keys)):
+        n = 0                                # rows counted against max_rows
+        for rid, text, key in zip(ids, texts, keys):
+            hit = hits.get(key)
+            if hit is not None and hit[3] < self.usage.iteration:   # known before: free
+                answer[rid], status[rid] = hit[0], "cached"
+                self.usage.cache_hits += 1
+                continue
             if max_rows is not None and n >= max_rows:
                 self.usage.budget_stop = self.usage.budget_stop or "max_rows"
                 break
-            if key in hits:
-                a, pt, ot = hits[key]
+            n += 1
+            if hit is not None:
+                a, pt, ot, _ = hit
                 limit = self.budget.would_exceed(pt, ot)
                 if limit:
                     self.usage.budget_stop = limit
@@ -367,7 +377,7 @@ class _Run:
                 bad_answer.discard(k)
                 fresh.append((k, self.provider.name, self.provider.model, self.version, a,
                               share_p, share_o))
-            self.cache.put_many(fresh)
+            self.cache.put_many(fresh, iteration=self.usage.iteration)
             answered_or_bad = set(parsed.answers) | set(parsed.unknown_labels) | set(parsed.invalid)
             n_missing = sum(1 for k in pending if rid_of[k] not in answered_or_bad)
             if n_missing:

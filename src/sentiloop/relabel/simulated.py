@@ -7,7 +7,8 @@ order, batch size or iteration: the same row asked twice gets the same answer, a
 LLM. Its confidence is `accuracy` for every answer: a perfectly calibrated annotator that cannot
 tell its right answers from its wrong ones, which is the honest assumption without a real model.
 It goes through the same prompt/parse/validate path as the HTTP providers (it returns JSON text)
-and every output row is marked simulated. It costs nothing: no tokens, no cache.
+and every output row is marked simulated. It costs no tokens; its answers are cached per
+sentence id (not per text), so a row asked again in a later iteration is free, as with an LLM.
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ class SimulatedProvider:
         if gold_path is None or not Path(gold_path).exists():
             raise ConfigError(f"llm.provider=simulated needs the gold labels database "
                               f"(table gold(id, gold_label)); got {gold_path!r}")
-        self.model = f"simulated-acc{cfg.simulated.accuracy:g}"
+        self.model = f"simulated-acc{cfg.simulated.accuracy:g}-seed{cfg.simulated.seed}"
         self._cfg = cfg
         self._con = sqlite3.connect(f"file:{Path(gold_path)}?mode=ro", uri=True)
 
