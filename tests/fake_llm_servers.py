@@ -8,7 +8,7 @@ sentences with a keyword oracle and play a script of faults, one per request:
   (200 with text that is not JSON), "truncated" (JSON cut in half), "drop1" (omit the last id),
   "unknown_id" (an extra answer with an id that was never asked), "unknown_label" (first answer
   gets a label outside the classes), "401echo" (401 whose message echoes the key it received, as
-  a careless proxy might), "body_garbage" (200 whose HTTP body is not JSON at all).
+  a careless proxy might), "429echo" (the same inside a retryable 429), "body_garbage" (200 whose HTTP body is not JSON at all).
 Every request is recorded (path, headers, body) so tests can count paid calls.
 """
 from __future__ import annotations
@@ -115,6 +115,9 @@ class FakeLLM:
                                          "RESOURCE_EXHAUSTED"))
         elif fault == "500":
             self.send(h, 500, self.error(500, "Internal error encountered.", "INTERNAL"))
+        elif fault == "429echo":
+            self.send(h, 429, self.error(429, f"Quota exceeded for key {self.received_key(h)}",
+                                         "RESOURCE_EXHAUSTED"))
         elif fault == "401echo":
             self.send(h, 401, self.error(401, f"API key not valid: {self.received_key(h)}",
                                          "UNAUTHENTICATED"))

@@ -55,8 +55,8 @@ def test_the_key_is_in_no_params_file_log_metric_cache_or_report(tmp_path, monke
     out = tmp_path / "out"
     labels, changes, preds = iteration_frames()
     queue = labels[labels["split"] == "train"].assign(priority=1.0)[["id", "text", "priority"]]
-    runs = [(FakeGemini, "gemini", ["429", "ok", "garbage", "ok", "401echo"]),
-            (FakeOpenAI, "openai_compatible", ["500", "ok", "401echo"])]
+    runs = [(FakeGemini, "gemini", ["429echo", "ok", "garbage", "ok", "401echo"]),
+            (FakeOpenAI, "openai_compatible", ["429echo", "ok", "401echo"])]
     for Fake, group, faults in runs:
         with Fake(faults=faults, echo_key=True) as fake:
             params = compose_llm(group, [f"llm.base_url={fake.base_url}", "llm.batch_size=3",

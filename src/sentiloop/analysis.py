@@ -247,7 +247,7 @@ def llm_review(stats: Mapping[str, Any], samples: list[dict], llm_cfg: Mapping[s
                provider=None) -> dict[str, Any]:
     """Ask the configured provider for a structured review. Never raises on provider trouble:
     returns {"status": "ok"|"cached"|"skipped"|"failed", "reason", "review", usage...}."""
-    from .relabel.base import ProviderError, Redactor
+    from .relabel.base import ProviderError, Redactor, redact_sdk_logs
     from .relabel.cache import ResponseCache, cache_key
     from .relabel.config import parse_config, resolve_cache_dir
     from .relabel.prompt import MalformedReply, load_json
@@ -269,6 +269,7 @@ def llm_review(stats: Mapping[str, Any], samples: list[dict], llm_cfg: Mapping[s
         res["reason"] = "no samples (needs predictions and texts)"
         return res
     redact = Redactor([cfg.api_key()])
+    redact_sdk_logs(cfg.api_key())
     user = ("Statistics of this iteration (JSON):\n" + json.dumps(_brief(stats), ensure_ascii=False)
             + "\n\nHard samples (JSON):\n" + json.dumps(samples, ensure_ascii=False))
     est_p = (len(REVIEW_SYSTEM) + len(user)) / cfg.budget.est_chars_per_token

@@ -6,6 +6,7 @@ and the budget live in one place (`runner.py`), so the three providers behave th
 """
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from typing import Iterable, Protocol
@@ -84,3 +85,41 @@ class Redactor:
         out = re.sub(r"(?i)(x-goog-api-key|authorization|api[-_]?key)([\"']?\s*[:=]\s*[\"']?)"
                      r"(bearer\s+)?[A-Za-z0-9_\-\.]{8,}", r"\1\2\3[REDACTED]", out)
         return out
+
+
+# Loggers of the SDKs and their HTTP stacks. google-genai logs the error of every retried request
+# (tenacity's before_sleep at INFO), and a careless server can echo the key inside that error.
+SDK_LOGGERS = ("google_genai", "google_genai._api_client", "google_genai.models", "httpx",
+               "httpx2", "httpcore", "httpcore2", "openai", "openai._base_client", "tenacity")
+
+
+class _RedactingFilter(logging.Filter):
+    def __init__(self):
+        super().__init__("sentiloop-redact")
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:  # pragma: no cover - a broken record is not ours to fix
+            return True
+        if any(s in message for s in self.secrets):
+            record.msg, record.args = Redactor(self.secrets)(message), ()
+        return True
+
+
+_FILTER = _RedactingFilter()
+
+
+def redact_sdk_logs(secret: str | None) -> None:
+    """Redact `secret` from every record the SDK loggers emit (logger-level filters run only on
+    the logger a record is created on, so each known logger gets the filter)."""
+    if not secret or len(secret) < 4:
+        return
+    _FILTER.secrets.add(secret)
+    for name in SDK_LOGGERS:
+        lg = logging.getLogger(name)
+        if _FILTER not in lg.filters:
+            lg.addFilter(_FILTER)

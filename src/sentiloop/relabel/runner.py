@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .base import FAILURE_KINDS, ProviderError, Redactor
+from .base import FAILURE_KINDS, ProviderError, Redactor, redact_sdk_logs
 from .cache import ResponseCache, cache_key
 from .config import LLMConfig, parse_config, resolve_cache_dir
 from .prompt import (Answer, MalformedReply, PROMPT_TEMPLATE_VERSION, answers_schema,
@@ -164,6 +164,7 @@ def answer_queue(queue: pd.DataFrame, llm_cfg: Mapping[str, Any] | None, classes
         return empty_answers(), usage.flat(empty_answers(), cfg.min_confidence, llm_used=False)
 
     redact = Redactor([cfg.api_key()])
+    redact_sdk_logs(cfg.api_key())
     own_provider = provider is None
     provider = provider or build_provider(cfg, gold_path=Path(gold_path) if gold_path else None)
     cache = ResponseCache(resolve_cache_dir(cfg, cache_dir), enabled=cfg.cache)
