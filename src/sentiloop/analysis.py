@@ -209,7 +209,8 @@ def review_samples(labels: pd.DataFrame, *, predictions: pd.DataFrame | None = N
                                                                  ascending=[False, True])
     picks += [(i, "ensemble_vs_label") for i in mis["id"].head(per)]
     conf = pr.sort_values(["agreement", "confidence", "id"], ascending=True)
-    picks += [(i, "member_conflict") for i in conf["id"].head(max_samples)]
+    picks += [(i, "member_conflict" if a < 1.0 else "least_confident")
+              for i, a in zip(conf["id"].head(max_samples), conf["agreement"].head(max_samples))]
     chosen: list[tuple[str, str]] = []
     seen: set[str] = set()
     for i, why in picks:
@@ -403,8 +404,8 @@ def render_markdown(stats: Mapping[str, Any], samples: list[dict]) -> str:
     mit = stats["mitigation"]
     lines = [f"# Bias report, iteration {k}", "",
              f"{stats['rows']} {stats['split'] or 'all'} rows. Largest class drift from the "
-             f"original labels: {_pct(stats['max_abs_drift'])} ({stats['max_drift_class']}); "
-             f"bound {_pct(mit['max_drift'])}.", ""]
+             f"original labels: {100 * stats['max_abs_drift']:.2f} pp ({stats['max_drift_class']}); "
+             f"bound {100 * mit['max_drift']:.2f} pp.", ""]
     if mit["engage"]:
         moved = ", ".join([f"{c} grew" for c in mit["over"]] + [f"{c} shrank" for c in mit["under"]])
         lines += [f"**Mitigation engaged:** {moved} beyond the bound; the next correction uses "
