@@ -104,3 +104,19 @@ def test_a_damaged_cache_file_is_moved_aside_not_fatal(tmp_path):
     c = ResponseCache(tmp_path)
     assert c.enabled and c.get_many(["x"]) == {}
     assert list(tmp_path.glob("responses.corrupt-*"))
+
+
+def test_an_empty_queue_asks_nothing(tmp_path):
+    gold_db(tmp_path / "gold.sqlite", 3)
+    answers, usage = answer_queue(queue([]), sim_cfg(), CLASSES, iteration=1, cache_dir=tmp_path,
+                                  gold_path=tmp_path / "gold.sqlite")
+    assert answers.empty and usage["requests"] == 0 and usage["queue_rows"] == 0
+    assert "status" in answers.columns
+
+
+def test_applicable_answers_apply_the_confidence_bar():
+    from sentiloop.relabel import applicable_answers
+    a = pd.DataFrame({"id": ["a", "b", "c", "d"], "llm_label": ["positive", "negative", None, "neutral"],
+                      "llm_confidence": [0.9, 0.5, np.nan, 0.7],
+                      "status": ["answered", "cached", "failed", "cached"]})
+    assert list(applicable_answers(a, 0.7)["id"]) == ["a", "d"]
