@@ -286,3 +286,17 @@ def test_openai_compatible_local_server_needs_no_key(tmp_path, monkeypatch):
     with FakeOpenAI() as fake:
         answers, _ = run(fake, "openai_compatible", tmp_path, queue=make_queue(TEXTS[:2]))
     assert list(answers["status"]) == ["answered", "answered"]
+
+
+@pytest.mark.parametrize("Fake,provider", PROVIDERS)
+def test_free_answers_are_used_even_after_the_budget_is_spent(Fake, provider, tmp_path):
+    with Fake() as fake:
+        q = make_queue()
+        q["priority"] = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]            # s5 first
+        run(fake, provider, tmp_path, queue=q.iloc[[0]])           # s0 answered in iteration 1
+        answers, usage = answer_queue(q, make_cfg(fake, provider, budget=dict(max_rows=2)), CLASSES,
+                                      iteration=2, cache_dir=tmp_path / "cache")
+    st = dict(zip(answers["id"], answers["status"]))
+    assert st == {"s5": "answered", "s4": "answered", "s3": "over_budget", "s2": "over_budget",
+                  "s1": "over_budget", "s0": "cached"}
+    assert usage["budget_stop"] == "max_rows"

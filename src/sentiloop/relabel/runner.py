@@ -224,35 +224,40 @@ class _Run:
         per_row_sys = self._sys_tokens / cfg.batch_size
         reserved_p = reserved_o = 0.0
         n = 0                                # rows counted against max_rows
+        closed = False                       # a limit was hit: only free answers from here on
         for rid, text, key in zip(ids, texts, keys):
             hit = hits.get(key)
             if hit is not None and hit[3] < self.usage.iteration:   # known before: free
                 answer[rid], status[rid] = hit[0], "cached"
                 self.usage.cache_hits += 1
                 continue
+            if key in to_send:  # same text as an admitted row: asked once, costs nothing more
+                to_send[key].append(rid)
+                continue
+            if closed:
+                continue
             if max_rows is not None and n >= max_rows:
                 self.usage.budget_stop = self.usage.budget_stop or "max_rows"
-                break
-            n += 1
-            if hit is not None:
+                closed = True
+                continue
+            if hit is not None:  # cached by this same iteration (a re-run): charged as before
                 a, pt, ot, _ = hit
                 limit = self.budget.would_exceed(pt, ot)
                 if limit:
-                    self.usage.budget_stop = limit
-                    break
+                    self.usage.budget_stop, closed = limit, True
+                    continue
+                n += 1
                 self.budget.charge(pt, ot)
                 answer[rid], status[rid] = a, "cached"
                 self.usage.cache_hits += 1
-                continue
-            if key in to_send:  # same text as an earlier row: asked once
-                to_send[key].append(rid)
                 continue
             est_p, est_o = per_row_sys + self._row_tokens(text), self._out_tokens
             # reserve the estimate so admission stops where the money would run out
             limit = self.budget.would_exceed(reserved_p + est_p, reserved_o + est_o)
             if limit:
-                self.usage.budget_stop = limit
-                break
+                self.usage.budget_stop, closed = limit, True
+                continue
+            n += 1
             reserved_p, reserved_o = reserved_p + est_p, reserved_o + est_o
             to_send[key] = [rid]
             key_text[key] = text
