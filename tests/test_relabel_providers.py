@@ -124,11 +124,21 @@ def test_garbage_and_truncated_json_are_retried(Fake, provider, tmp_path):
 
 @pytest.mark.parametrize("Fake,provider", PROVIDERS)
 def test_garbage_until_attempts_run_out_leaves_rows_unlabelled(Fake, provider, tmp_path):
-    with Fake(faults=["garbage", "truncated", "garbage"]) as fake:
+    with Fake(faults=["garbage", "garbage", "garbage"]) as fake:
         answers, usage = run(fake, provider, tmp_path, queue=make_queue(TEXTS[:2]))
     assert list(answers["status"]) == ["failed", "failed"]
     assert answers["llm_label"].isna().all()
     assert usage["failures_malformed"] == 3
+
+
+@pytest.mark.parametrize("Fake,provider", PROVIDERS)
+def test_a_cut_off_reply_keeps_its_complete_answers_and_asks_for_the_rest(Fake, provider, tmp_path):
+    with Fake(faults=["truncated"]) as fake:
+        answers, usage = run(fake, provider, tmp_path, queue=make_queue(TEXTS[:4]), batch_size=4)
+    assert list(answers["llm_label"]) == [oracle(t) for t in TEXTS[:4]]
+    assert usage["failures_malformed"] == 1 and len(fake.requests) == 2
+    second = str(fake.requests[1]["body"])
+    assert TEXTS[0] not in second and TEXTS[3] in second      # only the cut-off ones again
 
 
 @pytest.mark.parametrize("Fake,provider", PROVIDERS)

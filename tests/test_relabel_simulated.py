@@ -120,3 +120,12 @@ def test_applicable_answers_apply_the_confidence_bar():
                       "llm_confidence": [0.9, 0.5, np.nan, 0.7],
                       "status": ["answered", "cached", "failed", "cached"]})
     assert list(applicable_answers(a, 0.7)["id"]) == ["a", "d"]
+
+
+def test_salvage_keeps_complete_objects_of_a_cut_off_array():
+    from sentiloop.relabel.prompt import parse_answers, salvage_items
+    cut = '```json\n[{"id": "1", "label": "positive", "confidence": 0.9, "rationale": "a, b"}, {"id": "2", "lab'
+    assert salvage_items(cut) == [{"id": "1", "label": "positive", "confidence": 0.9, "rationale": "a, b"}]
+    assert salvage_items('{"answers": [') == [] and salvage_items("no json") == []
+    p = parse_answers(cut, ["1", "2"], CLASSES)
+    assert p.truncated and list(p.answers) == ["1"]

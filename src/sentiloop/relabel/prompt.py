@@ -80,6 +80,7 @@ class Parsed:
     unknown_labels: dict[str, int] = field(default_factory=dict)  # request id -> count
     invalid: dict[str, int] = field(default_factory=dict)         # bad confidence / shape
     duplicates: int = 0
+    truncated: bool = False      # the JSON was cut off; the complete items before the cut are kept
 
 
 class MalformedReply(ValueError):
@@ -102,10 +103,39 @@ def load_json(text: str | None) -> Any:
         raise MalformedReply(f"not valid JSON ({e.msg} at char {e.pos} of {len(text)})") from None
 
 
+def salvage_items(text: str | None) -> list[dict]:
+    """The complete objects of a JSON array that was cut off: `[{...}, {...}, {"id": "3", "la`
+    gives the first two. Empty when there is no array or not even one complete object."""
+    if not text:
+        return []
+    start = str(text).find("[")
+    if start < 0:
+        return []
+    dec, s, i, out = json.JSONDecoder(), str(text), start + 1, []
+    while True:
+        while i < len(s) and s[i] in " \t\r\n,":
+            i += 1
+        if i >= len(s) or s[i] != "{":
+            return out
+        try:
+            obj, i = dec.raw_decode(s, i)
+        except json.JSONDecodeError:
+            return out
+        if isinstance(obj, dict):
+            out.append(obj)
+
+
 def parse_answers(text: str | None, asked: Sequence[str], classes: Sequence[str]) -> Parsed:
     """Validate a reply against the ids asked and the classes. Raises MalformedReply when the
     reply as a whole is unusable; per-item problems are counted in the result."""
-    data = load_json(text)
+    truncated = False
+    try:
+        data = load_json(text)
+    except MalformedReply:
+        data = salvage_items(text)   # a reply cut off at max tokens still holds complete items
+        if not data:
+            raise
+        truncated = True
     if isinstance(data, dict):
         for key in ("answers", "items", "labels", "results"):
             if isinstance(data.get(key), list):
@@ -115,7 +145,7 @@ def parse_answers(text: str | None, asked: Sequence[str], classes: Sequence[str]
         raise MalformedReply(f"expected a JSON array, got {type(data).__name__}")
     asked_set = set(asked)
     by_lower = {c.lower(): c for c in classes}
-    out = Parsed()
+    out = Parsed(truncated=truncated)
     for item in data:
         if not isinstance(item, dict):
             out.unknown_ids += 1

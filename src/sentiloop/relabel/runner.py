@@ -368,6 +368,10 @@ class _Run:
                     self._sleep(attempt)
                 continue
             u = self.usage
+            if parsed.truncated:
+                u.add_failures({"malformed": 1})
+                log.warning("LLM reply was cut off (attempt %d/%d): kept the %d complete answers",
+                            attempt + 1, attempts, len(parsed.answers))
             u.discarded_unknown_id += parsed.unknown_ids
             u.discarded_unknown_label += sum(parsed.unknown_labels.values())
             u.discarded_invalid += sum(parsed.invalid.values())
