@@ -125,7 +125,7 @@ def build_bundle(out_dir: str | Path, *, member_dirs: Mapping[str, str | Path],
     tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", suffix=".tmp", dir=out_dir.parent))
     try:
         for name, src in member_dirs.items():
-            shutil.copytree(src, tmp / MEMBERS_DIR / name)
+            shutil.copytree(src, tmp / MEMBERS_DIR / name, ignore=shutil.ignore_patterns("folds"))
         tok = {"module": "sentiloop.text.tokenize", "language": language, **dict(tokenizer or {})}
         (tmp / TOKENIZER).write_text(json.dumps(tok, indent=1, sort_keys=True))
         manifest = {
@@ -239,3 +239,26 @@ class Bundle:
     def predict(self, texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
         proba = self.predict_proba(texts)
         return [self.classes[i] for i in proba.argmax(axis=1)], proba
+
+
+def bundle_step(params: Mapping[str, Any], *, models_dir: Path, gate_json: Path, out_dir: Path,
+                data_files: Sequence[Path] = (), metric_files: Mapping[str, Path] | None = None
+                ) -> dict[str, Any]:
+    """Stage `bundle`: the gate's selected members + weights + tokenizer + manifest."""
+    gate = json.loads(Path(gate_json).read_text())
+    members = list(gate.get("members") or params["ensemble"]["members"])
+    metrics = {name: json.loads(Path(p).read_text()) for name, p in (metric_files or {}).items()
+               if Path(p).exists()}
+    metrics["gate"] = {k: gate.get(k) for k in ("f1", "threshold", "attempts", "passed")}
+    model_params = params.get("models") or {}
+    tokenizer = {"negation": bool((model_params.get("lexicon") or {}).get("negation", True)),
+                 "max_text_chars": (params.get("data") or {}).get("max_text_chars")}
+    return build_bundle(
+        out_dir, member_dirs={m: Path(models_dir) / m for m in members},
+        weights=gate.get("weights") or params["ensemble"].get("weights"),
+        classes=list(params["data"]["classes"]), language=params["data"]["language"],
+        tokenizer=tokenizer, metrics=metrics, params=dict(params), data_files=list(data_files),
+        gate={k: gate.get(k) for k in ("passed", "deployable", "f1", "threshold", "attempts",
+                                        "selected_attempt")},
+        source={"models": str(models_dir), "iterations": (params.get("loop") or {}).get("max_iterations"),
+                "schedule": (params.get("schedule") or {}).get("name")})

@@ -143,8 +143,11 @@ def retrain(models: Mapping[str, SentimentModel], train: Split, dev: Split | Non
 def run_gate(models: Mapping[str, SentimentModel], weights: Mapping[str, float], *,
              train: Split, dev: Split | None, test: Split, cfg: GateConfig,
              retrain_fn: Callable[..., tuple[dict[str, SentimentModel], dict[str, Any]]] = retrain,
-             ) -> GateResult:
-    """Score the final ensemble on `test`; retrain up to `cfg.max_attempts` times while below."""
+             initial_proba: np.ndarray | None = None) -> GateResult:
+    """Score the final ensemble on `test`; retrain up to `cfg.max_attempts` times while below.
+
+    `initial_proba`: the final ensemble's test probabilities when already computed (the loop's
+    predict_final wrote them), so the common pass case costs no prediction at all."""
     if not models:
         raise ValueError("the gate needs at least one model")
     if len(test.texts) == 0:
@@ -154,7 +157,11 @@ def run_gate(models: Mapping[str, SentimentModel], weights: Mapping[str, float],
     threshold = float(cfg.f1_threshold)
 
     best_models = dict(models)
-    best_f1 = macro_f1(test.labels, ensemble_proba(models, w, test.texts, cfg.chunk_size), n_classes)
+    if initial_proba is None:
+        initial_proba = ensemble_proba(models, w, test.texts, cfg.chunk_size)
+    elif len(initial_proba) != len(test.texts):
+        raise ValueError(f"initial_proba has {len(initial_proba)} rows, the test split {len(test.texts)}")
+    best_f1 = macro_f1(test.labels, initial_proba, n_classes)
     best_attempt = 0
     history = [{"attempt": 0, "f1": round(best_f1, 6), "what": "final iteration models"}]
     log.info("gate: final ensemble test macro-F1 %.4f (threshold %.4f)", best_f1, threshold)
@@ -242,3 +249,86 @@ def run_info() -> dict[str, Any]:
     except (OSError, subprocess.SubprocessError):
         pass
     return info
+
+
+# --- the stage ---------------------------------------------------------------------------------
+
+def _split(store_db: Path, split: str, classes: Sequence[str], chunk_size: int) -> Split:
+    from sentiloop.store import iter_chunks
+    index = {c: i for i, c in enumerate(classes)}
+    texts: list[str] = []
+    labels: list[int] = []
+    for frame in iter_chunks(store_db, ("text", "current_label"), where="split = ?", params=(split,),
+                             chunk_size=chunk_size):
+        unknown = set(frame["current_label"]) - set(index)
+        if unknown:
+            raise ValueError(f"{store_db}: {split} labels {sorted(unknown)} are not in {list(classes)}")
+        texts.extend(frame["text"].astype(str))
+        labels.extend(frame["current_label"].map(index))
+    return Split(texts, np.asarray(labels, dtype=np.int64))
+
+
+def _initial_proba(predictions: Path, store_db: Path, classes: Sequence[str], chunk_size: int,
+                   n_test: int) -> np.ndarray | None:
+    """The final ensemble's test probabilities as predict_final wrote them (saves re-predicting);
+    None when the file does not line up with the store's test rows."""
+    import pyarrow.parquet as pq
+    from sentiloop.store import iter_chunks
+    if not Path(predictions).exists():
+        return None
+    cols = [f"p_ens_{c}" for c in classes]
+    table = pq.read_table(predictions, columns=["id", "split", *cols])
+    frame = table.to_pandas()
+    frame = frame[frame["split"] == "test"].set_index("id")
+    ids = [i for chunk in iter_chunks(store_db, ("id",), where="split = 'test'", chunk_size=chunk_size)
+           for i in chunk["id"].astype(str)]
+    if len(ids) != n_test or not set(ids) <= set(frame.index):
+        return None
+    return frame.loc[ids, cols].to_numpy(dtype=np.float64)
+
+
+def gate_step(params: Mapping[str, Any], *, store_db: Path, models_dir: Path, final_eval: Path | None,
+              predictions: Path | None, out_models: Path, gate_json: Path, alerts: Path) -> dict[str, Any]:
+    """Stage `gate`: score, retry, alert; copy (or write) the selected members to `out_models`.
+
+    Always succeeds on a low score: the verdict goes to gate_json and the registry reads it."""
+    import shutil
+    from sentiloop.models.base import load_model
+
+    cfg = GateConfig.from_params(params.get("gate"))
+    classes = list(params["data"]["classes"])
+    chunk = int(params["loop"]["chunk_size"])
+    members = list(params["ensemble"]["members"])
+    models = {m: load_model(Path(models_dir) / m) for m in members}
+    weights = dict(params["ensemble"].get("weights") or {})
+    if final_eval is not None and Path(final_eval).exists():  # fitted weights, when the loop fitted them
+        weights = json.loads(Path(final_eval).read_text())["ensemble"].get("weights") or weights
+    train = _split(store_db, "train", classes, chunk)
+    dev = _split(store_db, "dev", classes, chunk)
+    test = _split(store_db, "test", classes, chunk)
+    initial = _initial_proba(predictions, store_db, classes, chunk, len(test.texts)) if predictions else None
+
+    result = run_gate(models, weights, train=train, dev=dev, test=test, cfg=cfg, initial_proba=initial)
+    alerts = Path(alerts)
+    alerts.parent.mkdir(parents=True, exist_ok=True)
+    alerts.touch()  # an output even when nothing failed (persisted across runs by DVC)
+    if not result.passed:
+        raise_alert(result, alerts_path=alerts, run={**run_info(), "members": members,
+                                                     "schedule": (params.get("schedule") or {}).get("name"),
+                                                     "iterations": params["loop"]["max_iterations"]},
+                    timeout=cfg.webhook_timeout)
+    out_models = Path(out_models)
+    if out_models.exists():
+        shutil.rmtree(out_models)
+    for name, model in result.models.items():
+        if result.selected_attempt == 0:
+            shutil.copytree(Path(models_dir) / name, out_models / name,
+                            ignore=shutil.ignore_patterns("folds"))
+        else:
+            model.save(out_models / name)
+    record = {**result.to_json(), "members": members,
+              "weights": normalized_weights(members, weights), "classes": classes}
+    gate_json = Path(gate_json)
+    gate_json.parent.mkdir(parents=True, exist_ok=True)
+    gate_json.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+    return record

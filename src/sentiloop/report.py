@@ -310,3 +310,157 @@ def write_report(data: ReportData, out_md: str | Path, image_dir: str | Path | N
 def is_png(path: str | Path) -> bool:
     with open(path, "rb") as fh:
         return fh.read(8) == PNG_SIGNATURE
+
+
+# --- collecting the data from the pipeline's outputs ----------------------------------------
+
+def _read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def _iteration_number(path: Path) -> int | None:
+    stem = path.stem
+    return int(stem[2:]) if stem.startswith("it") and stem[2:].isdigit() else None
+
+
+def convergence_from_metrics(metrics_dir: str | Path) -> dict[str, dict[int, float]]:
+    """Per-iteration convergence series from a run's metrics/ directory (iterations/ + eval/)."""
+    metrics_dir = Path(metrics_dir)
+    out: dict[str, dict[int, float]] = {"label_change_rate": {}, "dev_macro_f1": {},
+                                        "lexicon_dict_change_rate": {}}
+    for p in sorted((metrics_dir / "iterations").glob("it*.json")):
+        k = _iteration_number(p)
+        rec = _read_json(p)
+        if k is not None and not rec.get("passed_through") and rec.get("label_change_rate") is not None:
+            out["label_change_rate"][k] = float(rec["label_change_rate"])
+    for p in sorted((metrics_dir / "eval").glob("it*.json")):
+        k = _iteration_number(p)
+        if k is None:
+            continue
+        rec = _read_json(p)
+        out["dev_macro_f1"][k] = float(rec["ensemble"]["dev"]["macro_f1"])
+        dcr = (rec.get("members", {}).get("lexicon") or {}).get("dict_change_rate")
+        if dcr is not None:
+            out["lexicon_dict_change_rate"][k] = float(dcr)
+    return {m: s for m, s in out.items() if s}
+
+
+def accuracy_from_metrics(metrics_dir: str | Path, split: str = "test",
+                          metric: str = "accuracy") -> dict[str, dict[int, float]]:
+    out: dict[str, dict[int, float]] = {}
+    for p in sorted((Path(metrics_dir) / "eval").glob("it*.json")):
+        k = _iteration_number(p)
+        if k is None:
+            continue
+        rec = _read_json(p)
+        out.setdefault("ensemble", {})[k] = float(rec["ensemble"][split][metric])
+        for m, e in (rec.get("members") or {}).items():
+            out.setdefault(m, {})[k] = float(e[split][metric])
+    return out
+
+
+def confusion_from_predictions(predictions: Path, store_db: Path, classes: Sequence[str],
+                               members: Sequence[str], chunk_size: int = 5000) -> dict[str, np.ndarray]:
+    """Test-split confusion matrices per member and for the ensemble, from predictions.parquet."""
+    import pyarrow.parquet as pq
+    from sentiloop.store import iter_chunks
+    index = {c: i for i, c in enumerate(classes)}
+    truth = {}
+    for frame in iter_chunks(store_db, ("id", "current_label"), where="split = 'test'", chunk_size=chunk_size):
+        truth.update(zip(frame["id"].astype(str), frame["current_label"].map(index)))
+    names = [*members, "ens"]
+    pf = pq.ParquetFile(predictions)
+    available = set(pf.schema_arrow.names)
+    names = [n for n in names if all(f"p_{n}_{c}" in available for c in classes)]
+    out = {("ensemble" if n == "ens" else n): np.zeros((len(classes), len(classes)), dtype=np.int64)
+           for n in names}
+    cols = ["id", "split"] + [f"p_{n}_{c}" for n in names for c in classes]
+    for batch in pf.iter_batches(batch_size=chunk_size, columns=cols):
+        df = batch.to_pandas()
+        df = df[df["split"] == "test"]
+        y = df["id"].astype(str).map(truth)
+        ok = y.notna().to_numpy()
+        y = y[ok].astype(int).to_numpy()
+        for n in names:
+            pred = df[[f"p_{n}_{c}" for c in classes]].to_numpy()[ok].argmax(axis=1)
+            np.add.at(out["ensemble" if n == "ens" else n], (y, pred), 1)
+    return out
+
+
+def store_tables(store_db: Path, classes: Sequence[str], language: str, *, chunk_size: int = 5000,
+                 max_token_rows: int = 50_000) -> tuple[np.ndarray, dict[str, int], dict[str, np.ndarray]]:
+    """One chunked pass over the final store: (original->final transitions on train, original
+    train distribution, token lengths per split for up to max_token_rows rows)."""
+    from sentiloop.store import iter_chunks
+    from sentiloop.text.tokenize import tokenize_many
+    index = {c: i for i, c in enumerate(classes)}
+    trans = np.zeros((len(classes), len(classes)), dtype=np.int64)
+    original: dict[str, int] = {c: 0 for c in classes}
+    lengths: dict[str, list[int]] = {}
+    seen = 0
+    for frame in iter_chunks(store_db, ("text", "label", "current_label", "split"), chunk_size=chunk_size):
+        tr = frame[frame["split"] == "train"]
+        a = tr["label"].map(index)
+        b = tr["current_label"].map(index)
+        ok = (a.notna() & b.notna()).to_numpy()
+        np.add.at(trans, (a[ok].astype(int).to_numpy(), b[ok].astype(int).to_numpy()), 1)
+        for c, n in tr["label"].value_counts().items():
+            if c in original:
+                original[c] += int(n)
+        if seen < max_token_rows:
+            part = frame.iloc[: max_token_rows - seen]
+            seen += len(part)
+            for split, toks in zip(part["split"], tokenize_many(part["text"].astype(str).tolist(), language)):
+                lengths.setdefault(str(split), []).append(len(toks))
+    return trans, original, {s: np.asarray(v) for s, v in lengths.items()}
+
+
+def collect(params: Mapping[str, Any], *, metrics_dir: Path, store_db: Path, predictions: Path | None,
+            models_dir: Path | None, compare: Mapping[str, str | Path] | None = None,
+            top_words: int = 12, max_token_rows: int = 50_000) -> ReportData:
+    """Gather everything the report draws from one run's outputs (plus other runs' metrics)."""
+    classes = list(params["data"]["classes"])
+    members = list(params["ensemble"]["members"])
+    language = params["data"]["language"]
+    chunk = int(params["loop"]["chunk_size"])
+    schedule = (params.get("schedule") or {}).get("name", "run")
+    metrics_dir = Path(metrics_dir)
+    data = ReportData(classes=classes, title=f"sentiloop report: {params['data'].get('source', '')} "
+                                              f"corpus, {schedule} schedule")
+    data.convergence = {f"{schedule} (this run)": convergence_from_metrics(metrics_dir)}
+    for name, other in (compare or {}).items():
+        if Path(other).exists():
+            data.convergence[name] = convergence_from_metrics(other)
+        else:
+            data.notes.append(f"compare run {name!r}: {other} not found, left out")
+    data.accuracy = accuracy_from_metrics(metrics_dir)
+    if predictions is not None and Path(predictions).exists():
+        data.confusion = confusion_from_predictions(predictions, store_db, classes, members, chunk)
+    trans, original, lengths = store_tables(store_db, classes, language, chunk_size=chunk,
+                                            max_token_rows=max_token_rows)
+    data.transitions = trans
+    data.token_lengths = lengths
+    data.distribution = {0: original}
+    for p in sorted((metrics_dir / "iterations").glob("it*.json")):
+        k = _iteration_number(p)
+        rec = _read_json(p)
+        if k is not None and rec.get("class_distribution"):
+            data.distribution[k] = {c: int(v) for c, v in rec["class_distribution"].items()}
+    if models_dir is not None and "lexicon" in members and (Path(models_dir) / "lexicon").exists():
+        from sentiloop.models.base import load_model
+        lex = load_model(Path(models_dir) / "lexicon")
+        if hasattr(lex, "top_words"):
+            data.lexicon_words = {c: [(w, float(s)) for w, s in ws]
+                                  for c, ws in lex.top_words(top_words).items()}
+    gate_path = metrics_dir / "gate.json"
+    if gate_path.exists():
+        data.gate = _read_json(gate_path)
+    summary_path = metrics_dir / "summary.json"
+    if summary_path.exists():
+        s = _read_json(summary_path)
+        data.summary = {k: s[k] for k in ("termination_reason", "converged_at", "iterations_run",
+                                          "labels_changed_total", "labels_changed_share",
+                                          "test_macro_f1", "test_accuracy", "dev_macro_f1") if k in s}
+    if max_token_rows and sum(len(v) for v in lengths.values()) >= max_token_rows:
+        data.notes.append(f"token lengths from the first {max_token_rows} rows of the store")
+    return data
