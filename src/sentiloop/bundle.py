@@ -123,6 +123,9 @@ def build_bundle(out_dir: str | Path, *, member_dirs: Mapping[str, str | Path],
         kinds[name] = meta["kind"]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", suffix=".tmp", dir=out_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; a bundle is shared like any directory
     try:
         for name, src in member_dirs.items():
             shutil.copytree(src, tmp / MEMBERS_DIR / name, ignore=shutil.ignore_patterns("folds"))

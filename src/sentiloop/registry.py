@@ -179,7 +179,10 @@ def rollback(repo: str | Path, stage: str, *, to: str | None = None,
 
 def show(repo: str | Path, artifact: str | None = None) -> str:
     """The `gto show` table."""
-    res = subprocess.run(["gto", "show", *([artifact] if artifact else [])], cwd=str(repo),
+    import shutil
+    import sys
+    exe = shutil.which("gto") or str(Path(sys.executable).parent / "gto")
+    res = subprocess.run([exe, "show", *([artifact] if artifact else [])], cwd=str(repo),
                          capture_output=True, text=True)
     if res.returncode != 0:
         import gto.api

@@ -37,6 +37,7 @@ class Limits:
     max_body_bytes: int = 1 << 20    # 1 MiB
     max_batch: int = 256             # texts per request
     max_text_chars: int = 5000       # characters per text
+    read_timeout: float = 10.0       # seconds a client may take to send its request
 
 
 class RequestError(ValueError):
@@ -156,6 +157,10 @@ class _Handler(BaseHTTPRequestHandler):
             fn()
         except RequestError as e:
             self._error(e.status, e.message)
+        except TimeoutError:
+            self._error(408, "timed out reading the request")
+        except (ConnectionError, BrokenPipeError):
+            self.close_connection = True  # the client left; nobody to answer
         except Exception as e:  # the server must outlive any single request
             log.exception("unhandled error serving %s %s", self.command, self.path)
             self._error(500, f"internal error: {type(e).__name__}")
@@ -220,7 +225,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def make_server(service: PredictionService, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
-    handler = type("Handler", (_Handler,), {"service": service})
+    # StreamRequestHandler.timeout bounds every read: a client that stops sending mid-body
+    # costs one thread for read_timeout seconds, not forever
+    handler = type("Handler", (_Handler,), {"service": service, "timeout": service.limits.read_timeout})
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
     return server
