@@ -77,7 +77,7 @@ def params(**overrides) -> dict:
         "correction": {"conflict_margin": 0.0, "relabel_below": 0.6, "relabel_queue_max": 50},
         "convergence": {"label_change_eps": 0.0, "dict_change_eps": 0.0, "patience": 10,
                         "min_delta": 0.0},
-        "schedule": {"name": "constant", "start": 0.0, "end": 0.0},
+        "schedule": {"name": "constant", "start": 0.01, "end": 0.01},
         "llm": {"provider": "none"},
         "ensemble": {"members": ["lexicon"], "weights": {"lexicon": 1.0}, "fit_weights": False},
         "models": {"lexicon": dict(LEX_CONFIG)},

@@ -241,7 +241,7 @@ def load_feedback(directory: str | Path, classes: Sequence[str], store_path: str
         first = group[-1]  # the last file in sorted order wins for the reviewer name
         accepted.append({k: first[k] for k in ACCEPT_COLUMNS})
     acc = pd.DataFrame(accepted, columns=ACCEPT_COLUMNS)
-    rej = pd.DataFrame(rejects, columns=REJECT_COLUMNS)
+    rej = pd.DataFrame(rejects, columns=REJECT_COLUMNS, dtype=object)  # None stays None
     acc.attrs.update(unreviewed=unreviewed, duplicates=duplicates,
                      files=len(feedback_files(directory)))
     return acc, rej
