@@ -117,6 +117,9 @@ class PredictionService:
 class _Handler(BaseHTTPRequestHandler):
     server_version = "sentiloop"
     protocol_version = "HTTP/1.1"
+    # headers and body go out in two writes; with Nagle on, the body waits for the client's
+    # delayed ACK (~40 ms on Linux) on every keep-alive request
+    disable_nagle_algorithm = True
     service: PredictionService  # set on the subclass made by make_server
 
     # --- plumbing -------------------------------------------------------------------
