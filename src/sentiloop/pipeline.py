@@ -417,7 +417,8 @@ def run_loop(params: dict, workdir: Path, *, stop_after_ingest: bool = False) ->
             correct_step(params, k, n, Path(f"data/{prev}/sentences.sqlite"), Path(f"data/{it}/predictions.parquet"),
                          Path(f"data/{it}/relabel.parquet"), Path(f"metrics/eval/{prev}.json"),
                          Path(f"data/{prev}/loop_state.json"), Path(f"data/{it}/sentences.sqlite"),
-                         Path(f"data/{it}/loop_state.json"), Path(f"metrics/iterations/{it}.json"))
+                         Path(f"data/{it}/loop_state.json"), Path(f"metrics/iterations/{it}.json"),
+                         feedback_dir=Path((params.get("feedback") or {}).get("dir") or "data/feedback"))
             for m in members:
                 train_step(params, m, Path(f"data/{it}/sentences.sqlite"), Path(f"models/{it}/{m}"),
                            prev_dir=Path(f"models/{prev}/{m}"), state_path=Path(f"data/{it}/loop_state.json"))
