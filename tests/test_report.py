@@ -83,3 +83,29 @@ def test_empty_report_data_draws_nothing_empty(tmp_path):
     assert figures == {}
     assert not list(tmp_path.rglob("*.png"))
     assert "_no per-iteration metrics found_" in (tmp_path / "r.md").read_text()
+
+
+def test_experiments_are_read_from_their_git_commits(run, tmp_path):
+    """`sentiloop report --experiments`: each DVC experiment ref's committed per-iteration JSONs."""
+    import shutil
+    import subprocess
+
+    from sentiloop.report import convergence_from_metrics, convergence_from_rev, experiment_revs
+    root, prm = run
+    repo = tmp_path / "repo"
+    shutil.copytree(root / "metrics", repo / "metrics")
+
+    def git(*a):
+        return subprocess.run(["git", "-C", str(repo), "-c", "user.email=t@t", "-c", "user.name=t", *a],
+                              check=True, capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q")
+    (repo / "params.yaml").write_text("schedule: {name: curriculum}\n")
+    git("add", "-A")
+    git("commit", "-qm", "exp")
+    sha = git("rev-parse", "HEAD")
+    git("update-ref", f"refs/exps/{sha[:2]}/{sha[2:]}/bushy-fern", sha)
+    git("update-ref", "refs/exps/exec/EXEC_BASELINE", sha)  # a running experiment: ignored
+    assert experiment_revs(repo) == {"bushy-fern (curriculum)": sha}
+    assert convergence_from_rev(repo, sha) == convergence_from_metrics(root / "metrics")
+    assert set(convergence_from_rev(repo, sha)) >= {"label_change_rate", "dev_macro_f1"}

@@ -7,6 +7,7 @@
     sentiloop registry rollback --stage prod [--to v0.0.2]
     sentiloop registry show
     sentiloop review export --iteration 3 -n 200 --output review.csv
+    sentiloop report --experiments                   # convergence of every `dvc exp` run
 
 A bundle is chosen by --bundle DIR, or by --stage/--version from the GTO registry of --repo.
 Heavy imports happen inside the commands, so `sentiloop --help` is instant.
@@ -105,6 +106,24 @@ def cmd_review(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    import yaml
+    from sentiloop.report import collect, experiment_revs, write_report
+    params = yaml.safe_load(Path(args.params).read_text())
+    cfg = params.get("report") or {}
+    last = f"it{params['loop']['max_iterations']}"
+    revs = experiment_revs(".") if args.experiments else {}
+    data = collect(params, metrics_dir=Path("metrics"), store_db=Path("data/final/sentences.sqlite"),
+                   predictions=Path("data/final/predictions.parquet"), models_dir=Path(f"models/{last}"),
+                   compare=cfg.get("compare") or {}, compare_revs=revs, repo=".",
+                   top_words=int(cfg.get("top_words", 12)),
+                   max_token_rows=int(cfg.get("max_token_rows", 50000)))
+    figures = write_report(data, Path(args.output))
+    print(f"sentiloop: wrote {args.output} ({len(figures)} figures; {len(revs)} experiment(s) compared)",
+          file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="sentiloop", description=__doc__.split("\n")[0])
     ap.add_argument("-v", "--verbose", action="store_true")
@@ -147,6 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
         if action == "show":
             q.add_argument("artifact", nargs="?")
     p.set_defaults(func=cmd_registry)
+
+    p = sub.add_parser("report", help="the report, with every DVC experiment's convergence curves")
+    p.add_argument("--experiments", action="store_true",
+                   help="draw each `dvc exp` experiment (refs/exps) next to this run")
+    p.add_argument("--output", "-o", default="reports/experiments.md",
+                   help="default reports/experiments.md (metrics/report.md belongs to the report stage)")
+    p.add_argument("--params", default="params.yaml")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("review", help="human review round trip")
     rv = p.add_subparsers(dest="action", required=True)

@@ -323,26 +323,76 @@ def _iteration_number(path: Path) -> int | None:
     return int(stem[2:]) if stem.startswith("it") and stem[2:].isdigit() else None
 
 
-def convergence_from_metrics(metrics_dir: str | Path) -> dict[str, dict[int, float]]:
-    """Per-iteration convergence series from a run's metrics/ directory (iterations/ + eval/)."""
-    metrics_dir = Path(metrics_dir)
+def _convergence(iterations: Mapping[int, dict], evals: Mapping[int, dict]) -> dict[str, dict[int, float]]:
+    """Convergence series from per-iteration records (metrics/iterations/itK.json) and
+    evaluations (metrics/eval/itK.json), keyed by iteration number."""
     out: dict[str, dict[int, float]] = {"label_change_rate": {}, "dev_macro_f1": {},
                                         "lexicon_dict_change_rate": {}}
-    for p in sorted((metrics_dir / "iterations").glob("it*.json")):
-        k = _iteration_number(p)
-        rec = _read_json(p)
-        if k is not None and not rec.get("passed_through") and rec.get("label_change_rate") is not None:
+    for k, rec in sorted(iterations.items()):
+        if not rec.get("passed_through") and rec.get("label_change_rate") is not None:
             out["label_change_rate"][k] = float(rec["label_change_rate"])
-    for p in sorted((metrics_dir / "eval").glob("it*.json")):
-        k = _iteration_number(p)
-        if k is None:
-            continue
-        rec = _read_json(p)
+    for k, rec in sorted(evals.items()):
         out["dev_macro_f1"][k] = float(rec["ensemble"]["dev"]["macro_f1"])
         dcr = (rec.get("members", {}).get("lexicon") or {}).get("dict_change_rate")
         if dcr is not None:
             out["lexicon_dict_change_rate"][k] = float(dcr)
     return {m: s for m, s in out.items() if s}
+
+
+def _records(directory: Path) -> dict[int, dict]:
+    out = {}
+    for p in sorted(Path(directory).glob("it*.json")):
+        k = _iteration_number(p)
+        if k is not None:
+            out[k] = _read_json(p)
+    return out
+
+
+def convergence_from_metrics(metrics_dir: str | Path) -> dict[str, dict[int, float]]:
+    """Per-iteration convergence series from a run's metrics/ directory (iterations/ + eval/)."""
+    metrics_dir = Path(metrics_dir)
+    return _convergence(_records(metrics_dir / "iterations"), _records(metrics_dir / "eval"))
+
+
+def _git(repo: Path, *args: str) -> str:
+    import subprocess
+    res = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"git {' '.join(args)}: {res.stderr.strip()}")
+    return res.stdout
+
+
+def convergence_from_rev(repo: str | Path, rev: str) -> dict[str, dict[int, float]]:
+    """The same series read from a git commit (a DVC experiment's ref): the per-iteration JSONs
+    are git-tracked outputs, so every experiment commit carries them."""
+    repo = Path(repo)
+    found: dict[str, dict[int, dict]] = {"iterations": {}, "eval": {}}
+    listing = _git(repo, "ls-tree", "-r", "--name-only", rev, "--", "metrics/iterations", "metrics/eval")
+    for path in listing.split():
+        kind = Path(path).parent.name
+        k = _iteration_number(Path(path))
+        if kind in found and k is not None and path.endswith(".json"):
+            found[kind][k] = json.loads(_git(repo, "show", f"{rev}:{path}"))
+    return _convergence(found["iterations"], found["eval"])
+
+
+def experiment_revs(repo: str | Path) -> dict[str, str]:
+    """DVC experiments of this repository: {"<name> (<schedule>)": commit}."""
+    import yaml
+    repo = Path(repo)
+    out = {}
+    refs = _git(repo, "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps")
+    for line in refs.splitlines():
+        ref, sha = line.split()
+        name = ref.rsplit("/", 1)[-1]
+        if ref.count("/") < 4 or name.startswith("exec"):  # refs/exps/exec/*: running ones
+            continue
+        try:
+            schedule = (yaml.safe_load(_git(repo, "show", f"{sha}:params.yaml")).get("schedule") or {}).get("name")
+        except RuntimeError:
+            schedule = None
+        out[f"{name} ({schedule})" if schedule else name] = sha
+    return out
 
 
 def accuracy_from_metrics(metrics_dir: str | Path, split: str = "test",
@@ -417,6 +467,7 @@ def store_tables(store_db: Path, classes: Sequence[str], language: str, *, chunk
 
 def collect(params: Mapping[str, Any], *, metrics_dir: Path, store_db: Path, predictions: Path | None,
             models_dir: Path | None, compare: Mapping[str, str | Path] | None = None,
+            compare_revs: Mapping[str, str] | None = None, repo: str | Path | None = None,
             top_words: int = 12, max_token_rows: int = 50_000) -> ReportData:
     """Gather everything the report draws from one run's outputs (plus other runs' metrics)."""
     classes = list(params["data"]["classes"])
@@ -433,6 +484,8 @@ def collect(params: Mapping[str, Any], *, metrics_dir: Path, store_db: Path, pre
             data.convergence[name] = convergence_from_metrics(other)
         else:
             data.notes.append(f"compare run {name!r}: {other} not found, left out")
+    for name, rev in (compare_revs or {}).items():
+        data.convergence[name] = convergence_from_rev(repo or ".", rev)
     data.accuracy = accuracy_from_metrics(metrics_dir)
     if predictions is not None and Path(predictions).exists():
         data.confusion = confusion_from_predictions(predictions, store_db, classes, members, chunk)
