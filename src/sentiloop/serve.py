@@ -102,6 +102,11 @@ class PredictionService:
         self.started = time.time()
         self._lock = threading.Lock()
         self.counts = {"requests": 0, "predictions": 0, "client_errors": 0, "server_errors": 0}
+        self._count_lock = threading.Lock()
+
+    def count(self, key: str, n: int = 1) -> None:
+        with self._count_lock:
+            self.counts[key] += n
 
     def predict(self, texts: list[str]) -> np.ndarray:
         with self._lock:
@@ -140,7 +145,7 @@ class _Handler(BaseHTTPRequestHandler):
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Errors the stdlib detects itself (bad request line, oversized headers): JSON too."""
         self.close_connection = True
-        self.service.counts["client_errors" if code < 500 else "server_errors"] += 1
+        self.service.count("client_errors" if code < 500 else "server_errors")
         try:
             phrase = HTTPStatus(code).phrase
         except ValueError:
@@ -148,14 +153,13 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(code, {"error": {"status": code, "message": message or phrase}})
 
     def _error(self, status: int, message: str) -> None:
-        key = "client_errors" if status < 500 else "server_errors"
-        self.service.counts[key] += 1
+        self.service.count("client_errors" if status < 500 else "server_errors")
         # a body we did not read would be parsed as the next request: close instead
         self.close_connection = True
         self._send(status, {"error": {"status": status, "message": message}})
 
     def _guarded(self, fn) -> None:
-        self.service.counts["requests"] += 1
+        self.service.count("requests")
         try:
             fn()
         except RequestError as e:
@@ -175,11 +179,14 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._guarded(self._post)
 
-    def _other(self) -> None:
-        self._guarded(lambda: (_ for _ in ()).throw(
-            RequestError(405, f"method {self.command} not allowed")))
+    def _not_allowed(self) -> None:
+        raise RequestError(405, f"method {self.command} not allowed; use GET /health, GET /version "
+                                "or POST /predict")
 
-    do_PUT = do_DELETE = do_PATCH = _other
+    def _other(self) -> None:
+        self._guarded(self._not_allowed)
+
+    do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _other
 
     def _get(self) -> None:
         path = self.path.split("?", 1)[0]
@@ -220,7 +227,7 @@ class _Handler(BaseHTTPRequestHandler):
         texts, single = parse_predict_body(body, limits)
         proba = self.service.predict(texts)
         preds = predictions_json(self.service.bundle.classes, proba)
-        self.service.counts["predictions"] += len(preds)
+        self.service.count("predictions", len(preds))
         payload: dict[str, Any] = {"predictions": preds}
         if single:
             payload["prediction"] = preds[0]
