@@ -235,7 +235,7 @@ def write_report(data: ReportData, out_md: str | Path, image_dir: str | Path | N
 
     A figure without data is left out with a line saying why, never drawn empty."""
     out_md = Path(out_md)
-    image_dir = Path(image_dir) if image_dir else out_md.parent / "report"
+    image_dir = Path(image_dir) if image_dir else out_md.parent / out_md.stem  # report.md -> report/
     rel = lambda p: p.relative_to(out_md.parent).as_posix() if p.is_relative_to(out_md.parent) else str(p)
     figures: dict[str, Path] = {}
     md: list[str] = [f"# {data.title}", ""]
