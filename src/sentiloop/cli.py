@@ -15,7 +15,6 @@ Heavy imports happen inside the commands, so `sentiloop --help` is instant.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
