@@ -41,6 +41,9 @@ _PACKAGES = ("sentiloop", "numpy", "pandas", "pyarrow", "scikit-learn", "torch",
              "tensorflow", "keras", "transformers", "safetensors", "kiwipiepy", "dvc", "gto")
 
 
+_EXTERNAL_KEYS = ("pretrained",)
+
+
 class BundleError(RuntimeError):
     """A bundle is missing, incomplete, corrupted or inconsistent."""
 
@@ -112,6 +115,7 @@ def build_bundle(out_dir: str | Path, *, member_dirs: Mapping[str, str | Path],
     members = list(member_dirs)
     w = normalized_weights(members, weights)
     kinds: dict[str, str] = {}
+    external: dict[str, dict[str, Any]] = {}
     for name, src in member_dirs.items():
         meta_path = Path(src) / "model.json"
         if not meta_path.exists():
@@ -121,6 +125,11 @@ def build_bundle(out_dir: str | Path, *, member_dirs: Mapping[str, str | Path],
             raise BundleError(f"member {name!r} was trained on classes {meta.get('classes')}, "
                               f"the bundle's are {list(classes)}")
         kinds[name] = meta["kind"]
+        # a pretrained encoder named in the config may live outside the member's directory
+        # (e.g. a BERT member that trains only its head): say so, so a deployer can provide it
+        refs = {k: v for k, v in (meta.get("config") or {}).items() if k in _EXTERNAL_KEYS and v}
+        if refs:
+            external[name] = refs
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", suffix=".tmp", dir=out_dir.parent))
     umask = os.umask(0)
@@ -145,6 +154,7 @@ def build_bundle(out_dir: str | Path, *, member_dirs: Mapping[str, str | Path],
                      for p in data_files},
             "gate": dict(gate or {}),
             "source": dict(source or {}),
+            "external": external,
             "packages": package_versions(),
             "files": _tree_hashes(tmp),
         }
