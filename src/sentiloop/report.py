@@ -508,6 +508,10 @@ def collect(params: Mapping[str, Any], *, metrics_dir: Path, store_db: Path, pre
     gate_path = metrics_dir / "gate.json"
     if gate_path.exists():
         data.gate = _read_json(gate_path)
+        if data.gate.get("selected_attempt"):
+            data.notes.append(f"the gate deployed retraining attempt {data.gate['selected_attempt']} "
+                              "(models/gate); the confusion matrices and lexicon words above are "
+                              "those of the loop's final models")
     summary_path = metrics_dir / "summary.json"
     if summary_path.exists():
         s = _read_json(summary_path)
