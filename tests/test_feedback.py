@@ -150,3 +150,16 @@ def test_locked_human_label_survives_every_later_iteration(tmp_path):
                           (target["id"],)).fetchall()
     con.close()
     assert sources == [(1, "human", "negative")]
+
+
+def test_review_check_cli_reports_rejects_and_exit_code(tmp_path, store_db, capsys):
+    fb = tmp_path / "fb"
+    _write(fb / "ok.csv", "id,label\nt0,positive\n")
+    base = ["review", "check", "--dir", str(fb), "--store", str(store_db), "--classes", *S.CLASSES,
+            "--params", str(tmp_path / "none.yaml")]
+    assert main(base) == 0
+    assert "1 accepted, 0 rejected" in capsys.readouterr().out
+    _write(fb / "bad.csv", "id,label\nt1,great\n")
+    assert main(base) == 1
+    out = capsys.readouterr().out
+    assert "REJECTED bad.csv:2 id=t1 label=great: unknown label 'great'" in out

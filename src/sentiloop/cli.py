@@ -7,6 +7,7 @@
     sentiloop registry rollback --stage prod [--to v0.0.2]
     sentiloop registry show
     sentiloop review export --iteration 3 -n 200 --output review.csv
+    sentiloop review check                           # validate data/feedback/ before committing
     sentiloop report --experiments                   # convergence of every `dvc exp` run
 
 A bundle is chosen by --bundle DIR, or by --stage/--version from the GTO registry of --repo.
@@ -105,6 +106,27 @@ def cmd_review(args) -> int:
     return 0
 
 
+def cmd_review_check(args) -> int:
+    """Validate data/feedback/ the way the correct stage will, before committing it."""
+    import yaml
+    from sentiloop.feedback import feedback_stats, load_feedback
+    params = yaml.safe_load(Path(args.params).read_text()) if Path(args.params).exists() else {}
+    classes = args.classes or (params.get("data") or {}).get("classes")
+    if not classes:
+        raise SystemExit("sentiloop: no classes: pass --classes or run where params.yaml is")
+    fb = params.get("feedback") or {}
+    directory = args.dir or fb.get("dir") or "data/feedback"
+    acc, rej = load_feedback(directory, classes, args.store,
+                             allowed_splits=tuple(fb.get("splits") or ("train",)))
+    for r in rej.itertuples(index=False):
+        where = f"{r.file}:{r.line}" if r.line else r.file
+        print(f"REJECTED {where} id={r.id} label={r.label}: {r.reason}")
+    stats = feedback_stats(acc, rej)
+    print(f"{stats['accepted']} accepted, {stats['rejected']} rejected, {stats['unreviewed']} not "
+          f"reviewed, {stats['duplicates']} duplicate(s) folded, in {stats['files']} file(s)")
+    return 1 if len(rej) else 0
+
+
 def cmd_report(args) -> int:
     import yaml
     from sentiloop.report import collect, experiment_revs, write_report
@@ -184,7 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--store", help="default data/itK/sentences.sqlite")
     q.add_argument("--classes", nargs="+")
     q.add_argument("--params", default="params.yaml")
-    p.set_defaults(func=cmd_review)
+    q.set_defaults(func=cmd_review)
+    q = rv.add_parser("check", help="validate reviewed files (exit 1 when any row is rejected)")
+    q.add_argument("--dir", help="default: feedback.dir from params.yaml (data/feedback)")
+    q.add_argument("--store", default="data/final/sentences.sqlite",
+                   help="store whose ids and splits the feedback refers to")
+    q.add_argument("--classes", nargs="+")
+    q.add_argument("--params", default="params.yaml")
+    q.set_defaults(func=cmd_review_check)
     return ap
 
 
