@@ -3,7 +3,10 @@ and load the bundle a stage points at."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -120,3 +123,30 @@ def test_promote_without_any_gate_verdict_is_refused(repo):
     shutil.rmtree(repo / "models/bundle")
     with pytest.raises(registry.RegistryError, match="no quality-gate outcome"):
         registry.promote(repo, "staging", ref="HEAD")
+
+
+_HANDLER_SCRIPT = """
+import io, logging, sys
+class Closing(logging.StreamHandler):   # like absl's handler: closes a stream it does not own
+    def close(self):
+        self.stream.close()
+        super().close()
+stream = io.StringIO()
+logging.getLogger("other").addHandler(Closing(stream))
+if sys.argv[1] == "plain":
+    import gto.api
+else:
+    from sentiloop.registry import _gto
+    _gto()
+print("closed" if stream.closed else "open")
+"""
+
+
+@pytest.mark.parametrize("how,expected", [("plain", "closed"), ("registry", "open")])
+def test_importing_gto_leaves_other_log_handlers_open(how, expected):
+    """gto's import-time dictConfig closes every existing handler; the registry shields them
+    (under pytest, absl's handler closing the capture stream crashed the whole session)."""
+    out = subprocess.run([sys.executable, "-c", _HANDLER_SCRIPT, how], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == expected

@@ -38,6 +38,39 @@ def _git(repo: str | Path, *args: str, check: bool = True) -> str:
     return res.stdout.strip() if res.returncode == 0 else ""
 
 
+
+def _gto():
+    """`gto.api`, imported without closing other libraries' log handlers.
+
+    Importing gto runs `logging.config.dictConfig`, which shuts down every handler created so far
+    (`logging._handlerList`), not only gto's. A handler bound to a redirected stream (absl's,
+    once TensorFlow is imported, under pytest's capture or a daemon's log file) then closes that
+    stream for everyone. The handlers are hidden from that one call and restored after it."""
+    import logging
+    import sys
+    if "gto.api" in sys.modules:
+        return sys.modules["gto.api"]
+    saved_list = logging._handlerList[:]
+    saved_named = dict(logging._handlers)
+    logging._acquireLock()
+    try:
+        del logging._handlerList[:]
+    finally:
+        logging._releaseLock()
+    try:
+        import gto.api
+        import gto.exceptions  # noqa: F401
+    finally:
+        logging._acquireLock()
+        try:
+            logging._handlerList[:0] = saved_list
+            for name, handler in saved_named.items():
+                logging._handlers.setdefault(name, handler)
+        finally:
+            logging._releaseLock()
+    return gto.api
+
+
 def _check_stage(stage: str) -> None:
     if stage not in STAGES:
         raise RegistryError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
@@ -67,10 +100,10 @@ def gate_verdict(repo: str | Path, ref: str = "HEAD", bundle_path: str = BUNDLE_
 
 
 def _versions(repo: str | Path, artifact: str) -> list[Any]:
-    import gto.api
+    gto_api = _gto()
     from gto.exceptions import ArtifactNotFound
     try:
-        return list(gto.api.show(str(repo), artifact, deprecated=False))
+        return list(gto_api.show(str(repo), artifact, deprecated=False))
     except ArtifactNotFound:  # no tags yet
         return []
 
@@ -92,9 +125,8 @@ def commit_of_version(repo: str | Path, version: str, artifact: str = ARTIFACT) 
 
 def stage_version(repo: str | Path, stage: str, artifact: str = ARTIFACT) -> str | None:
     """The version that currently holds `stage` (what `gto show` prints), or None."""
-    import gto.api
     _check_stage(stage)
-    table = gto.api.show(str(repo))
+    table = _gto().show(str(repo))
     return ((table.get(artifact) or {}).get("stage") or {}).get(stage)
 
 
@@ -118,7 +150,7 @@ def promote(repo: str | Path, stage: str, *, ref: str = "HEAD", version: str | N
     """Register `ref` as a version (unless it already is one) and assign it `stage`.
 
     Refuses when the commit's quality gate did not pass."""
-    import gto.api
+    gto_api = _gto()
     _check_stage(stage)
     commit = commit_of(repo, ref)
     verdict = gate_verdict(repo, ref, bundle_path)
@@ -130,7 +162,7 @@ def promote(repo: str | Path, stage: str, *, ref: str = "HEAD", version: str | N
     existing = version_of_commit(repo, commit, artifact)
     if existing is None:
         _next_second(repo, artifact)
-        gto.api.register(str(repo), artifact, commit, version=version,
+        gto_api.register(str(repo), artifact, commit, version=version,
                          message=message or f"Register {artifact} (gate macro-F1 {verdict.get('f1')})")
         existing = version_of_commit(repo, commit, artifact)
         if existing is None:
@@ -141,7 +173,7 @@ def promote(repo: str | Path, stage: str, *, ref: str = "HEAD", version: str | N
         return {"artifact": artifact, "version": existing, "stage": stage, "commit": commit,
                 "changed": False, "gate": verdict}
     _next_second(repo, artifact)
-    gto.api.assign(str(repo), artifact, stage, version=existing, force=True,
+    gto_api.assign(str(repo), artifact, stage, version=existing, force=True,
                    message=message or f"Promote {artifact} {existing} to {stage}")
     return {"artifact": artifact, "version": existing, "stage": stage, "commit": commit,
             "changed": True, "gate": verdict}
@@ -149,15 +181,14 @@ def promote(repo: str | Path, stage: str, *, ref: str = "HEAD", version: str | N
 
 def stage_history(repo: str | Path, stage: str, artifact: str = ARTIFACT) -> list[str]:
     """Versions assigned to `stage`, oldest first (repeats kept: a rollback is an assignment)."""
-    import gto.api
-    events = gto.api.history(str(repo), artifact, ascending=True)
+    events = _gto().history(str(repo), artifact, ascending=True)
     return [e["version"] for e in events if e["event"] == "assignment" and e["stage"] == stage]
 
 
 def rollback(repo: str | Path, stage: str, *, to: str | None = None,
              artifact: str = ARTIFACT) -> dict[str, Any]:
     """Assign `stage` to an older version: `to`, or the one that held it before the current."""
-    import gto.api
+    gto_api = _gto()
     _check_stage(stage)
     current = stage_version(repo, stage, artifact)
     if current is None:
@@ -172,7 +203,7 @@ def rollback(repo: str | Path, stage: str, *, to: str | None = None,
         raise RegistryError(f"{to} already holds {stage!r}")
     commit_of_version(repo, to, artifact)  # raises for an unknown version
     _next_second(repo, artifact)
-    gto.api.assign(str(repo), artifact, stage, version=to, force=True,
+    gto_api.assign(str(repo), artifact, stage, version=to, force=True,
                    message=f"Roll back {artifact} {stage} from {current} to {to}")
     return {"artifact": artifact, "stage": stage, "from": current, "to": to}
 
@@ -185,8 +216,7 @@ def show(repo: str | Path, artifact: str | None = None) -> str:
     res = subprocess.run([exe, "show", *([artifact] if artifact else [])], cwd=str(repo),
                          capture_output=True, text=True)
     if res.returncode != 0:
-        import gto.api
-        return json.dumps(gto.api.show(str(repo), artifact), default=str, indent=1)
+        return json.dumps(_gto().show(str(repo), artifact), default=str, indent=1)
     return res.stdout
 
 
