@@ -12,5 +12,6 @@ if __name__ == "__main__":
                      Path(f"data/{it}/predictions.parquet"), Path(f"data/{it}/relabel.parquet"),
                      Path(f"metrics/eval/{a.prev}.json"), Path(f"data/{a.prev}/loop_state.json"),
                      Path(f"data/{it}/sentences.sqlite"), Path(f"data/{it}/loop_state.json"),
-                     Path(f"metrics/iterations/{it}.json"))
+                     Path(f"metrics/iterations/{it}.json"),
+                     feedback_dir=Path((params.get("feedback") or {}).get("dir") or "data/feedback"))
     print({k: r[k] for k in ("k", "passed_through", "changes", "label_change_rate")})

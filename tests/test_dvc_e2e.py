@@ -14,7 +14,8 @@ import yaml
 
 from conftest import ROOT, plant_flips, synthetic_corpus, write_csv
 
-COPY = ["conf", "stages", "src", "hydra_plugins", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore"]
+COPY = ["conf", "stages", "src", "hydra_plugins", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore",
+        "data/feedback"]
 
 
 def sh(args, cwd, **kw):
@@ -67,10 +68,19 @@ def test_dvc_repro_then_exp_run(repo):
     assert "gold" in live and "ensemble" in live
     steps = (repo / "metrics/live/plots/metrics/label_change_rate.tsv").read_text().splitlines()
     assert steps[0] == "step\tlabel_change_rate" and len(steps) == 3
+    # after the loop: a recorded gate verdict (never a failed stage), the bundle, the report
+    gate = json.loads((repo / "metrics/gate.json").read_text())
+    assert set(gate) >= {"passed", "deployable", "f1", "threshold", "attempts"}
+    assert gate["f1"] == pytest.approx(summary["test_macro_f1"], abs=1e-6)
+    manifest = json.loads((repo / "models/bundle/manifest.json").read_text())
+    assert list(manifest["members"]) == ["lexicon"] and manifest["gate"]["deployable"] == gate["deployable"]
+    assert "## Quality gate" in (repo / "metrics/report.md").read_text()
+    assert len(list((repo / "metrics/report").glob("*.png"))) == 7
     assert "up to date" in sh([py, "-m", "dvc", "repro"], repo)
 
     dag = sh([py, "-m", "dvc", "dag"], repo)
-    for stage in ("predict@it1", "relabel@it2", "correct@it2", "retrain@it2-lexicon", "publish", "summarize"):
+    for stage in ("predict@it1", "relabel@it2", "correct@it2", "retrain@it2-lexicon", "publish", "summarize",
+                  "gate", "bundle", "report"):
         assert stage in dag
 
     sh(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], repo)

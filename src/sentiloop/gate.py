@@ -1,0 +1,334 @@
+"""Quality gate after the loop (seed 002): deploy only an ensemble that clears a macro-F1 bar.
+
+The final ensemble is scored on the held-out test split. Below `f1_threshold` the members are
+retrained on the final labels up to `max_attempts` times, each attempt with a different seed and
+a scaled learning rate (a different schedule is what gives a retry a chance to land elsewhere);
+the first attempt that clears the bar wins. If none does, one alert line is appended to
+metrics/alerts.jsonl and POSTed to a webhook when one is configured, and the run is marked not
+deployable. A gate failure is an outcome, not an error: the stage succeeds and records it, so
+`dvc repro` carries on to the bundle and report, and the registry refuses to promote it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+from sklearn.metrics import f1_score
+
+from sentiloop.bundle import combine_probas, normalized_weights
+from sentiloop.models.base import SentimentModel, build_model
+
+log = logging.getLogger(__name__)
+
+WEBHOOK_ENV = "SENTILOOP_ALERT_WEBHOOK"
+
+
+def _is_lr_key(key: str) -> bool:
+    """Config keys that are learning rates, whatever a member calls them."""
+    key = key.lower()
+    return key == "lr" or key.endswith("_lr") or "learning_rate" in key
+
+
+@dataclass
+class GateConfig:
+    f1_threshold: float = 0.75
+    max_attempts: int = 3
+    seed_step: int = 1000          # attempt a trains with seed + a * seed_step
+    lr_scales: Sequence[float] = (0.5, 2.0, 0.25)  # learning-rate multiplier per attempt (cycled)
+    retrain_from: str = "final"    # "final": members' own retraining strategy from the final model
+                                   # "scratch": fit fresh models
+    webhook_timeout: float = 5.0
+    chunk_size: int = 2048         # texts per predict_proba call
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any] | None) -> "GateConfig":
+        p = dict(params or {})
+        cfg = cls(**{k: p[k] for k in cls.__dataclass_fields__ if k in p})
+        if cfg.max_attempts < 0:
+            raise ValueError(f"gate.max_attempts must be >= 0, got {cfg.max_attempts}")
+        if not 0.0 <= float(cfg.f1_threshold) <= 1.0:
+            raise ValueError(f"gate.f1_threshold must be in [0, 1], got {cfg.f1_threshold}")
+        if cfg.retrain_from not in ("final", "scratch"):
+            raise ValueError(f"gate.retrain_from must be 'final' or 'scratch', got {cfg.retrain_from!r}")
+        if not cfg.lr_scales or any(float(s) <= 0 for s in cfg.lr_scales):
+            raise ValueError(f"gate.lr_scales must be positive numbers, got {list(cfg.lr_scales)}")
+        return cfg
+
+
+@dataclass
+class Split:
+    texts: list[str]
+    labels: np.ndarray  # int indices into classes
+
+
+@dataclass
+class GateResult:
+    passed: bool
+    f1: float
+    threshold: float
+    attempts: int                   # retraining attempts made (0 when the final models passed)
+    history: list[dict[str, Any]]   # one record per evaluation: attempt, seed, lr_scale, f1
+    models: dict[str, SentimentModel]  # the selected models (passing ones, else the best)
+    selected_attempt: int
+    alert: dict[str, Any] | None = None
+    webhook: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def deployable(self) -> bool:
+        return self.passed
+
+    def to_json(self) -> dict[str, Any]:
+        return {"passed": self.passed, "deployable": self.deployable, "f1": round(self.f1, 6),
+                "threshold": self.threshold, "attempts": self.attempts,
+                "selected_attempt": self.selected_attempt, "history": self.history,
+                "alerted": self.alert is not None, "webhook": self.webhook}
+
+
+def macro_f1(labels: np.ndarray, proba: np.ndarray, n_classes: int) -> float:
+    pred = np.asarray(proba).argmax(axis=1)
+    return float(f1_score(np.asarray(labels), pred, labels=list(range(n_classes)),
+                          average="macro", zero_division=0))
+
+
+def ensemble_proba(models: Mapping[str, SentimentModel], weights: Mapping[str, float],
+                   texts: Sequence[str], chunk_size: int = 2048) -> np.ndarray:
+    parts = []
+    for start in range(0, len(texts), chunk_size):
+        chunk = list(texts[start:start + chunk_size])
+        parts.append(combine_probas({m: model.predict_proba(chunk) for m, model in models.items()},
+                                    weights))
+    n_classes = next(iter(models.values())).n_classes
+    return np.concatenate(parts) if parts else np.zeros((0, n_classes))
+
+
+def scaled_config(config: Mapping[str, Any], scale: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A member config with every learning-rate key multiplied by `scale`; returns (config, changes)."""
+    out = dict(config)
+    changes = {}
+    for key, value in config.items():
+        if _is_lr_key(str(key)) and isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = float(value) * float(scale)
+            changes[key] = [value, out[key]]
+    return out, changes
+
+
+def retrain(models: Mapping[str, SentimentModel], train: Split, dev: Split | None, attempt: int,
+            cfg: GateConfig) -> tuple[dict[str, SentimentModel], dict[str, Any]]:
+    """Retrain every member with the attempt's seed and learning-rate scale."""
+    scale = float(cfg.lr_scales[(attempt - 1) % len(cfg.lr_scales)])
+    new: dict[str, SentimentModel] = {}
+    info: dict[str, Any] = {"lr_scale": scale, "members": {}}
+    for name, old in models.items():
+        config, changes = scaled_config(old.config, scale)
+        seed = int(old.seed) + attempt * int(cfg.seed_step)
+        model = build_model(old.kind, old.classes, config, language=old.language, seed=seed)
+        model.fit(train.texts, train.labels,
+                  init_from=old if cfg.retrain_from == "final" else None,
+                  eval_set=(dev.texts, dev.labels) if dev is not None and len(dev.texts) else None)
+        new[name] = model
+        info["members"][name] = {"seed": seed, "lr_changes": changes,
+                                 "strategy": getattr(model, "strategy_", None)}
+    return new, info
+
+
+def run_gate(models: Mapping[str, SentimentModel], weights: Mapping[str, float], *,
+             train: Split, dev: Split | None, test: Split, cfg: GateConfig,
+             retrain_fn: Callable[..., tuple[dict[str, SentimentModel], dict[str, Any]]] = retrain,
+             initial_proba: np.ndarray | None = None) -> GateResult:
+    """Score the final ensemble on `test`; retrain up to `cfg.max_attempts` times while below.
+
+    `initial_proba`: the final ensemble's test probabilities when already computed (the loop's
+    predict_final wrote them), so the common pass case costs no prediction at all."""
+    if not models:
+        raise ValueError("the gate needs at least one model")
+    if len(test.texts) == 0:
+        raise ValueError("the test split is empty: nothing to gate on")
+    n_classes = next(iter(models.values())).n_classes
+    w = normalized_weights(list(models), weights)
+    threshold = float(cfg.f1_threshold)
+
+    best_models = dict(models)
+    if initial_proba is None:
+        initial_proba = ensemble_proba(models, w, test.texts, cfg.chunk_size)
+    elif len(initial_proba) != len(test.texts):
+        raise ValueError(f"initial_proba has {len(initial_proba)} rows, the test split {len(test.texts)}")
+    best_f1 = macro_f1(test.labels, initial_proba, n_classes)
+    best_attempt = 0
+    history = [{"attempt": 0, "f1": round(best_f1, 6), "what": "final iteration models"}]
+    log.info("gate: final ensemble test macro-F1 %.4f (threshold %.4f)", best_f1, threshold)
+    attempts = 0
+    while best_f1 < threshold and attempts < cfg.max_attempts:
+        attempts += 1
+        candidate, info = retrain_fn(models, train, dev, attempts, cfg)
+        f1 = macro_f1(test.labels, ensemble_proba(candidate, w, test.texts, cfg.chunk_size), n_classes)
+        history.append({"attempt": attempts, "f1": round(f1, 6), **info})
+        log.info("gate: attempt %d/%d macro-F1 %.4f", attempts, cfg.max_attempts, f1)
+        if f1 > best_f1:
+            best_models, best_f1, best_attempt = candidate, f1, attempts
+    return GateResult(passed=best_f1 >= threshold, f1=best_f1, threshold=threshold,
+                      attempts=attempts, history=history, models=best_models,
+                      selected_attempt=best_attempt)
+
+
+def build_alert(result: GateResult, run: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "alert_type": "MODEL_PERFORMANCE_FAILURE",
+        "severity": "critical",
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "f1": round(result.f1, 6),
+        "threshold": result.threshold,
+        "attempts": result.attempts,
+        "history": [{"attempt": h["attempt"], "f1": h["f1"]} for h in result.history],
+        "message": (f"ensemble test macro-F1 {result.f1:.4f} is below {result.threshold:.4f} "
+                    f"after {result.attempts} retraining attempt(s); not deployable"),
+        "run": dict(run or {}),
+    }
+
+
+def append_alert(path: str | Path, alert: Mapping[str, Any]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(alert, sort_keys=True, default=str) + "\n")
+
+
+def post_webhook(url: str, payload: Mapping[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+    """POST `payload` as JSON; never raises: returns {"sent", "status"|"error"}."""
+    body = json.dumps(payload, default=str).encode()
+    req = urllib.request.Request(url, data=body, method="POST",
+                                 headers={"Content-Type": "application/json",
+                                          "User-Agent": "sentiloop-gate"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return {"sent": True, "status": resp.status}
+    except urllib.error.HTTPError as e:
+        log.warning("alert webhook answered HTTP %s", e.code)
+        return {"sent": False, "status": e.code, "error": f"HTTP {e.code}"}
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        log.warning("alert webhook failed: %s", reason)
+        return {"sent": False, "error": f"{type(e).__name__}: {reason}"}
+
+
+def raise_alert(result: GateResult, *, alerts_path: str | Path, run: Mapping[str, Any] | None = None,
+                webhook_url: str | None = None, timeout: float = 5.0) -> GateResult:
+    """Append the alert line and POST it when a webhook is set; fills result.alert/.webhook."""
+    alert = build_alert(result, run)
+    append_alert(alerts_path, alert)
+    result.alert = alert
+    url = webhook_url if webhook_url is not None else os.environ.get(WEBHOOK_ENV, "")
+    if url:
+        outcome = post_webhook(url, alert, timeout)
+        result.webhook = {"configured": True, "failures": 0 if outcome["sent"] else 1, **outcome}
+    else:
+        result.webhook = {"configured": False, "sent": False, "failures": 0}
+    return result
+
+
+def run_info() -> dict[str, Any]:
+    """Where the gate ran: enough to find the run behind an alert."""
+    info: dict[str, Any] = {"host": socket.gethostname()}
+    for env in ("DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "CI_PIPELINE_ID", "GITHUB_RUN_ID"):
+        if os.environ.get(env):
+            info[env.lower()] = os.environ[env]
+    try:
+        import subprocess
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, check=False)
+        if rev.returncode == 0:
+            info["git_rev"] = rev.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
+# --- the stage ---------------------------------------------------------------------------------
+
+def _split(store_db: Path, split: str, classes: Sequence[str], chunk_size: int) -> Split:
+    from sentiloop.store import iter_chunks
+    index = {c: i for i, c in enumerate(classes)}
+    texts: list[str] = []
+    labels: list[int] = []
+    for frame in iter_chunks(store_db, ("text", "current_label"), where="split = ?", params=(split,),
+                             chunk_size=chunk_size):
+        unknown = set(frame["current_label"]) - set(index)
+        if unknown:
+            raise ValueError(f"{store_db}: {split} labels {sorted(unknown)} are not in {list(classes)}")
+        texts.extend(frame["text"].astype(str))
+        labels.extend(frame["current_label"].map(index))
+    return Split(texts, np.asarray(labels, dtype=np.int64))
+
+
+def _initial_proba(predictions: Path, store_db: Path, classes: Sequence[str], chunk_size: int,
+                   n_test: int) -> np.ndarray | None:
+    """The final ensemble's test probabilities as predict_final wrote them (saves re-predicting);
+    None when the file does not line up with the store's test rows."""
+    import pyarrow.parquet as pq
+    from sentiloop.store import iter_chunks
+    if not Path(predictions).exists():
+        return None
+    cols = [f"p_ens_{c}" for c in classes]
+    table = pq.read_table(predictions, columns=["id", "split", *cols])
+    frame = table.to_pandas()
+    frame = frame[frame["split"] == "test"].set_index("id")
+    ids = [i for chunk in iter_chunks(store_db, ("id",), where="split = 'test'", chunk_size=chunk_size)
+           for i in chunk["id"].astype(str)]
+    if len(ids) != n_test or not set(ids) <= set(frame.index):
+        return None
+    return frame.loc[ids, cols].to_numpy(dtype=np.float64)
+
+
+def gate_step(params: Mapping[str, Any], *, store_db: Path, models_dir: Path, final_eval: Path | None,
+              predictions: Path | None, out_models: Path, gate_json: Path, alerts: Path) -> dict[str, Any]:
+    """Stage `gate`: score, retry, alert; copy (or write) the selected members to `out_models`.
+
+    Always succeeds on a low score: the verdict goes to gate_json and the registry reads it."""
+    import shutil
+    from sentiloop.models.base import load_model
+
+    cfg = GateConfig.from_params(params.get("gate"))
+    classes = list(params["data"]["classes"])
+    chunk = int(params["loop"]["chunk_size"])
+    members = list(params["ensemble"]["members"])
+    models = {m: load_model(Path(models_dir) / m) for m in members}
+    weights = dict(params["ensemble"].get("weights") or {})
+    if final_eval is not None and Path(final_eval).exists():  # fitted weights, when the loop fitted them
+        weights = json.loads(Path(final_eval).read_text())["ensemble"].get("weights") or weights
+    train = _split(store_db, "train", classes, chunk)
+    dev = _split(store_db, "dev", classes, chunk)
+    test = _split(store_db, "test", classes, chunk)
+    initial = _initial_proba(predictions, store_db, classes, chunk, len(test.texts)) if predictions else None
+
+    result = run_gate(models, weights, train=train, dev=dev, test=test, cfg=cfg, initial_proba=initial)
+    alerts = Path(alerts)
+    alerts.parent.mkdir(parents=True, exist_ok=True)
+    alerts.touch()  # an output even when nothing failed (persisted across runs by DVC)
+    if not result.passed:
+        raise_alert(result, alerts_path=alerts, run={**run_info(), "members": members,
+                                                     "schedule": (params.get("schedule") or {}).get("name"),
+                                                     "iterations": params["loop"]["max_iterations"]},
+                    timeout=cfg.webhook_timeout)
+    out_models = Path(out_models)
+    if out_models.exists():
+        shutil.rmtree(out_models)
+    for name, model in result.models.items():
+        if result.selected_attempt == 0:
+            shutil.copytree(Path(models_dir) / name, out_models / name,
+                            ignore=shutil.ignore_patterns("folds"))
+        else:
+            model.save(out_models / name)
+    record = {**result.to_json(), "members": members,
+              "weights": normalized_weights(members, weights), "classes": classes}
+    gate_json = Path(gate_json)
+    gate_json.parent.mkdir(parents=True, exist_ok=True)
+    gate_json.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+    return record
