@@ -1,0 +1,79 @@
+"""The ensemble members every arm uses, configured exactly as the pipeline configures them.
+
+The member settings come from the project's Hydra config (conf/), composed with the same
+overrides the sentiloop arm runs with, so "same members" holds by construction: the baselines
+and the loop fit `build_model(kind, classes, cfg.models.<kind>, language, seed)` alike.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from sentiloop.models import build_model
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def compose_config(overrides: Sequence[str] = (), *, conf_dir: str | Path | None = None) -> dict:
+    """Compose conf/config.yaml with Hydra overrides into a plain, resolved dict."""
+    import sys
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    conf_dir = Path(conf_dir) if conf_dir else REPO_ROOT / "conf"
+    root = str(conf_dir.resolve().parent)
+    if root not in sys.path:   # hydra_plugins/ (the chain resolver) sits beside conf/
+        sys.path.insert(0, root)
+    import hydra_plugins.chain  # noqa: F401  registers ${chain:...}
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf_dir.resolve()), version_base=None):
+        cfg = compose(config_name="config", overrides=list(overrides))
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def member_kinds(cfg: Mapping[str, Any]) -> list[str]:
+    kinds = list(cfg["ensemble"]["members"])
+    if not kinds:
+        raise ValueError("ensemble.members is empty")
+    missing = [k for k in kinds if k not in cfg.get("models", {})]
+    if missing:
+        raise ValueError(f"members {missing} have no config under models/ (add e.g. "
+                         f"'+models/{missing[0]}=<strategy>' to the overrides)")
+    return kinds
+
+
+def member_weights(cfg: Mapping[str, Any], kinds: Sequence[str]) -> np.ndarray:
+    raw = cfg["ensemble"].get("weights") or {}
+    w = np.array([float(raw.get(k, 1.0)) for k in kinds])
+    if (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"ensemble weights must be >= 0 and not all 0, got {dict(zip(kinds, w))}")
+    return w / w.sum()
+
+
+def fit_members(cfg: Mapping[str, Any], texts: Sequence[str], labels: np.ndarray, *,
+                seed: int, init_from: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    classes = list(cfg["data"]["classes"])
+    language = cfg["data"]["language"]
+    models = {}
+    for kind in member_kinds(cfg):
+        model = build_model(kind, classes, dict(cfg["models"][kind]), language=language, seed=seed)
+        prev = (init_from or {}).get(kind)
+        models[kind] = model.fit(list(texts), np.asarray(labels, dtype=np.int64), init_from=prev)
+    return models
+
+
+def ensemble_proba(cfg: Mapping[str, Any], models: Mapping[str, Any], texts: Sequence[str]) -> np.ndarray:
+    """Weighted soft vote of the members (the weights from ensemble.weights, renormalised)."""
+    kinds = list(models)
+    w = member_weights(cfg, kinds)
+    texts = list(texts)
+    total = None
+    for weight, kind in zip(w, kinds):
+        p = np.asarray(models[kind].predict_proba(texts), dtype=float) * weight
+        total = p if total is None else total + p
+    return total / total.sum(axis=1, keepdims=True)
