@@ -20,3 +20,16 @@ def _chain(n, start, end):
 
 
 OmegaConf.register_new_resolver("chain", _chain, replace=True)
+
+
+def _member_chain(n, members):
+    """{it1-lexicon: {k: 1, prev: it0, member: lexicon}, ...}: one retrain stage per member per
+    iteration (dvc's matrix over a dict only exposes its keys, so foreach walks this instead)."""
+    out = {}
+    for k in range(1, int(n) + 1):
+        for m in members:
+            out[f"it{k}-{m}"] = {"k": k, "prev": f"it{k - 1}", "member": str(m)}
+    return OmegaConf.create(out)
+
+
+OmegaConf.register_new_resolver("member_chain", _member_chain, replace=True)

