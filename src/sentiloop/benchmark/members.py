@@ -47,14 +47,6 @@ def member_kinds(cfg: Mapping[str, Any]) -> list[str]:
     return kinds
 
 
-def member_weights(cfg: Mapping[str, Any], kinds: Sequence[str]) -> np.ndarray:
-    raw = cfg["ensemble"].get("weights") or {}
-    w = np.array([float(raw.get(k, 1.0)) for k in kinds])
-    if (w < 0).any() or w.sum() <= 0:
-        raise ValueError(f"ensemble weights must be >= 0 and not all 0, got {dict(zip(kinds, w))}")
-    return w / w.sum()
-
-
 def fit_members(cfg: Mapping[str, Any], texts: Sequence[str], labels: np.ndarray, *,
                 seed: int, init_from: Mapping[str, Any] | None = None) -> dict[str, Any]:
     classes = list(cfg["data"]["classes"])
@@ -68,12 +60,9 @@ def fit_members(cfg: Mapping[str, Any], texts: Sequence[str], labels: np.ndarray
 
 
 def ensemble_proba(cfg: Mapping[str, Any], models: Mapping[str, Any], texts: Sequence[str]) -> np.ndarray:
-    """Weighted soft vote of the members (the weights from ensemble.weights, renormalised)."""
-    kinds = list(models)
-    w = member_weights(cfg, kinds)
+    """The pipeline's weighted soft vote (sentiloop.ensemble.combine) over the members."""
+    from sentiloop import ensemble
+
     texts = list(texts)
-    total = None
-    for weight, kind in zip(w, kinds):
-        p = np.asarray(models[kind].predict_proba(texts), dtype=float) * weight
-        total = p if total is None else total + p
-    return total / total.sum(axis=1, keepdims=True)
+    probs = {kind: np.asarray(model.predict_proba(texts), dtype=float) for kind, model in models.items()}
+    return ensemble.combine(probs, cfg["ensemble"].get("weights") or {})

@@ -3,7 +3,7 @@
 The parent prepares the work directory once (data.parquet: the seeded subset with planted
 noise; spec.json: sizes, seeds, overrides), then starts `python -m sentiloop.benchmark.runner
 <workdir> <arm>` per arm. The child composes the config, runs the arm, and writes
-arms/<arm>.json with its own peak resident memory (getrusage ru_maxrss: the high-water mark of
+arms/<arm>.json with its own peak resident memory (VmHWM: the high-water mark of
 the whole process, native allocations such as Kiwi's and torch's included). The parent adds the
 wall time it measured around the child (interpreter start and imports included: what a user
 waits for).
@@ -23,6 +23,7 @@ from typing import Sequence
 import pandas as pd
 
 DATA_FILE = "data.parquet"
+TOKEN_CACHE = "tokens.sqlite"
 SPEC_FILE = "spec.json"
 ARMS_DIR = "arms"
 SRC_ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +35,18 @@ class ArmFailed(RuntimeError):
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident set size in MiB (Linux reports ru_maxrss in KiB)."""
+    """This process's peak resident set size in MiB.
+
+    VmHWM from /proc/self/status: the high-water mark of this process image. getrusage's
+    ru_maxrss is not used on Linux because it survives fork+exec, so a child started by a big
+    parent would report the parent's peak.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return kb / 1024 if sys.platform != "darwin" else kb / 2**20
 
@@ -53,8 +65,11 @@ def arm_overrides(spec: dict, arm: str) -> list[str]:
     return overrides
 
 
-def child_env() -> dict:
+def child_env(workdir: Path | None = None) -> dict:
     env = dict(os.environ)
+    if workdir is not None and (Path(workdir) / TOKEN_CACHE).exists():
+        from sentiloop.text.token_cache import ENV_VAR
+        env[ENV_VAR] = str((Path(workdir) / TOKEN_CACHE).resolve())
     paths = [str(SRC_ROOT), str(REPO_ROOT)]
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])
@@ -76,15 +91,33 @@ def run_arm(workdir: Path, arm: str, *, timeout: float | None = None, isolate: b
     start = time.perf_counter()
     if isolate:
         proc = subprocess.run([sys.executable, "-m", "sentiloop.benchmark.runner", str(workdir), arm],
-                              env=child_env(), capture_output=True, text=True, timeout=timeout)
+                              env=child_env(workdir), capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0 or not out.exists():
             raise ArmFailed(f"arm {arm!r} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
     else:
-        child_main([str(workdir), arm])
+        from sentiloop.text.token_cache import use_token_cache
+        cache = workdir / TOKEN_CACHE
+        if cache.exists():
+            with use_token_cache(cache):
+                child_main([str(workdir), arm])
+        else:
+            child_main([str(workdir), arm])
     result = json.loads(out.read_text())
     result["wall_s"] = time.perf_counter() - start
     out.write_text(json.dumps(result, indent=1))
     return result
+
+
+def pretokenize(workdir: Path, texts, language: str, negation: bool = True) -> dict:
+    """Fill the work directory's token cache once (Kiwi is the slow part of every member)."""
+    from sentiloop.text.token_cache import use_token_cache
+    from sentiloop.text.tokenize import tokenize_many
+
+    start = time.perf_counter()
+    with use_token_cache(Path(workdir) / TOKEN_CACHE) as cache:
+        n = sum(1 for _ in tokenize_many(texts, language, negation=negation))
+        stored = len(cache)
+    return {"texts": n, "distinct": stored, "seconds": time.perf_counter() - start}
 
 
 def _safe(arm: str) -> str:
