@@ -129,8 +129,8 @@ def get_arm(name: str) -> Callable[[ArmContext], dict[str, Any]]:
     if name.startswith("sentiloop:"):
         from sentiloop.benchmark.loop_arm import arm_sentiloop
 
-        schedule = name.split(":", 1)[1]
-        return lambda ctx: arm_sentiloop(ctx, schedule)
+        schedule = name.split(":", 1)[1].partition("@")[0]
+        return lambda ctx: arm_sentiloop(ctx, schedule, tag=name.split(":", 1)[1])
     try:
         return ARMS[name]
     except KeyError:

@@ -63,12 +63,12 @@ def _train_labels(db: Path, chunk: int) -> pd.Series:
     return frame.set_index("id")["current_label"]
 
 
-def arm_sentiloop(ctx, schedule: str) -> dict:
+def arm_sentiloop(ctx, schedule: str, tag: str | None = None) -> dict:
     cfg = ctx.cfg
     if cfg["schedule"]["name"] != schedule:
         raise RuntimeError(f"config composed for schedule {cfg['schedule']['name']!r}, not {schedule!r}")
     classes = list(cfg["data"]["classes"])
-    work = ctx.workdir / "loop" / schedule
+    work = ctx.workdir / "loop" / (tag or schedule).replace("@", "_")
     if work.exists():
         import shutil
         shutil.rmtree(work)

@@ -31,6 +31,7 @@ class QualityRun:
     subset: SubsetSpec = field(default_factory=SubsetSpec)
     members: tuple[str, ...] = ("lexicon",)
     schedules: tuple[str, ...] = SCHEDULES
+    variants: dict[str, tuple[str, ...]] = field(default_factory=dict)   # name -> loop overrides
     overrides: tuple[str, ...] = ()
     model_seed: int = 42
     cleanlab_folds: int = 5
@@ -42,7 +43,8 @@ class QualityRun:
 
     def arms(self) -> list[str]:
         return (["none", "cleanlab_oof", "cleanlab_relabel", "cleanlab_prune"]
-                + [f"sentiloop:{s}" for s in self.schedules] + ["ceiling"])
+                + [f"sentiloop:{s}" for s in self.schedules]
+                + [f"sentiloop:{s}@{v}" for v in self.variants for s in self.schedules] + ["ceiling"])
 
     def hydra_overrides(self) -> list[str]:
         members = ",".join(self.members)
@@ -60,7 +62,8 @@ def run_quality(run: QualityRun, *, log=print) -> dict:
     frame = build_benchmark_frame(nsmc, run.subset)
     spec = {"subset": run.subset.to_dict(), "members": list(run.members),
             "overrides": run.hydra_overrides(), "model_seed": run.model_seed,
-            "cleanlab_folds": run.cleanlab_folds, "nsmc": str(nsmc)}
+            "cleanlab_folds": run.cleanlab_folds, "nsmc": str(nsmc),
+            "variants": {k: list(v) for k, v in run.variants.items()}}
     write_workdir(workdir, frame, spec)
     log(f"prepared {len(frame):,} rows in {time.perf_counter() - t0:.1f}s -> {workdir}")
     tokens = None
@@ -207,6 +210,14 @@ def parse_matrix(text: str) -> list[list[float]]:
         raise argparse.ArgumentTypeError(f"matrix must look like '0.7,0.3;0.2,0.8', got {text!r}")
 
 
+def parse_variant(text: str) -> tuple[str, tuple[str, ...]]:
+    """'oof=loop.cross_fit=5,loop.change_cap=0.1' -> ('oof', ('loop.cross_fit=5', 'loop.change_cap=0.1'))."""
+    name, sep, rest = text.partition("=")
+    if not sep or not name or not rest or "@" in name or ":" in name:
+        raise argparse.ArgumentTypeError(f"variant must look like NAME=key=value[,key=value], got {text!r}")
+    return name, tuple(o.strip() for o in rest.split(",") if o.strip())
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench/quality.py", description=__doc__)
     p.add_argument("--train", type=int, default=20_000, help="train rows (noise planted here)")
@@ -224,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=5, help="cleanlab out-of-fold folds")
     p.add_argument("--override", action="append", default=[],
                    help="extra Hydra override for every arm, e.g. loop.max_iterations=5")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=OVERRIDE[,OVERRIDE...]",
+                   help="also run every schedule with these loop overrides, e.g. "
+                        "'oof=loop.cross_fit=5,loop.max_iterations=5'")
     p.add_argument("--nsmc", default=None, help="path to nsmc_reviews.tsv.gz")
     p.add_argument("--workdir", default="bench/out/quality")
     p.add_argument("--doc", default="docs/benchmarks.md")
@@ -247,6 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                           noise_rate=args.rate, noise_matrix=args.matrix, noise_seed=args.noise_seed),
         members=tuple(m.strip() for m in args.members.split(",") if m.strip()),
         schedules=tuple(s.strip() for s in args.schedules.split(",") if s.strip()),
+        variants=dict(parse_variant(v) for v in args.variant),
         overrides=tuple(args.override), model_seed=args.model_seed, cleanlab_folds=args.folds,
         nsmc_path=args.nsmc, workdir=args.workdir, isolate=not args.in_process,
         token_cache=not args.no_token_cache)

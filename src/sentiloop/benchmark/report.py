@@ -36,7 +36,8 @@ ARM_LABELS = {
 
 def arm_label(arm: str) -> str:
     if arm.startswith("sentiloop:"):
-        return f"sentiloop loop, schedule `{arm.split(':', 1)[1]}`"
+        schedule, _, variant = arm.split(":", 1)[1].partition("@")
+        return f"sentiloop loop, schedule `{schedule}`" + (f" (variant `{variant}`)" if variant else "")
     return ARM_LABELS.get(arm, arm)
 
 
@@ -83,7 +84,9 @@ def plot_iterations(results: Sequence[dict], path: str | Path, *, title: str = "
         for r in loops:
             its = [t["iteration"] for t in r["trace"] if t.get(key) is not None]
             vals = [t[key] for t in r["trace"] if t.get(key) is not None]
-            ax.plot(its, vals, marker="o", label=r["arm"].split(":", 1)[1])
+            variant = "@" in r["arm"]
+            ax.plot(its, vals, marker="s" if variant else "o", linestyle="--" if variant else "-",
+                    label=r["arm"].split(":", 1)[1])
         for r in results:
             style = BASELINE_STYLE.get(r["arm"])
             if style and r.get(key) is not None:

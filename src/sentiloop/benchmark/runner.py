@@ -59,9 +59,17 @@ def write_workdir(workdir: Path, frame: pd.DataFrame, spec: dict) -> None:
 
 
 def arm_overrides(spec: dict, arm: str) -> list[str]:
+    """Overrides for an arm: the run's, plus `schedule=` and a variant's for sentiloop arms
+    (`sentiloop:<schedule>` or `sentiloop:<schedule>@<variant>`)."""
     overrides = list(spec.get("overrides", []))
     if arm.startswith("sentiloop:"):
-        overrides.append(f"schedule={arm.split(':', 1)[1]}")
+        schedule, _, variant = arm.split(":", 1)[1].partition("@")
+        overrides.append(f"schedule={schedule}")
+        if variant:
+            try:
+                overrides += list(spec["variants"][variant])
+            except KeyError:
+                raise ValueError(f"arm {arm!r}: no variant {variant!r} in the run spec") from None
     return overrides
 
 

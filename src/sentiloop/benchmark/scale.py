@@ -301,11 +301,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def render_section(summary: dict, command: str) -> str:
     tp = summary["throughput"]
+    fits = ", ".join(f"{m}: {v['n_train']:,} rows, {v['seconds']:.0f} s" for m, v in summary["fit"].items())
     lines = [f"Measured {summary['started']} on {summary['machine']}; load average before/after "
              f"{summary['load_before']} / {summary.get('load_after')} (shared machine: other jobs were running).", "",
              "```", command, "```", "",
              f"Corpus `data=nsmc3` (3 classes, every raw review kept); members: {', '.join(summary['members'])}, "
-             f"fitted once on a seeded sample ({', '.join(f'{m}: {v['n_train']:,} rows, {v['seconds']:.0f} s' for m, v in summary['fit'].items())}) "
+             f"fitted once on a seeded sample ({fits}) "
              f"and used as iteration 0's models. Each stage runs in its own process, as under `dvc repro`; "
              f"peak RSS is that process's VmHWM. Chunk size {summary['chunk_size']:,}. Token cache: "
              f"{'on (filled by the first size that needs a text, reused afterwards)' if summary['token_cache'] else 'off'}.", ""]
