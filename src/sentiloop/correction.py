@@ -77,8 +77,8 @@ def decide(rows: pd.DataFrame, classes: list[str], schedule: dict, k: int, n: in
             taken = set(merged["id"])
 
     conf = free["confidence"].to_numpy(dtype=float)
-    proposed = free["ens_label"].map(index).to_numpy()
-    current = free["current_label"].map(index).to_numpy()
+    proposed = free["ens_label"].map(index).to_numpy(dtype=np.int64)
+    current = free["current_label"].map(index).to_numpy(dtype=np.int64)
     thresholds = schedules.class_thresholds(schedule, k, n, conf, proposed, current, len(classes))
     adopt = (proposed != current) & (conf >= thresholds[proposed]) & ~free["id"].isin(taken).to_numpy()
     cand = free[adopt].assign(_c=conf[adopt]).sort_values(["_c", "id"], ascending=[False, True], kind="stable")

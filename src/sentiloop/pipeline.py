@@ -358,3 +358,51 @@ def publish_step(params: dict, last_store: Path, last_state: Path, final_eval: P
                "members_test_macro_f1": {m: e["test"]["macro_f1"] for m, e in ev["members"].items()}}
     write_json(summary_json, summary)
     return summary
+
+
+# --- the whole loop in one process (tests and benchmarks) -------------------------------------
+def run_loop(params: dict, workdir: Path, *, stop_after_ingest: bool = False) -> dict:
+    """Run the same steps `dvc repro` runs, in the same order and with the same paths under
+    `workdir`, without DVC. Benchmarks use it so that what they measure is the pipeline's code."""
+    import os
+    w = Path(workdir)
+    w.mkdir(parents=True, exist_ok=True)
+    n = int(params["loop"]["max_iterations"])
+    members = members_of(params)
+    cwd = os.getcwd()
+    os.chdir(w)
+    try:
+        ingest_step(params, Path("data/ingested.sqlite"), Path("data/rejects.csv"), Path("data/gold.sqlite"),
+                    Path("metrics/ingest.json"))
+        if stop_after_ingest:
+            return {}
+        split_step(params, Path("data/ingested.sqlite"), Path("data/it0/sentences.sqlite"),
+                   Path("data/it0/loop_state.json"), Path("metrics/split.json"))
+        for m in members:
+            train_step(params, m, Path("data/it0/sentences.sqlite"), Path("models/it0") / m)
+        for k in range(1, n + 1):
+            it, prev = f"it{k}", f"it{k - 1}"
+            predict_step(params, Path(f"data/{prev}/sentences.sqlite"), Path(f"models/{prev}"),
+                         Path(f"data/{it}/predictions.parquet"), Path(f"metrics/eval/{prev}.json"), prev)
+            relabel_step(params, k, n, Path(f"data/{prev}/sentences.sqlite"), Path(f"data/{it}/predictions.parquet"),
+                         Path(f"data/{it}/relabel.parquet"), Path(f"metrics/llm/{it}.json"),
+                         cache_dir=Path(".cache/llm"), gold_db=Path("data/gold.sqlite"))
+            correct_step(params, k, n, Path(f"data/{prev}/sentences.sqlite"), Path(f"data/{it}/predictions.parquet"),
+                         Path(f"data/{it}/relabel.parquet"), Path(f"metrics/eval/{prev}.json"),
+                         Path(f"data/{prev}/loop_state.json"), Path(f"data/{it}/sentences.sqlite"),
+                         Path(f"data/{it}/loop_state.json"), Path(f"metrics/iterations/{it}.json"))
+            for m in members:
+                train_step(params, m, Path(f"data/{it}/sentences.sqlite"), Path(f"models/{it}/{m}"),
+                           prev_dir=Path(f"models/{prev}/{m}"), state_path=Path(f"data/{it}/loop_state.json"))
+        last = f"it{n}"
+        predict_step(params, Path(f"data/{last}/sentences.sqlite"), Path(f"models/{last}"),
+                     Path("data/final/predictions.parquet"), Path(f"metrics/eval/{last}.json"), last)
+        summary = publish_step(params, Path(f"data/{last}/sentences.sqlite"), Path(f"data/{last}/loop_state.json"),
+                               Path(f"metrics/eval/{last}.json"), Path("data/final/sentences.sqlite"),
+                               Path("metrics/summary.json"))
+        from sentiloop.summary import collect
+        summary["iterations"] = collect(params, Path("data/final/sentences.sqlite"), Path("data/gold.sqlite"),
+                                        Path("metrics"))
+        return summary
+    finally:
+        os.chdir(cwd)

@@ -276,7 +276,7 @@ class LexiconModel(SentimentModel):
             w = csv.writer(fh, delimiter="\t", quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
             w.writerow(["word"] + [f"score_{c}" for c in self.classes] + [f"count_{c}" for c in self.classes])
             for i, word in enumerate(self.words_):
-                w.writerow([word] + [f"{s:.6g}" for s in self.scores_[i]] + [int(c) for c in self.counts_[i]])
+                w.writerow([word] + [f"{s:.9g}" for s in self.scores_[i]] + [int(c) for c in self.counts_[i]])
 
     def _load_weights(self, directory: Path, extra: dict) -> None:
         words, scores, counts = [], [], []

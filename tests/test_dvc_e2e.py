@@ -1,0 +1,86 @@
+"""End to end through DVC itself, in a temporary copy of the repository, on a tiny corpus."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import ROOT, plant_flips, synthetic_corpus, write_csv
+
+COPY = ["conf", "stages", "src", "hydra_plugins", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore"]
+
+
+def sh(args, cwd, **kw):
+    env = {**{k: v for k, v in os.environ.items() if k != "DVCLIVE_TEST"}, "PYTHONPATH": str(Path(cwd) / "src"),
+           "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    r = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, **kw)
+    if r.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, args))} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return r.stdout
+
+
+@pytest.fixture
+def repo(tmp_path):
+    dst = tmp_path / "repo"
+    dst.mkdir()
+    for item in COPY:
+        src = ROOT / item
+        if src.is_dir():
+            shutil.copytree(src, dst / item, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            (dst / item).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, dst / item)
+    texts, gold = synthetic_corpus(600, seed=3)
+    noisy, _ = plant_flips(gold, 0.3, seed=4)
+    names = np.array(["negative", "positive"])
+    write_csv(dst / "tiny.csv", [{"id": i, "text": t, "label": names[y], "gold": names[g]}
+                                 for i, (t, y, g) in enumerate(zip(texts, noisy, gold))])
+    (dst / "conf/data/tiny.yaml").write_text(yaml.safe_dump({
+        "source": "file", "path": "tiny.csv", "format": "csv", "encoding_errors": "strict", "language": "en",
+        "classes": ["negative", "positive"], "id_column": "id", "text_column": "text", "label_column": "label",
+        "gold_column": "gold", "label_map": {"negative": "negative", "positive": "positive"},
+        "max_text_chars": 500, "max_rows": None}))
+    sh(["git", "init", "-q"], dst)
+    sh(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], dst)
+    sh(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"], dst)
+    return dst
+
+
+def test_dvc_repro_then_exp_run(repo):
+    py = sys.executable
+    overrides = ["data=tiny", "loop.max_iterations=2", "schedule=linear", "schedule.start=0.66", "schedule.end=0.6",
+                 "ensemble.members=[lexicon]", "models/lexicon=blend", "models.lexicon.seed_lexicon=none"]
+    sh([py, "-m", "sentiloop.config", *overrides], repo)
+    out = sh([py, "-m", "dvc", "repro"], repo)
+    assert "retrain@it2-lexicon" in out
+    summary = json.loads((repo / "metrics/summary.json").read_text())
+    assert summary["termination_reason"] in ("label_change_rate", "dictionary_change_rate", "plateau", "max_iterations")
+    live = json.loads((repo / "metrics/live/metrics.json").read_text())
+    assert "termination_reason" in live and "gold" in live
+    steps = (repo / "metrics/live/plots/metrics/label_change_rate.tsv").read_text().splitlines()
+    assert steps[0] == "step\tlabel_change_rate" and len(steps) == 3
+    assert "up to date" in sh([py, "-m", "dvc", "repro"], repo)
+
+    dag = sh([py, "-m", "dvc", "dag"], repo)
+    for stage in ("predict@it1", "relabel@it2", "correct@it2", "retrain@it2-lexicon", "publish", "summarize"):
+        assert stage in dag
+
+    sh(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], repo)
+    sh(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "run"], repo)
+    sh([py, "-m", "dvc", "exp", "run", "-n", "three", *[f"-S{o}" for o in overrides[:1]],
+        "-S", "loop.max_iterations=3", "-S", "schedule=constant", "-S", "schedule.start=0.62", "-S", "schedule.end=0.62",
+        "-S", "models.lexicon.seed_lexicon=none"], repo)
+    shown = json.loads(sh([py, "-m", "dvc", "exp", "show", "--json"], repo))
+    text = json.dumps(shown)
+    assert "three" in text and "termination_reason" in text
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert params["loop"]["max_iterations"] == 3 and list(params["iterations"]) == ["it1", "it2", "it3"]
+    assert params["schedule"]["name"] == "constant"

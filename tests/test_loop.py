@@ -1,0 +1,95 @@
+"""The loop on a corpus with planted noise (cleanlab-style: known flips, known seed)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import tiny_params
+from sentiloop import pipeline, store
+from sentiloop.correction import CorrectionError, assert_test_unchanged
+
+
+def test_loop_repairs_planted_noise(noisy_corpus, base_params, tmp_path):
+    csv_path, flipped = noisy_corpus
+    params = tiny_params(base_params, csv_path, iterations=3, change_cap=0.25, cross_fit=0)
+    summary = pipeline.run_loop(params, tmp_path / "run")
+    q0, qn = summary["iterations"][0]["gold/label_accuracy"], summary["iterations"][-1]["gold/label_accuracy"]
+    assert q0 == pytest.approx(0.70, abs=0.03)          # 30% planted noise in the train split
+    assert qn >= q0 + 0.15, (q0, qn)                    # the loop repairs at least half of it
+    assert summary["iterations"][-1]["gold/correction_precision"] > 0.9
+
+
+def test_cross_fit_judges_rows_out_of_fold(noisy_corpus, base_params, tmp_path):
+    csv_path, _ = noisy_corpus
+    params = tiny_params(base_params, csv_path, iterations=1, change_cap=0.25, cross_fit=3)
+    summary = pipeline.run_loop(params, tmp_path / "run")
+    assert (tmp_path / "run/models/it1/lexicon/folds/f2/model.json").exists()
+    assert summary["iterations"][-1]["gold/label_accuracy"] > summary["iterations"][0]["gold/label_accuracy"] + 0.1
+
+
+def test_test_split_never_corrected_and_history_recorded(noisy_corpus, base_params, tmp_path):
+    csv_path, _ = noisy_corpus
+    params = tiny_params(base_params, csv_path, iterations=2, change_cap=0.25)
+    pipeline.run_loop(params, tmp_path / "run")
+    final = tmp_path / "run/data/final/sentences.sqlite"
+    assert_test_unchanged(final)
+    changed = store.count(final, "label != current_label")
+    assert changed > 0
+    assert store.count(final, "split != 'train' AND label != current_label") == 0
+    # every change has provenance, and the final labels are what the history says
+    con = store.connect(final, readonly=True)
+    hist = con.execute("SELECT COUNT(DISTINCT sentence_id) FROM label_history").fetchone()[0]
+    sources = {r[0] for r in con.execute("SELECT DISTINCT source FROM label_history")}
+    con.close()
+    assert hist >= changed and sources == {"ensemble"}
+
+
+def test_gold_labels_are_not_read_by_the_loop(noisy_corpus, base_params, tmp_path):
+    csv_path, _ = noisy_corpus
+    params = tiny_params(base_params, csv_path, iterations=1)
+    run = tmp_path / "run"
+    pipeline.run_loop(params, run, stop_after_ingest=True)
+    assert store.count(run / "data/gold.sqlite", table="gold") > 0
+    con = store.connect(run / "data/ingested.sqlite", readonly=True)
+    cols = [r[1] for r in con.execute("PRAGMA table_info(sentences)")]
+    con.close()
+    assert "gold_label" not in cols and "gold" not in cols
+
+
+def test_a_changed_test_label_is_caught(noisy_corpus, base_params, tmp_path):
+    csv_path, _ = noisy_corpus
+    params = tiny_params(base_params, csv_path, iterations=1)
+    run = tmp_path / "run"
+    pipeline.run_loop(params, run)
+    db = run / "data/final/sentences.sqlite"
+    con = store.connect(db)
+    con.execute("UPDATE sentences SET current_label = CASE current_label WHEN 'positive' THEN 'negative' "
+                "ELSE 'positive' END WHERE rowid = (SELECT rowid FROM sentences WHERE split='test' LIMIT 1)")
+    con.commit()
+    con.close()
+    with pytest.raises(CorrectionError, match="test rows changed"):
+        assert_test_unchanged(db)
+
+
+def test_locked_rows_are_never_changed(noisy_corpus, base_params, tmp_path):
+    csv_path, flipped = noisy_corpus
+    params = tiny_params(base_params, csv_path, iterations=1, change_cap=0.5)
+    run = tmp_path / "run"
+    pipeline.run_loop(params, run)
+    # lock every train row of the it0 store and rerun the correction: nothing may change
+    db0 = run / "data/it0/sentences.sqlite"
+    con = store.connect(db0)
+    con.execute("UPDATE sentences SET locked = 1 WHERE split = 'train'")
+    con.commit()
+    con.close()
+    import os
+    os.chdir(run)
+    try:
+        rec = pipeline.correct_step(params, 1, 1, db0, run / "data/it1/predictions.parquet",
+                                    run / "data/it1/relabel.parquet", run / "metrics/eval/it0.json",
+                                    run / "data/it0/loop_state.json", run / "out.sqlite", run / "state.json",
+                                    run / "m.json")
+    finally:
+        os.chdir(tmp_path)
+    assert rec["changes"] == 0
+    assert store.count(run / "out.sqlite", "label != current_label") == 0
