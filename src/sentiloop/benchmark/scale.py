@@ -320,7 +320,7 @@ def render_section(summary: dict, command: str) -> str:
             cells += [f"{st['wall_s']:.1f}", f"{st['peak_rss_mb']:.0f}"]
         lines.append(f"| {stage} | " + " | ".join(cells) + " |")
     peaks = [rec["peak_rss_mb"] for _, rec in sizes]
-    lines.append("| **peak over stages** | " + " | ".join(f" | **{p:.0f}**" for p in peaks).lstrip(" |") + " |")
+    lines.append("| **peak over stages** | " + " | ".join(f"– | **{p:.0f}**" for p in peaks) + " |")
     if len(peaks) >= 2:
         lines += ["", f"Peak memory ratio {int(sizes[-1][0]):,} / {int(sizes[0][0]):,} rows: "
                   f"**{peaks[-1] / peaks[0]:.2f}** (target <= 1.3); peak at the largest size "
