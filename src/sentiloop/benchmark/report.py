@@ -76,17 +76,22 @@ def plot_iterations(results: Sequence[dict], path: str | Path, *, title: str = "
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=90)
+    fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.4), dpi=90)
     loops = [r for r in results if r["arm"].startswith("sentiloop:") and r.get("trace")]
     max_it = max([len(r["trace"]) - 1 for r in loops] + [1])
+    schedules = list(dict.fromkeys(r["arm"].split(":", 1)[1].partition("@")[0] for r in loops))
+    variants = list(dict.fromkeys(r["arm"].partition("@")[2] for r in loops))
+    colors = dict(zip(schedules, ["tab:blue", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive"] * 3))
+    styles = dict(zip(variants, [("-", "o"), ("--", "s"), (":", "^"), ("-.", "v")] * 3))
     for ax, key, name in ((axes[0], "label_accuracy", "train label accuracy vs gold"),
                           (axes[1], "test_macro_f1", "test macro-F1")):
         for r in loops:
+            schedule, _, variant = r["arm"].split(":", 1)[1].partition("@")
             its = [t["iteration"] for t in r["trace"] if t.get(key) is not None]
             vals = [t[key] for t in r["trace"] if t.get(key) is not None]
-            variant = "@" in r["arm"]
-            ax.plot(its, vals, marker="s" if variant else "o", linestyle="--" if variant else "-",
-                    label=r["arm"].split(":", 1)[1])
+            line, marker = styles[variant]
+            ax.plot(its, vals, color=colors[schedule], linestyle=line, marker=marker, markersize=4,
+                    label=schedule + (f" @{variant}" if variant else ""))
         for r in results:
             style = BASELINE_STYLE.get(r["arm"])
             if style and r.get(key) is not None:
@@ -95,7 +100,7 @@ def plot_iterations(results: Sequence[dict], path: str | Path, *, title: str = "
         ax.set_title(name)
         ax.set_xticks(range(0, max_it + 1))
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=8, loc="lower right")
+    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
