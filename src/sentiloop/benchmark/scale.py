@@ -261,7 +261,7 @@ def run_scale(*, sizes: Sequence[int], members: Sequence[str], workdir: Path, tr
     _run(["throughput", str(workdir), str(throughput_rows)], timeout=timeout, env=env)
     summary["throughput"] = json.loads((workdir / "throughput.json").read_text())
     log(json.dumps(summary["throughput"]))
-    if token_cache and fill_cache:
+    if token_cache and fill_cache and not (workdir / "fill.json").exists():
         log("tokenizing the whole corpus once into the token cache ...")
         _run(["fill-cache", str(workdir), str(nsmc)], timeout=None, env=env)
     if (workdir / "fill.json").exists():
