@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("bench")
-    run = QualityRun(subset=SubsetSpec(n_train=2000, n_test=500, seed=3, noise_seed=4),
+    run = QualityRun(subset=SubsetSpec(n_train=2000, n_test=500, seed=3, noise_seed=4, pool_rows=100_000),
                      members=("lexicon",), schedules=SCHEDULES, variants={}, cleanlab_folds=3,
                      workdir=str(workdir), isolate=False)
     return run_quality(run, log=lambda *_: None), workdir

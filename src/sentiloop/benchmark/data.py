@@ -93,6 +93,7 @@ class SubsetSpec:
     noise_rate: float = 0.3
     noise_matrix: list[list[float]] | None = None   # rows = true class, cols = noisy class
     noise_seed: int = 17
+    pool_rows: int | None = None   # read only the first N raw rows (tiny runs); None = the whole file
     classes: tuple[str, ...] = field(default=CLASSES)
 
     def to_dict(self) -> dict:
@@ -151,6 +152,6 @@ def plant_on_train(subset: pd.DataFrame, spec: SubsetSpec) -> tuple[pd.DataFrame
 
 
 def build_benchmark_frame(nsmc_path: str | Path, spec: SubsetSpec) -> pd.DataFrame:
-    corpus = load_nsmc_binary(nsmc_path)
+    corpus = load_nsmc_binary(nsmc_path, max_rows=spec.pool_rows)
     frame, _ = plant_on_train(draw_subset(corpus, spec), spec)
     return frame

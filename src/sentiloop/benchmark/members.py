@@ -6,6 +6,7 @@ and the loop fit `build_model(kind, classes, cfg.models.<kind>, language, seed)`
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -17,7 +18,14 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 def compose_config(overrides: Sequence[str] = (), *, conf_dir: str | Path | None = None) -> dict:
-    """Compose conf/config.yaml with Hydra overrides into a plain, resolved dict."""
+    """Compose conf/config.yaml with Hydra overrides into a plain, resolved dict (a fresh copy)."""
+    import copy
+
+    return copy.deepcopy(_compose(tuple(overrides), str(conf_dir) if conf_dir else None))
+
+
+@lru_cache(maxsize=32)
+def _compose(overrides: tuple[str, ...], conf_dir: str | None) -> dict:
     import sys
 
     from hydra import compose, initialize_config_dir

@@ -152,7 +152,8 @@ def render_section(summary: dict, *, command: str, plot_ref: str) -> str:
         "",
         f"- Corpus: NSMC (`{Path(spec['nsmc']).name}`), binary (ratings 1-4 negative, 9-10 "
         f"positive, 5-8 dropped), {'balanced per class' if s['balanced'] else 'natural class mix'}; "
-        f"{s['n_train']:,} train + {s['n_test']:,} test rows drawn with seed {s['seed']}.",
+        f"{s['n_train']:,} train + {s['n_test']:,} test rows drawn with seed {s['seed']}"
+        + (f" from the first {s['pool_rows']:,} raw rows." if s.get("pool_rows") else " from the whole file."),
         f"- Noise: {noise}, planted on train rows only with seed {s['noise_seed']}; test labels "
         f"are the true ones. `gold_label` is used for scoring only.",
         f"- Members: {', '.join(spec['members'])} (config from conf/, overrides "
@@ -235,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", type=int, default=5_000, help="test rows (clean)")
     p.add_argument("--subset-seed", type=int, default=13)
     p.add_argument("--imbalanced", action="store_true", help="keep NSMC's natural class mix")
+    p.add_argument("--pool-rows", type=int, default=None,
+                   help="draw from the first N raw rows only (quick runs); default: the whole file")
     p.add_argument("--noise", choices=("symmetric", "matrix"), default="symmetric")
     p.add_argument("--rate", type=float, default=0.3, help="symmetric flip rate")
     p.add_argument("--matrix", type=parse_matrix, default=None,
@@ -271,7 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = QualityRun(
         subset=SubsetSpec(n_train=args.train, n_test=args.test, seed=args.subset_seed,
                           balanced=not args.imbalanced, noise_kind=args.noise,
-                          noise_rate=args.rate, noise_matrix=args.matrix, noise_seed=args.noise_seed),
+                          noise_rate=args.rate, noise_matrix=args.matrix, noise_seed=args.noise_seed,
+                          pool_rows=args.pool_rows),
         members=tuple(m.strip() for m in args.members.split(",") if m.strip()),
         schedules=tuple(s.strip() for s in args.schedules.split(",") if s.strip()),
         variants=({} if args.no_variants else
