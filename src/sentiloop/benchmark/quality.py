@@ -119,14 +119,15 @@ def _loadavg() -> list[float] | None:
         return None
 
 
-def write_report(summary: dict, *, doc: str | Path, plot: str | Path, command: str) -> None:
+def write_report(summary: dict, *, doc: str | Path, plot: str | Path, command: str,
+                 section: str = SECTION, heading: str | None = None) -> None:
     rows = summary["rows"]
     plot = Path(plot)
     plot_iterations(rows, plot, title=_plot_title(summary))
     doc = Path(doc)
     rel_plot = os.path.relpath(plot.resolve(), doc.resolve().parent)
-    replace_section(doc, SECTION, render_section(summary, command=command, plot_ref=rel_plot),
-                    heading="Label quality: planted noise on NSMC vs cleanlab and the gold ceiling")
+    replace_section(doc, section, render_section(summary, command=command, plot_ref=rel_plot),
+                    heading=heading or "Label quality: planted noise on NSMC vs cleanlab and the gold ceiling")
 
 
 def _plot_title(summary: dict) -> str:
@@ -259,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--doc", default="docs/benchmarks.md")
     p.add_argument("--plot", default="docs/img/bench_quality.png")
     p.add_argument("--no-doc", action="store_true", help="print the table, do not touch docs/")
+    p.add_argument("--section", default=SECTION,
+                   help="name of the docs/benchmarks.md section to (re)write, for a second table")
+    p.add_argument("--heading", default=None, help="heading of a new section")
     p.add_argument("--no-token-cache", action="store_true",
                    help="tokenize inside every fit/predict instead of once per run")
     p.add_argument("--in-process", action="store_true",
@@ -287,6 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python bench/quality.py" + ("" if not argv else " " + " ".join(shlex.quote(a) for a in argv))
     print(markdown_table(summary["rows"]))
     if not args.no_doc:
-        write_report(summary, doc=args.doc, plot=args.plot, command=command)
+        write_report(summary, doc=args.doc, plot=args.plot, command=command, section=args.section,
+                     heading=args.heading)
         print(f"wrote {args.doc} and {args.plot}")
     return 0
