@@ -24,7 +24,7 @@ from typing import Callable, Iterator, Sequence
 TOKENIZER_VERSION = 1
 ENV_VAR = "SENTILOOP_TOKEN_CACHE"
 SEP = "\x1f"
-_BATCH = 500   # keys per IN (...) query: under SQLite's variable limit everywhere
+_BATCH = 900   # keys per IN (...) query: under the 999-variable limit of SQLite < 3.32
 
 _active: "TokenCache | None" = None
 
@@ -60,14 +60,13 @@ class TokenCache:
         return int(self._con.execute("SELECT COUNT(*) FROM tokens").fetchone()[0])
 
     def lookup(self, keys: Sequence[int]) -> dict[int, list[str]]:
-        found: dict[int, list[str]] = {}
+        found: dict[int, str] = {}
         uniq = list(dict.fromkeys(keys))
         for i in range(0, len(uniq), _BATCH):
             part = uniq[i:i + _BATCH]
             q = f"SELECT key, tokens FROM tokens WHERE key IN ({','.join('?' * len(part))})"
-            for k, toks in self._con.execute(q, part):
-                found[k] = toks.split(SEP) if toks else []
-        return found
+            found.update(self._con.execute(q, part).fetchall())
+        return {k: (v.split(SEP) if v else []) for k, v in found.items()}
 
     def store(self, items: Sequence[tuple[int, list[str]]]) -> None:
         if self.readonly or not items:
