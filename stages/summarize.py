@@ -1,5 +1,4 @@
 """Stage summarize: per-iteration metrics -> dvclive (metrics/live), iteration on the x axis."""
-import json
 from pathlib import Path
 
 import _common
@@ -8,6 +7,5 @@ from sentiloop.summary import collect, log_with_dvclive
 if __name__ == "__main__":
     params = _common.params()
     steps = collect(params, Path("data/final/sentences.sqlite"), Path("data/gold.sqlite"), Path("metrics"))
-    summary = json.loads(Path("metrics/summary.json").read_text())
-    log_with_dvclive(steps, Path("metrics/live"), summary)
+    log_with_dvclive(steps, Path("metrics/live"))
     print(f"logged {len(steps)} iterations to metrics/live")

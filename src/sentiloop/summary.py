@@ -95,7 +95,9 @@ def collect(params: dict, final_db: Path, gold_db: Path, metrics_dir: Path) -> l
     return steps
 
 
-def log_with_dvclive(steps: list[dict[str, Any]], live_dir: Path, summary: dict[str, Any]) -> None:
+def log_with_dvclive(steps: list[dict[str, Any]], live_dir: Path) -> None:
+    """One step per iteration. The loop's verdict (termination reason, converged_at) lives in
+    metrics/summary.json, so `dvc exp show` lists it once."""
     from dvclive import Live
     live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None)
     for k, rec in enumerate(steps):
@@ -104,8 +106,4 @@ def log_with_dvclive(steps: list[dict[str, Any]], live_dir: Path, summary: dict[
             live.log_metric(name, value)
         if k < len(steps) - 1:
             live.next_step()
-    for key in ("converged_at", "iterations_run", "final_label_change_rate", "test_macro_f1"):
-        if summary.get(key) is not None:
-            live.summary[key] = summary[key]
-    live.summary["termination_reason"] = summary.get("termination_reason")
     live.end()
