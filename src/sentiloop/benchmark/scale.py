@@ -318,7 +318,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--workdir", default="bench/out/scale")
     p.add_argument("--doc", default="docs/benchmarks.md")
     p.add_argument("--no-doc", action="store_true")
+    p.add_argument("--section", default=SECTION, help="docs/benchmarks.md section to (re)write")
+    p.add_argument("--heading", default=None)
+    p.add_argument("--token-cache-from", default=None,
+                   help="reuse another work directory's filled token cache (tokens.sqlite + fill.json)")
     a = p.parse_args(argv)
+    if a.token_cache_from:
+        src, dst = Path(a.token_cache_from), Path(a.workdir)
+        dst.mkdir(parents=True, exist_ok=True)
+        for name in ("tokens.sqlite", "fill.json"):
+            if (src / name).exists() and not (dst / name).exists():
+                shutil.copyfile(src / name, dst / name)
     summary = run_scale(sizes=[int(s) for s in a.sizes.split(",")], members=[m for m in a.members.split(",") if m],
                         workdir=Path(a.workdir), train_rows=a.train_rows, throughput_rows=a.throughput_rows,
                         overrides=a.override, token_cache=not a.no_token_cache, chunk=a.chunk_size,
@@ -328,7 +338,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(text)
     if not a.no_doc:
         from sentiloop.benchmark.report import replace_section
-        replace_section(a.doc, SECTION, text, heading="Scale and speed: all 712,383 NSMC reviews")
+        replace_section(a.doc, a.section, text,
+                        heading=a.heading or "Scale and speed: all 712,383 NSMC reviews")
     return 0
 
 
