@@ -357,7 +357,8 @@ def render_section(summary: dict, command: str) -> str:
     fill = summary.get("fill")
     if summary["token_cache"] and fill:
         lines += [f"The corpus was tokenized once into the token cache before the stages ran: "
-                  f"{fill['tokenized']:,} texts tokenized ({fill['distinct']:,} distinct) in "
+                  f"{fill['tokenized']:,} of {fill['texts']:,} texts tokenized (the rest were cache hits: duplicate "
+                  f"texts, or texts cached by an earlier, interrupted fill; {fill['distinct']:,} distinct) in "
                   f"{fill['seconds']:.0f} s = {fill['per_s']:,.0f} texts/s, peak {fill['peak_rss_mb']:.0f} MiB "
                   f"(finished {fill['finished']}). This is the one Kiwi pass a run pays; the stages below read tokens "
                   f"from the cache.", ""]
