@@ -1,35 +1,209 @@
-"""Weighted soft vote over the members, and how sure / how unanimous it is."""
+"""The ensemble: weighted soft vote over the members' class probabilities (pure numpy).
+
+Every function takes `probs`: a dict {member name: (n, k) probability array}, rows summing to 1,
+all members over the same rows and the same ordered classes.
+
+- `combine`: weighted average of the members' probabilities; weights are renormalised over the
+  members present, so disabling a member never needs a new weight table.
+- `confidence_and_agreement`: the ensemble's max probability (the correction threshold compares
+  against it), the fraction of members whose top class is the ensemble's, and the members'
+  prediction variance (both feed the convergence check and the relabel queue).
+- `fit_weights`: weights on the simplex minimising the ensemble's dev log-loss. The objective is
+  convex in the weights, so exponentiated-gradient descent reaches the optimum; the seed only
+  picks the starting point, which makes the recorded result reproducible to the last digit.
+- `contributions` / `imbalance`: seed 001's leave-one-out check: each member's contribution is
+  the ensemble's dev macro-F1 with it minus without it; the ensemble is flagged as imbalanced when
+  the largest contribution exceeds `ratio` (3) times the smallest.
+"""
 from __future__ import annotations
+
+from typing import Mapping
 
 import numpy as np
 
-DEFAULT_WEIGHTS = {"bert": 0.30, "bilstm": 0.30, "lstm": 0.25, "lexicon": 0.15}
+# seed 001's weights (its "word_sentiment" is our lexicon member)
+DEFAULT_WEIGHTS: dict[str, float] = {"bert": 0.30, "bilstm": 0.30, "lstm": 0.25, "lexicon": 0.15}
 
 
-def normalised_weights(members: list[str], weights: dict[str, float]) -> dict[str, float]:
-    w = {m: float(weights.get(m, DEFAULT_WEIGHTS.get(m, 1.0))) for m in members}
-    if any(v < 0 for v in w.values()):
-        raise ValueError(f"ensemble weights must be >= 0: {w}")
-    total = sum(w.values())
+class EnsembleError(ValueError):
+    """Inconsistent member probabilities or weights."""
+
+
+def _check(probs: Mapping[str, np.ndarray]) -> tuple[list[str], np.ndarray]:
+    """Members in a stable order and their probabilities stacked as (m, n, k)."""
+    if not probs:
+        raise EnsembleError("no member probabilities given")
+    names = list(probs)
+    arrs = [np.asarray(probs[m], dtype=np.float64) for m in names]
+    shape = arrs[0].shape
+    for m, a in zip(names, arrs):
+        if a.ndim != 2:
+            raise EnsembleError(f"{m}: probabilities must be 2-D (n, k), got shape {a.shape}")
+        if a.shape != shape:
+            raise EnsembleError(f"{m}: shape {a.shape} differs from {names[0]}'s {shape}")
+        if not np.all(np.isfinite(a)) or (a < 0).any():
+            raise EnsembleError(f"{m}: probabilities must be finite and non-negative")
+        if len(a) and not np.allclose(a.sum(axis=1), 1.0, atol=1e-4):
+            raise EnsembleError(f"{m}: probability rows must sum to 1")
+    return names, np.stack(arrs)
+
+
+def normalised_weights(members, weights: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Weights for exactly `members`, summing to 1; members missing from `weights` fall back to
+    DEFAULT_WEIGHTS, then to 1.0."""
+    members = list(members)
+    weights = dict(weights or {})
+    raw = {}
+    for m in members:
+        w = float(weights.get(m, DEFAULT_WEIGHTS.get(m, 1.0)))
+        if not np.isfinite(w) or w < 0:
+            raise EnsembleError(f"weight for {m} must be finite and >= 0, got {w}")
+        raw[m] = w
+    total = sum(raw.values())
     if total <= 0:
-        raise ValueError(f"ensemble weights sum to 0: {w}")
-    return {m: v / total for m, v in w.items()}
+        raise EnsembleError(f"weights of {members} sum to zero")
+    return {m: w / total for m, w in raw.items()}
 
 
-def combine(probs: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
-    w = normalised_weights(list(probs), weights)
-    out = None
-    for m, p in probs.items():
-        out = w[m] * p if out is None else out + w[m] * p
-    return out / out.sum(axis=1, keepdims=True)
+def combine(probs: Mapping[str, np.ndarray], weights: Mapping[str, float] | None = None) -> np.ndarray:
+    """Weighted soft vote: (n, k) ensemble probabilities, rows summing to 1."""
+    names, P = _check(probs)
+    w = normalised_weights(names, weights)
+    ens = np.tensordot(np.array([w[m] for m in names]), P, axes=1)
+    s = ens.sum(axis=1, keepdims=True)
+    return ens / np.where(s > 0, s, 1.0)
 
 
-def confidence_and_agreement(probs: dict[str, np.ndarray], ens: np.ndarray):
-    """confidence: the ensemble's top probability; agreement: share of members whose top class
-    is the ensemble's; variance: mean over classes of the members' probability variance."""
+def confidence_and_agreement(probs: Mapping[str, np.ndarray], ens: np.ndarray):
+    """Per row: (confidence, agreement, variance).
+
+    confidence: the ensemble's top probability. agreement: fraction of members whose top class
+    is the ensemble's top class. variance: the members' probability variance, averaged over the
+    classes (0 when all members give the same distribution).
+    """
+    names, P = _check(probs)
+    ens = np.asarray(ens, dtype=np.float64)
+    if ens.shape != P.shape[1:]:
+        raise EnsembleError(f"ensemble shape {ens.shape} != member shape {P.shape[1:]}")
     top = ens.argmax(axis=1)
     conf = ens.max(axis=1)
-    stacked = np.stack(list(probs.values()))            # (m, n, k)
-    agree = (stacked.argmax(axis=2) == top[None, :]).mean(axis=0)
-    variance = stacked.var(axis=0).mean(axis=1)
+    agree = (P.argmax(axis=2) == top[None, :]).mean(axis=0)
+    variance = P.var(axis=0).mean(axis=1)
     return conf, agree, variance
+
+
+def log_loss(p: np.ndarray, y: np.ndarray) -> float:
+    y = np.asarray(y)
+    return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None))))
+
+
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
+    """Macro-F1 over the classes present in y_true or y_pred (sklearn's convention)."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    f1s = []
+    for c in range(n_classes):
+        tp = np.sum((y_pred == c) & (y_true == c))
+        fp = np.sum((y_pred == c) & (y_true != c))
+        fn = np.sum((y_pred != c) & (y_true == c))
+        if tp + fp + fn == 0:
+            continue
+        f1s.append(2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(f1s)) if f1s else 0.0
+
+
+def _check_labels(y, n: int, k: int) -> np.ndarray:
+    y = np.asarray(y)
+    if y.shape != (n,):
+        raise EnsembleError(f"labels shape {y.shape} != ({n},)")
+    if y.dtype.kind not in "iu" or (n and (y.min() < 0 or y.max() >= k)):
+        raise EnsembleError(f"labels must be integer class indices in [0, {k})")
+    return y
+
+
+def fit_weights(probs_dev: Mapping[str, np.ndarray], y_dev, seed: int = 0, *,
+                steps: int = 500, lr: float = 0.5, tol: float = 1e-9) -> dict[str, float]:
+    """Simplex weights minimising the ensemble's dev log-loss (exponentiated gradient).
+
+    Returns {member: weight}, summing to 1, rounded to 6 decimals.
+    """
+    names, P = _check(probs_dev)
+    y = _check_labels(y_dev, P.shape[1], P.shape[2])
+    if len(names) == 1:
+        return {names[0]: 1.0}
+    if P.shape[1] == 0:
+        raise EnsembleError("cannot fit weights on zero dev rows")
+    py = P[:, np.arange(P.shape[1]), y]            # (m, n): each member's prob of the true class
+    rng = np.random.default_rng(seed)
+    w = 0.5 * np.full(len(names), 1.0 / len(names)) + 0.5 * rng.dirichlet(np.ones(len(names)))
+    prev = np.inf
+    for _ in range(steps):
+        q = np.clip(w @ py, 1e-12, None)
+        loss = -np.mean(np.log(q))
+        grad = -(py / q).mean(axis=1)
+        w = w * np.exp(-lr * (grad - grad.min()))
+        w /= w.sum()
+        if abs(prev - loss) < tol:
+            break
+        prev = loss
+    return {m: round(float(x), 6) for m, x in zip(names, w)}
+
+
+def contributions(probs_dev: Mapping[str, np.ndarray], y_dev,
+                  weights: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Leave-one-out: ensemble dev macro-F1 with all members minus without member m (the
+    remaining weights renormalised). With one member, "without" is the majority-class baseline."""
+    names, P = _check(probs_dev)
+    k = P.shape[2]
+    y = _check_labels(y_dev, P.shape[1], k)
+    full = macro_f1(y, combine(probs_dev, weights).argmax(1), k)
+    out = {}
+    for m in names:
+        rest = {o: probs_dev[o] for o in names if o != m}
+        if rest:
+            without = macro_f1(y, combine(rest, weights).argmax(1), k)
+        else:
+            without = macro_f1(y, np.full(len(y), np.bincount(y, minlength=k).argmax()), k)
+        out[m] = round(full - without, 6)
+    return out
+
+
+def imbalance_ratio(contribs: Mapping[str, float]) -> float:
+    """Largest / smallest contribution; inf when the smallest is <= 0 while the largest is > 0
+    (a member that adds nothing next to one that carries the ensemble); nan when no member
+    contributes anything or there are fewer than two members."""
+    vals = list(contribs.values())
+    if len(vals) < 2:
+        return float("nan")
+    hi, lo = max(vals), min(vals)
+    if hi <= 0:
+        return float("nan")
+    if lo <= 0:
+        return float("inf")
+    return hi / lo
+
+
+def imbalance(contribs: Mapping[str, float], ratio: float = 3.0) -> bool:
+    """Seed 001's flag: the largest contribution exceeds `ratio` times the smallest."""
+    r = imbalance_ratio(contribs)
+    return bool(np.isfinite(r) and r > ratio) or r == float("inf")
+
+
+def report(probs_dev: Mapping[str, np.ndarray], y_dev, weights: Mapping[str, float] | None = None,
+           ratio: float = 3.0) -> dict:
+    """Everything the evaluate/predict stages record about the ensemble on dev, JSON-ready."""
+    names, P = _check(probs_dev)
+    y = _check_labels(y_dev, P.shape[1], P.shape[2])
+    w = normalised_weights(names, weights)
+    ens = combine(probs_dev, w)
+    contrib = contributions(probs_dev, y, w)
+    r = imbalance_ratio(contrib)
+    return {
+        "weights": w,
+        "dev_macro_f1": macro_f1(y, ens.argmax(1), P.shape[2]),
+        "dev_log_loss": log_loss(ens, y),
+        "member_dev_macro_f1": {m: macro_f1(y, P[i].argmax(1), P.shape[2]) for i, m in enumerate(names)},
+        "contributions": contrib,
+        "imbalance_ratio": None if not np.isfinite(r) and r != float("inf") else
+        ("inf" if r == float("inf") else round(r, 4)),
+        "imbalanced": imbalance(contrib, ratio),
+    }
