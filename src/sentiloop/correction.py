@@ -67,7 +67,10 @@ def decide(rows: pd.DataFrame, classes: list[str], schedule: dict, k: int, n: in
         ok = llm_answers[llm_answers["status"].isin(["answered", "cached"])
                          & llm_answers["llm_label"].isin(classes)
                          & (llm_answers["llm_confidence"] >= llm_min_confidence)]
-        merged = free.merge(ok, on="id", how="inner")
+        # relabel.parquet also carries the queue's columns (current_label, confidence, ...):
+        # take only the answer's own, or the merge suffixes current_label away
+        cols = [c for c in ("id", "llm_label", "llm_confidence", "rationale", "model") if c in ok.columns]
+        merged = free.merge(ok[cols], on="id", how="inner")
         merged = merged[merged["llm_label"] != merged["current_label"]]
         if len(merged):
             changes.append(pd.DataFrame({

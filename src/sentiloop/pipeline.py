@@ -307,11 +307,18 @@ def correct_step(params: dict, k: int, n: int, prev_store: Path, predictions: Pa
         rows = _train_rows(params, prev_store, predictions)
         answers = pd.read_parquet(relabel_parquet)
         answers = answers[answers["status"].notna()] if "status" in answers else answers.iloc[0:0]
-        decision = correction.decide(rows, classes, params["schedule"], k, n,
+        # bias mitigation: drift of the labels so far beyond analysis.max_drift engages
+        # class-balanced thresholds and per-class caps (reported in metrics/analysis/itK.md)
+        from sentiloop import analysis
+        mitigation = analysis.store_mitigation(prev_store, classes, float((params.get("analysis") or {}).get(
+            "max_drift", 1.0)), int(params["loop"]["chunk_size"]))
+        decision = correction.decide(rows, classes, analysis.mitigated_schedule(params["schedule"], mitigation), k, n,
                                      change_cap=float(params["loop"]["change_cap"]), llm_answers=answers,
                                      llm_min_confidence=float((params.get("llm") or {}).get("min_confidence", 1.01)),
                                      n_train=n_train)
-        ch = decision.changes
+        ch, dropped = decision.changes, 0
+        if mitigation["engage"]:
+            ch, dropped = analysis.apply_class_caps(ch, mitigation["class_caps"])
         with store.atomic_db(out_store, copy_from=prev_store) as con:
             applied = store.apply_label_changes(con, ch)
             if applied != len(ch):
@@ -321,7 +328,9 @@ def correct_step(params: dict, k: int, n: int, prev_store: Path, predictions: Pa
         record = {"k": k, "passed_through": False, "changes": int(len(ch)),
                   "label_change_rate": float(len(ch) / max(n_train, 1)),
                   "corrections_by_source": {s: int(v) for s, v in ch["source"].value_counts().items()},
-                  "thresholds": decision.thresholds, "capped": decision.capped, "eligible": decision.eligible}
+                  "thresholds": decision.thresholds, "capped": decision.capped, "eligible": decision.eligible,
+                  "mitigation_engaged": int(bool(mitigation["engage"])), "dropped_by_class_caps": dropped,
+                  "max_abs_drift_before": mitigation["max_abs_drift"]}
     correction.assert_test_unchanged(out_store, int(params["loop"]["chunk_size"]))
     record["class_distribution"] = store.label_counts(out_store, "current_label", "train")
     record["locked"] = store.count(out_store, "locked = 1")

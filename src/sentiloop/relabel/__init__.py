@@ -1,17 +1,18 @@
-"""Relabeling of the rows the ensemble is unsure about or disagrees on, by an annotator (LLM)."""
-from __future__ import annotations
+"""LLM relabeling of the rows the ensemble is unsure about or disagrees on.
 
-from pathlib import Path
+`answer_queue(queue, llm_cfg, classes, iteration=, cache_dir=, gold_path=)` is the one entry point
+the pipeline calls; providers (gemini, openai_compatible, simulated) are chosen by `llm.provider`
+and imported only when chosen.
+"""
+from .config import CACHE_ENV, ConfigError, LLMConfig, cache_dir_for, parse_config
+from .runner import ANSWER_COLUMNS, STATUSES, answer_queue, empty_answers
 
-import pandas as pd
+__all__ = ["ANSWER_COLUMNS", "CACHE_ENV", "STATUSES", "ConfigError", "LLMConfig", "answer_queue",
+           "cache_dir_for",
+           "empty_answers", "parse_config", "applicable_answers"]
 
-ANSWER_COLUMNS = ["id", "llm_label", "llm_confidence", "rationale", "provider", "model", "simulated", "status"]
 
-
-def answer_queue(queue: pd.DataFrame, llm_cfg: dict, classes: list[str], *, iteration: int,
-                 cache_dir: Path, gold_path: Path | None = None) -> tuple[pd.DataFrame, dict]:
-    provider = (llm_cfg or {}).get("provider", "none")
-    if provider == "none":
-        return pd.DataFrame(columns=ANSWER_COLUMNS), {"provider": "none", "llm_used": 0, "requests": 0,
-                                                      "queued": int(len(queue))}
-    raise ValueError(f"unknown llm.provider {provider!r}")
+def applicable_answers(answers, min_confidence: float):
+    """The answers the correct stage may apply: answered or cached, confidence >= the bar."""
+    ok = answers["status"].isin(["answered", "cached"]) & answers["llm_label"].notna()
+    return answers[ok & (answers["llm_confidence"] >= float(min_confidence))]
