@@ -68,3 +68,15 @@ def test_every_schedule_runs_the_loop_and_improves_labels(noisy_corpus, base_par
     params = tiny_params(base_params, csv_path, iterations=2, schedule=schedule, change_cap=0.2)
     s = pipeline.run_loop(params, tmp_path / "run")
     assert s["iterations"][-1]["gold/label_accuracy"] > s["iterations"][0]["gold/label_accuracy"]
+
+
+def test_llm_answers_come_before_the_ensemble_and_protect_confirmed_labels():
+    rows = pd.DataFrame({"id": ["a", "b", "c"], "current_label": ["negative"] * 3, "locked": [0, 0, 1],
+                         "ens_label": ["positive"] * 3, "confidence": [0.99, 0.99, 0.99]})
+    answers = pd.DataFrame({"id": ["a", "b", "c"], "llm_label": ["negative", "positive", "positive"],
+                            "llm_confidence": [0.9, 0.9, 0.9], "rationale": "r", "model": "m",
+                            "status": ["answered", "cached", "answered"]})
+    d = correction.decide(rows, ["negative", "positive"], {"name": "constant", "start": 0.9, "end": 0.9}, 1, 1,
+                          change_cap=1.0, llm_answers=answers, llm_min_confidence=0.7)
+    # a: the LLM confirmed "negative", so the ensemble may not flip it; b: changed by the LLM; c: locked
+    assert d.changes[["id", "new_label", "source"]].values.tolist() == [["b", "positive", "llm"]]

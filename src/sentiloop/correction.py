@@ -71,13 +71,15 @@ def decide(rows: pd.DataFrame, classes: list[str], schedule: dict, k: int, n: in
         # take only the answer's own, or the merge suffixes current_label away
         cols = [c for c in ("id", "llm_label", "llm_confidence", "rationale", "model") if c in ok.columns]
         merged = free.merge(ok[cols], on="id", how="inner")
+        # a confident answer that confirms the current label also settles the row for this
+        # iteration: the ensemble was unsure about it, the annotator was not
+        taken = set(merged["id"])
         merged = merged[merged["llm_label"] != merged["current_label"]]
         if len(merged):
             changes.append(pd.DataFrame({
                 "id": merged["id"], "old_label": merged["current_label"], "new_label": merged["llm_label"],
                 "source": "llm", "confidence": merged["llm_confidence"].astype(float),
                 "detail": merged.get("model", "").astype(str) + ": " + merged.get("rationale", "").astype(str)}))
-            taken = set(merged["id"])
 
     conf = free["confidence"].to_numpy(dtype=float)
     proposed = free["ens_label"].map(index).to_numpy(dtype=np.int64)
