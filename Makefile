@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-all params bench clean-venv
+.PHONY: run test test-all params bench bench-scale clean-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,16 @@ test-all: $(STAMP)
 # Recompose params.yaml from conf/ (what `dvc exp run` does itself), e.g. make params ARGS="schedule=constant"
 params: $(STAMP)
 	. $(BIN)/activate && python -m sentiloop.config $(ARGS)
+
+# The planted-noise benchmark (needs ../shared/data/nsmc): no correction vs cleanlab vs the loop
+# per schedule vs the gold ceiling; writes docs/benchmarks.md and docs/img/bench_quality.png.
+# e.g. make bench ARGS="--train 5000 --test 2000 --members lexicon,bilstm"
+bench: $(STAMP)
+	. $(BIN)/activate && python bench/quality.py $(ARGS)
+
+# Peak memory per stage at 71k and 712k NSMC rows, and per-member throughput (slow: ~20+ min).
+bench-scale: $(STAMP)
+	. $(BIN)/activate && python bench/scale.py $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

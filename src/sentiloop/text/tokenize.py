@@ -92,7 +92,39 @@ def tokenize(text: str, language: str = "en", *, negation: bool = True) -> list[
 
 
 def tokenize_many(texts: Iterable[str], language: str = "en", *, negation: bool = True) -> Iterator[list[str]]:
-    """Tokenize a stream; Korean goes through Kiwi's batched API, which is much faster."""
+    """Tokenize a stream; Korean goes through Kiwi's batched API, which is much faster.
+
+    Korean tokens are served from the active token cache when there is one (see token_cache.py:
+    Kiwi is the bottleneck of every member, so a run tokenizes each text once).
+    """
+    if language == "ko":
+        from sentiloop.text.token_cache import active_cache
+
+        cache = active_cache()
+        if cache is not None:
+            yield from _cached_many(cache, texts, language, negation)
+            return
+    yield from _tokenize_many_uncached(texts, language, negation)
+
+
+_CACHE_CHUNK = 5000
+
+
+def _cached_many(cache, texts: Iterable[str], language: str, negation: bool) -> Iterator[list[str]]:
+    def fresh(batch):
+        return _tokenize_many_uncached(batch, language, negation)
+
+    batch: list[str] = []
+    for t in texts:
+        batch.append(t)
+        if len(batch) >= _CACHE_CHUNK:
+            yield from cache.tokenize(batch, language, negation, fresh)
+            batch = []
+    if batch:
+        yield from cache.tokenize(batch, language, negation, fresh)
+
+
+def _tokenize_many_uncached(texts: Iterable[str], language: str, negation: bool) -> Iterator[list[str]]:
     if language == "ko":
         texts = [normalize(t) for t in texts]
         for toks in _kiwi().tokenize(texts):
