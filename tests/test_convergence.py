@@ -14,6 +14,14 @@ def test_label_change_rate_stops():
     assert convergence.check(LoopState(), CFG, last_label_change=0.005, last_dict_change=None) == (True, "label_change_rate")
 
 
+def test_no_stop_before_min_iterations():
+    cfg = {**CFG, "min_iterations": 2}
+    one_done = LoopState(history=[{"k": 1}])
+    assert convergence.check(one_done, cfg, last_label_change=0.0, last_dict_change=0.0) == (False, None)
+    two_done = LoopState(history=[{"k": 1}, {"k": 2}])
+    assert convergence.check(two_done, cfg, last_label_change=0.0, last_dict_change=0.0) == (True, "label_change_rate")
+
+
 def test_dictionary_change_rate_stops():
     assert convergence.check(LoopState(), CFG, last_label_change=0.5, last_dict_change=0.0005) == (True, "dictionary_change_rate")
 

@@ -1,6 +1,7 @@
 """When the loop stops, and why (like scikit-learn's SelfTrainingClassifier.termination_condition_).
 
-Checked at the start of each iteration over everything the previous ones measured:
+Checked at the start of each iteration over everything the previous ones measured, once at
+least `min_iterations` have run:
   label_change_rate       fewer than eps of the train labels changed in the last iteration
   dictionary_change_rate  the lexicon's dictionary changed less than eps in the last retrain
   plateau                 dev macro-F1 of the ensemble has not improved by min_delta for
@@ -43,9 +44,15 @@ def plateaued(scores: list[float], patience: int, min_delta: float) -> bool:
 
 def check(state: LoopState, cfg: dict, *, last_label_change: float | None,
           last_dict_change: float | None) -> tuple[bool, str | None]:
-    """Has the loop converged given what the last finished iteration measured?"""
+    """Has the loop converged given what the last finished iteration measured?
+
+    No criterion fires before `min_iterations` iterations have run: a schedule that starts strict
+    changes few labels at first, and that is not a fixed point of the looser iterations to come.
+    """
     if state.converged:
         return True, state.termination_reason
+    if len(state.history) < int(cfg.get("min_iterations", 0)):
+        return False, None
     if last_label_change is not None and last_label_change < float(cfg["label_change_eps"]):
         return True, "label_change_rate"
     if last_dict_change is not None and last_dict_change < float(cfg["dict_change_eps"]):
