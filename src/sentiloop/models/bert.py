@@ -67,6 +67,7 @@ DEFAULTS: dict[str, Any] = {
     "warm_start": True,      # head: start from the previous iteration's head (False: fresh head)
 }
 STRATEGIES = ("finetune", "scratch", "head")
+EMBEDDED_ENCODER = "encoder"   # a bundle copies a head-only member's encoder here
 HEAD_FILE = "head.safetensors"
 HF_DIR = "hf"
 
@@ -424,6 +425,8 @@ class BertModel(SentimentModel):
         if self.is_head:
             from safetensors.torch import load_file
             self.feature_dim_ = int(extra["feature_dim"])
+            if (directory / EMBEDDED_ENCODER / "config.json").exists():   # a self-contained bundle
+                self.config["pretrained"] = str(directory / EMBEDDED_ENCODER)
             self.head = _build_head(self.feature_dim_, self.n_classes, self.config)
             self.head.load_state_dict(load_file(str(directory / HEAD_FILE)))
             self.head.eval()
