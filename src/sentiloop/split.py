@@ -6,8 +6,8 @@ How, and why this way: each class's rows are ordered by a seeded hash of their i
 class's share of the totals scikit-learn's `train_test_split` would draw (ceil(test_size * n), then
 ceil of the dev fraction of the rest), apportioned by largest remainder, so every class is split in
 the same proportions. The ordering runs inside SQLite (a window function over a registered hash
-function; SQLite sorts on disk), so the split stage's memory does not grow with the corpus, and a
-row's split depends only on (seed, id, its class's size), not on the order rows were ingested in.
+function; SQLite sorts on disk), so the split stage's memory does not grow with the corpus, and the
+split depends only on the seed and the set of (id, label) pairs, not on the order rows were ingested in.
 `assign_splits` is the same algorithm in memory, for callers that hold ids and labels anyway.
 """
 from __future__ import annotations
