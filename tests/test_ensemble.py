@@ -107,3 +107,11 @@ def test_report_is_json_ready():
     r = report({"a": _onehot(y), "b": _onehot((y + 1) % 3)}, y, {"a": 0.6, "b": 0.4})
     json.dumps(r)
     assert r["dev_macro_f1"] == 1.0 and r["imbalanced"] is True and r["imbalance_ratio"] == "inf"
+
+
+def test_contributions_when_fitted_weights_put_everything_on_one_member():
+    y = np.array([0, 1, 2, 0, 1, 2])
+    probs = {"right": _onehot(y), "wrong": _onehot((y + 1) % 3), "other": _onehot((y + 2) % 3)}
+    c = contributions(probs, y, {"right": 1.0, "wrong": 0.0, "other": 0.0})
+    baseline = contributions({"right": probs["right"]}, y)["right"]    # vs the majority class
+    assert c["right"] == baseline and c["wrong"] == 0.0 and c["other"] == 0.0

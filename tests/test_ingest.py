@@ -137,3 +137,12 @@ def test_sample_corpus_ingests_with_counts():
     from sentiloop.ingest import resolve_path
     path = resolve_path({"source": "sample", "path": None})
     assert path.name.endswith(".csv")
+
+
+def test_duplicate_ids_are_found_across_inserted_chunks(tmp_path):
+    rows = "".join(f"{i},text {i},pos\n" for i in range(5)) + "3,again,neg\n4,again,neg\n9,new,neg\n"
+    (tmp_path / "in.csv").write_text("id,text,label\n" + rows)
+    report = ingest(cfg(tmp_path / "in.csv"), tmp_path / "out.sqlite", tmp_path / "rejects.csv",
+                    tmp_path / "gold.sqlite", chunk_size=1)
+    assert (report.accepted, report.by_reason["duplicate_id"]) == (6, 2)
+    assert [r["id"] for r in rejects(tmp_path)] == ["3", "4"]

@@ -82,3 +82,18 @@ def test_tokenize_cache_gives_the_same_tokens_even_when_it_overflows(monkeypatch
     monkeypatch.setattr(vmod, "TOKEN_CACHE_MAX", 100)
     assert vmod.tokenize_cached(texts, "en", True) == tokenize_list(texts, "en")
     assert vmod.tokenize_cached(texts[:3], "en", True) == tokenize_list(texts[:3], "en")
+
+
+def test_tokenize_memo_is_a_bounded_lru(monkeypatch):
+    from sentiloop.models import vocab as vmod
+    from sentiloop.text.tokenize import tokenize_list
+    monkeypatch.setattr(vmod, "TOKEN_CACHE_MAX", 3)
+    monkeypatch.setattr(vmod, "_TOKEN_CACHE", {})
+    vmod.tokenize_cached(["a b", "c d", "e f"], "en", True)
+    vmod.tokenize_cached(["a b"], "en", True)                 # touch: now the most recent
+    assert vmod.tokenize_cached(["g h"], "en", True) == tokenize_list(["g h"], "en")
+    memo = vmod._TOKEN_CACHE[("en", True)]
+    assert list(memo) == ["e f", "a b", "g h"]                # "c d", least recently used, evicted
+    many = [f"word{i} not bad" for i in range(10)]
+    assert vmod.tokenize_cached(many, "en", True) == tokenize_list(many, "en")
+    assert len(memo) == 3

@@ -109,3 +109,154 @@ def assert_test_unchanged(store_path, chunk_size: int = 5000) -> None:
         if len(bad):
             raise CorrectionError(f"{store_path}: {len(bad)} test rows changed label (e.g. id {bad['id'].iloc[0]}); "
                                   "the held-out test split must never be corrected")
+
+
+# --- the same decisions over a stream of chunks ---------------------------------------------------
+# Why: at 712k rows a frame of every train row (ids and label names as Python strings) and its merge
+# with the predictions cost hundreds of MiB. The functions below see the rows chunk by chunk and keep
+# per row only what a global decision needs (float64 confidence, int8 class codes, ~10 bytes a row);
+# ids are materialised only for the rows a decision may take. Their results equal
+# `select_relabel_queue` and `decide` on the concatenated rows (tests/test_streaming_correction.py).
+
+def merge_queues(best: pd.DataFrame | None, picked: pd.DataFrame, max_rows: int) -> pd.DataFrame:
+    """The top `max_rows` of two `select_relabel_queue` results, in its order (priority desc, id)."""
+    if best is None or not len(best):
+        return picked.head(int(max_rows)).reset_index(drop=True)
+    if not len(picked):
+        return best
+    both = pd.concat([best, picked], ignore_index=True)
+    both = both.sort_values(["priority", "id"], ascending=[False, True], kind="stable")
+    return both.head(int(max_rows)).reset_index(drop=True)
+
+
+def stream_relabel_queue(chunks, thresholds_guess: float, relabel_below: float, max_rows: int) -> pd.DataFrame:
+    """`select_relabel_queue` over an iterable of row chunks (unlocked train rows), keeping only the
+    bounded queue: the top N of a union is the top N of the chunks' top Ns."""
+    best, empty = None, None
+    for rows in chunks:
+        picked = select_relabel_queue(rows, thresholds_guess, relabel_below, max_rows)
+        if empty is None:
+            empty = picked.iloc[0:0]
+        if len(picked):
+            best = merge_queues(best, picked, max_rows)
+    if best is not None:
+        return best
+    return empty if empty is not None else pd.DataFrame(
+        columns=["id", "current_label", "ens_label", "confidence", "agreement", "reason", "priority"])
+
+
+def decide_streaming(chunks, classes: list[str], schedule: dict, k: int, n: int, *, change_cap: float,
+                     llm_answers: pd.DataFrame | None = None, llm_min_confidence: float = 1.01,
+                     n_train: int | None = None, extra_locked: set | None = None) -> Decision:
+    """`decide` over the train rows given as chunks.
+
+    `chunks`: a callable returning a fresh iterable of frames (id, current_label, locked, ens_label,
+    confidence) in the same order each time; it is read twice: once for the per-row numbers, once
+    for the ids of the rows the ensemble may change. `extra_locked`: ids to treat as locked (this
+    iteration's human feedback)."""
+    index = {c: i for i, c in enumerate(classes)}
+    extra_locked = set(extra_locked or ())
+    ok = None
+    if llm_answers is not None and len(llm_answers):
+        ok = llm_answers[llm_answers["status"].isin(["answered", "cached"])
+                         & llm_answers["llm_label"].isin(classes)
+                         & (llm_answers["llm_confidence"] >= llm_min_confidence)]
+    ok_ids = set(ok["id"]) if ok is not None else set()
+
+    conf_p, prop_p, cur_p, pos_p, taken_p, llm_rows, unknown = [], [], [], [], [], [], set()
+    offset = 0
+    for rows in chunks():
+        unknown |= set(rows["ens_label"]) - set(classes)
+        locked = rows["locked"].to_numpy() != 0
+        if extra_locked:
+            locked |= rows["id"].isin(extra_locked).to_numpy()
+        free = ~locked
+        sub = rows[free]
+        conf_p.append(sub["confidence"].to_numpy(dtype=float))
+        prop_p.append(sub["ens_label"].map(index).fillna(-1).to_numpy().astype(np.int8))
+        cur_p.append(sub["current_label"].map(index).fillna(-1).to_numpy().astype(np.int8))
+        pos_p.append(offset + np.nonzero(free)[0])
+        if ok_ids:
+            in_ok = sub["id"].isin(ok_ids).to_numpy()
+            taken_p.append(in_ok)
+            if in_ok.any():
+                llm_rows.append(sub[in_ok][["id", "current_label"]])
+        offset += len(rows)
+    if unknown:
+        raise CorrectionError(f"ensemble labels {sorted(unknown)} are not in classes {classes}")
+    n_rows = offset
+    if any((c < 0).any() for c in cur_p):
+        raise CorrectionError(f"current labels outside classes {classes} in the train rows")
+    conf = np.concatenate(conf_p) if conf_p else np.zeros(0)
+    proposed = (np.concatenate(prop_p) if prop_p else np.zeros(0, np.int8)).astype(np.int64)
+    current = (np.concatenate(cur_p) if cur_p else np.zeros(0, np.int8)).astype(np.int64)
+    pos = np.concatenate(pos_p) if pos_p else np.zeros(0, np.int64)
+    # a free row with a confident LLM answer is settled by it (see decide)
+    taken_mask = np.concatenate(taken_p) if taken_p else np.zeros(len(conf), dtype=bool)
+    del conf_p, prop_p, cur_p, pos_p, taken_p
+    n_train = int(n_train if n_train is not None else n_rows)
+    changes: list[pd.DataFrame] = []
+    taken: set = set()
+
+    if ok is not None and len(ok):
+        free_llm = (pd.concat(llm_rows, ignore_index=True) if llm_rows
+                    else pd.DataFrame({"id": pd.Series(dtype=object), "current_label": pd.Series(dtype=object)}))
+        cols = [c for c in ("id", "llm_label", "llm_confidence", "rationale", "model") if c in ok.columns]
+        merged = free_llm.merge(ok[cols], on="id", how="inner")
+        taken = set(merged["id"])
+        merged = merged[merged["llm_label"] != merged["current_label"]]
+        if len(merged):
+            changes.append(pd.DataFrame({
+                "id": merged["id"], "old_label": merged["current_label"], "new_label": merged["llm_label"],
+                "source": "llm", "confidence": merged["llm_confidence"].astype(float),
+                "detail": merged.get("model", "").astype(str) + ": " + merged.get("rationale", "").astype(str)}))
+
+    thresholds = schedules.class_thresholds(schedule, k, n, conf, proposed, current, len(classes))
+    adopt = (proposed != current) & (conf >= thresholds[proposed]) & ~taken_mask
+    n_cand = int(adopt.sum())
+    cap = int(np.floor(change_cap * n_train)) if change_cap is not None else None
+    # ids are needed only for the adopted rows that can make the cut: all of them when the cap
+    # does not bind, else those at or above the confidence of the cap-th most confident (ties at
+    # that boundary are broken by id, as in decide)
+    need = adopt.copy()
+    if cap is not None and n_cand > cap:
+        if cap > 0:
+            boundary = np.sort(conf[adopt])[::-1][cap - 1]
+            need &= conf >= boundary
+        else:
+            need[:] = False
+    ids = _ids_at(chunks, pos[need], n_rows)
+    names = np.asarray(classes, dtype=object)
+    cand = pd.DataFrame({"id": ids, "_c": conf[need], "current_label": names[current[need]],
+                         "ens_label": names[proposed[need]]})
+    cand = cand.sort_values(["_c", "id"], ascending=[False, True], kind="stable")
+    cap = cap if cap is not None else n_cand
+    capped = max(0, n_cand - cap)
+    cand = cand.head(cap)
+    if len(cand):
+        changes.append(pd.DataFrame({
+            "id": cand["id"], "old_label": cand["current_label"], "new_label": cand["ens_label"],
+            "source": "ensemble", "confidence": cand["_c"].astype(float),
+            "detail": [f"threshold {thresholds[index[c]]:.4g}" for c in cand["ens_label"]]}))
+    frame = (pd.concat(changes, ignore_index=True) if changes else
+             pd.DataFrame(columns=["id", "old_label", "new_label", "source", "confidence", "detail"]))
+    return Decision(frame, {c: float(thresholds[i]) for i, c in enumerate(classes)}, len(conf), capped)
+
+
+def _ids_at(chunks, positions: np.ndarray, n_rows: int) -> list:
+    """The ids at the given row positions (sorted ascending), reading the chunks once more."""
+    if not len(positions):
+        return []
+    want = np.zeros(n_rows, dtype=bool)
+    want[positions] = True
+    found: dict[int, object] = {}
+    offset = 0
+    for rows in chunks():
+        sel = np.nonzero(want[offset:offset + len(rows)])[0]
+        if len(sel):
+            for i, v in zip(sel, rows["id"].to_numpy()[sel]):
+                found[offset + int(i)] = v
+        offset += len(rows)
+    if offset != n_rows or len(found) != len(positions):
+        raise CorrectionError(f"the rows changed between two reads ({n_rows} then {offset} rows)")
+    return [found[int(p)] for p in positions]

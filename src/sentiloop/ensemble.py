@@ -151,7 +151,9 @@ def fit_weights(probs_dev: Mapping[str, np.ndarray], y_dev, seed: int = 0, *,
 def contributions(probs_dev: Mapping[str, np.ndarray], y_dev,
                   weights: Mapping[str, float] | None = None) -> dict[str, float]:
     """Leave-one-out: ensemble dev macro-F1 with all members minus without member m (the
-    remaining weights renormalised). With one member, "without" is the majority-class baseline."""
+    remaining weights renormalised). With one member, or when every remaining member has weight 0
+    (fitted weights can put all the weight on one member), "without" is the majority-class
+    baseline: members of weight 0 vote for nothing."""
     names, P = _check(probs_dev)
     k = P.shape[2]
     y = _check_labels(y_dev, P.shape[1], k)
@@ -159,6 +161,9 @@ def contributions(probs_dev: Mapping[str, np.ndarray], y_dev,
     out = {}
     for m in names:
         rest = {o: probs_dev[o] for o in names if o != m}
+        if rest and weights is not None and sum(
+                float(weights.get(o, DEFAULT_WEIGHTS.get(o, 1.0))) for o in rest) <= 0:
+            rest = {}
         if rest:
             without = macro_f1(y, combine(rest, weights).argmax(1), k)
         else:

@@ -214,7 +214,7 @@ def _label_key(v: Any) -> str:
     return str(v).strip()
 
 
-def validate(row: RawRow, cfg: dict, seen: set[str], label_map: dict[str, str]) -> tuple[str | None, dict]:
+def validate(row: RawRow, cfg: dict, seen, label_map: dict[str, str]) -> tuple[str | None, dict]:
     """Return (reject reason or None, clean record)."""
     f = row.fields
     if "__raw__" in f:
@@ -257,17 +257,37 @@ def check_config(cfg: dict) -> dict[str, str]:
     return label_map
 
 
+class _SeenIds:
+    """The ids accepted so far, for the duplicate check: the rows not yet inserted in a set, the
+    rest looked up in the store's primary-key index, so memory does not grow with the corpus
+    (a set of every id cost ~80 MiB at 712k rows)."""
+
+    def __init__(self, con: sqlite3.Connection):
+        self.con = con
+        self.pending: set[str] = set()
+
+    def __contains__(self, rid: str) -> bool:
+        return rid in self.pending or self.con.execute(
+            "SELECT 1 FROM sentences WHERE id = ?", (rid,)).fetchone() is not None
+
+    def add(self, rid: str) -> None:
+        self.pending.add(rid)
+
+    def inserted(self) -> None:
+        self.pending.clear()
+
+
 def ingest(cfg: dict, out_db: Path, rejects_csv: Path, gold_db: Path, *, chunk_size: int = 5000,
            seed: int = 0) -> IngestReport:
     label_map = check_config(cfg)
     rows = read_source(cfg, chunk_size)
     report = IngestReport()
-    seen: set[str] = set()
     has_gold = bool(cfg.get("gold_column"))
     rejects_csv.parent.mkdir(parents=True, exist_ok=True)
     tmp_rejects = rejects_csv.with_suffix(".tmp")
     with store.atomic_db(out_db) as con, open(tmp_rejects, "w", newline="", encoding="utf-8") as rej:
         store.create_sentences(con)
+        seen = _SeenIds(con)
         gold_rows: list[tuple[str, str]] = []
         writer = csv.writer(rej)
         writer.writerow(["source_row", "id", "reason", "text"])
@@ -287,8 +307,10 @@ def ingest(cfg: dict, out_db: Path, rejects_csv: Path, gold_db: Path, *, chunk_s
                 gold_rows.append((rec["id"], rec["gold_label"]))
             if len(batch) >= chunk_size:
                 _insert(con, batch)
+                seen.inserted()
                 batch = []
         _insert(con, batch)
+        seen.inserted()
         if report.accepted == 0:
             raise IngestError(f"{resolve_path(cfg)}: no row was accepted "
                               f"({dict(report.by_reason)}); check the column and label settings")

@@ -166,10 +166,20 @@ def predict_step(params: dict, store_db: Path, models_dir: Path, out_parquet: Pa
             fold_models[m] = [load_model(Path(models_dir) / m / FOLDS_DIR / f"f{f}") for f in range(k)]
     weights = ensemble.normalised_weights(members, params["ensemble"].get("weights") or {})
     contributions, imbalance = {}, False
-    dev = _read_split(store_db, "dev", chunk)
-    y_dev = dev["current_label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
-    if len(dev):
-        dev_probs = {m: models[m].predict_proba(dev["text"].tolist()) for m in members}
+    index = {c: i for i, c in enumerate(classes)}
+    # the dev set is 10% of the corpus: predict it chunk by chunk (only the (n, k) probabilities
+    # are kept), so neither its texts nor its tokenizations are ever in memory all at once
+    dev_parts: dict[str, list[np.ndarray]] = {m: [] for m in members}
+    y_parts: list[np.ndarray] = []
+    for frame in store.iter_chunks(store_db, ["text", "current_label"], where="split = 'dev'", chunk_size=chunk):
+        texts = frame["text"].tolist()
+        for m in members:
+            dev_parts[m].append(models[m].predict_proba(texts))
+        y_parts.append(frame["current_label"].map(index).to_numpy())
+    if y_parts:
+        y_dev = np.concatenate(y_parts)
+        dev_probs = {m: np.concatenate(dev_parts[m]) for m in members}
+        del dev_parts
         if params["ensemble"].get("fit_weights") and len(members) > 1 and hasattr(ensemble, "fit_weights"):
             weights = ensemble.fit_weights(dev_probs, y_dev, int(params["seed"]))
         if len(members) > 1 and hasattr(ensemble, "contributions"):
@@ -180,6 +190,8 @@ def predict_step(params: dict, store_db: Path, models_dir: Path, out_parquet: Pa
     out_parquet.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_parquet.with_suffix(".tmp")
     writer = None
+    # dev/test labels and predictions as int8 class codes (the metrics are computed at the end);
+    # a list of label strings per member would cost ~60 bytes a row over 20% of the corpus
     evals: dict[str, dict[str, list]] = {s: {"y": [], **{m: [] for m in members + ["ensemble"]}} for s in ("dev", "test")}
     for frame in store.iter_chunks(store_db, ["id", "text", "split", "current_label"], chunk_size=chunk):
         texts = frame["text"].tolist()
@@ -211,18 +223,24 @@ def predict_step(params: dict, store_db: Path, models_dir: Path, out_parquet: Pa
         for s in ("dev", "test"):
             sel = (frame["split"] == s).to_numpy()
             if sel.any():
-                evals[s]["y"].extend(frame["current_label"][sel])
+                evals[s]["y"].append(_label_codes(frame["current_label"][sel], index))
                 for m in members:
-                    evals[s][m].extend(np.asarray(classes)[probs[m][sel].argmax(axis=1)])
-                evals[s]["ensemble"].extend(cols["ens_label"][sel])
+                    evals[s][m].append(probs[m][sel].argmax(axis=1).astype(np.int8))
+                evals[s]["ensemble"].append(ens[sel].argmax(axis=1).astype(np.int8))
     if writer is None:
         raise ValueError(f"{store_db}: the store has no rows")
     writer.close()
     tmp.replace(out_parquet)
 
     report: dict[str, Any] = {"iteration": iteration, "members": {}, "ensemble": {}}
+    names = np.asarray(list(classes) + ["<not a class>"], dtype=object)     # code -1 (last)
+
+    def as_labels(parts: list) -> np.ndarray:
+        return names[np.concatenate(parts)] if parts else np.asarray([], dtype=object)
+
     for name in members + ["ensemble"]:
-        entry = {s: evaluation.classification_metrics(evals[s]["y"], evals[s][name], classes) for s in ("dev", "test")}
+        entry = {s: evaluation.classification_metrics(as_labels(evals[s]["y"]), as_labels(evals[s][name]), classes)
+                 for s in ("dev", "test")}
         if name != "ensemble":
             meta = read_json(Path(models_dir) / name / "model.json")
             entry["strategy"] = meta.get("strategy_")
@@ -236,6 +254,11 @@ def predict_step(params: dict, store_db: Path, models_dir: Path, out_parquet: Pa
     return report
 
 
+def _label_codes(labels: pd.Series, index: dict[str, int]) -> np.ndarray:
+    """int8 class codes of label names; -1 for a name outside `index`."""
+    return labels.map(index).fillna(-1).to_numpy().astype(np.int8)
+
+
 def read_predictions(path: Path, columns: list[str], split: str | None = "train") -> pd.DataFrame:
     import pyarrow.parquet as pq
     frame = pq.read_table(path, columns=list(dict.fromkeys(columns + ["split"]))).to_pandas()
@@ -245,31 +268,89 @@ def read_predictions(path: Path, columns: list[str], split: str | None = "train"
 
 
 # --- relabel queue and correction -----------------------------------------------------------
-def _train_rows(params: dict, store_db: Path, predictions: Path, with_text: bool = False) -> pd.DataFrame:
+PRED_COLUMNS = ["id", "ens_label", "confidence", "agreement"]
+
+
+def _train_chunks(params: dict, store_db: Path, predictions: Path, columns: list[str]):
+    """The store's train rows (`columns`) with their predictions (ens_label, confidence,
+    agreement), chunk by chunk, reading the store and the predictions file in lockstep.
+
+    predict_step writes the predictions in the store's rowid order, so the k-th train row of the
+    store is the k-th train row of the file; each chunk checks its ids, and a file that does not
+    match the store row for row is an error (rerun predict on this store), never a silent merge."""
+    import pyarrow.parquet as pq
     chunk = int(params["loop"]["chunk_size"])
-    cols = ["id", "current_label", "locked"] + (["text"] if with_text else [])
-    parts = list(store.iter_chunks(store_db, cols, where="split = 'train'", chunk_size=chunk))
-    rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
-    pred = read_predictions(predictions, ["id", "ens_label", "confidence", "agreement"])
-    merged = rows.merge(pred, on="id", how="left", validate="one_to_one")
-    if merged["ens_label"].isna().any():
-        missing = merged.loc[merged["ens_label"].isna(), "id"].iloc[0]
-        raise correction.CorrectionError(f"{predictions}: no prediction for train id {missing}")
-    return merged
+    pf = pq.ParquetFile(predictions)
+    batches = pf.iter_batches(batch_size=chunk, columns=PRED_COLUMNS + ["split"])
+    buf: list[pd.DataFrame] = []
+    have = 0
+
+    def take(n: int) -> pd.DataFrame:
+        nonlocal buf, have
+        while have < n:
+            b = next(batches, None)
+            if b is None:
+                break
+            f = b.to_pandas()
+            f = f[f["split"] == "train"]
+            if len(f):
+                buf.append(f[PRED_COLUMNS])
+                have += len(f)
+        if not buf:
+            return pd.DataFrame(columns=PRED_COLUMNS)
+        allf = pd.concat(buf, ignore_index=True) if len(buf) > 1 else buf[0].reset_index(drop=True)
+        out, rest = allf.iloc[:n].reset_index(drop=True), allf.iloc[n:]
+        buf, have = ([rest] if len(rest) else []), len(rest)
+        return out
+
+    cols = list(dict.fromkeys(["id"] + list(columns)))
+    for rows in store.iter_chunks(store_db, cols, where="split = 'train'", chunk_size=chunk):
+        pred = take(len(rows))
+        if len(pred) < len(rows):
+            missing = rows["id"].iloc[len(pred)]
+            raise correction.CorrectionError(f"{predictions}: no prediction for train id {missing}")
+        same = rows["id"].astype(str).to_numpy() == pred["id"].astype(str).to_numpy()
+        if not same.all():
+            i = int(np.argmin(same))
+            raise correction.CorrectionError(
+                f"{predictions} does not match {store_db} row for row: train row id {rows['id'].iloc[i]} "
+                f"has the prediction of id {pred['id'].iloc[i]}; rerun predict on this store")
+        yield pd.concat([rows.reset_index(drop=True), pred[PRED_COLUMNS[1:]]], axis=1)
+    extra = take(1)
+    if len(extra):
+        raise correction.CorrectionError(f"{predictions}: train id {extra['id'].iloc[0]} is not a train row of {store_db}")
+
+
+def _texts_of(store_db: Path, ids: list) -> dict:
+    """id -> text for a few ids (the relabel queue)."""
+    out = {}
+    con = store.connect(store_db, readonly=True)
+    try:
+        for i in range(0, len(ids), 500):
+            part = list(ids[i:i + 500])
+            q = f"SELECT id, text FROM sentences WHERE id IN ({', '.join('?' * len(part))})"
+            out.update(con.execute(q, part).fetchall())
+    finally:
+        con.close()
+    return out
 
 
 def relabel_step(params: dict, k: int, n: int, store_db: Path, predictions: Path, out_parquet: Path,
                  usage_json: Path, *, cache_dir: Path, gold_db: Path | None = None) -> dict:
-    """Queue the rows worth an annotator's look, and ask the configured one (or nobody)."""
+    """Queue the rows worth an annotator's look, and ask the configured one (or nobody).
+
+    Streams the store and the predictions; holds only the bounded queue, then reads its texts."""
     from sentiloop import relabel
-    state_converged = False
-    rows = _train_rows(params, store_db, predictions, with_text=True)
-    rows = rows[rows["locked"] == 0]
     sched = params["schedule"]
     guess = (schedules.scheduled_value(sched, k, n) if sched["name"] != "curriculum"
              else float(params["correction"]["relabel_below"]))
     corr = params["correction"]
-    queue = correction.select_relabel_queue(rows, guess, float(corr["relabel_below"]), int(corr["relabel_queue_max"]))
+    unlocked = (rows[rows["locked"] == 0] for rows in
+                _train_chunks(params, store_db, predictions, ["id", "current_label", "locked"]))
+    queue = correction.stream_relabel_queue(unlocked, guess, float(corr["relabel_below"]),
+                                            int(corr["relabel_queue_max"]))
+    texts = _texts_of(store_db, queue["id"].tolist())
+    queue = queue.assign(text=[texts[i] for i in queue["id"]])
     queue = queue[["id", "text", "current_label", "ens_label", "confidence", "agreement", "reason", "priority"]]
     answers, usage = relabel.answer_queue(queue, params.get("llm") or {"provider": "none"}, list(params["data"]["classes"]),
                                           iteration=k, cache_dir=Path(cache_dir), gold_path=gold_db)
@@ -318,9 +399,7 @@ def correct_step(params: dict, k: int, n: int, prev_store: Path, predictions: Pa
                   "corrections_by_source": {"human": human_changes} if human_changes else {},
                   "thresholds": {}}
     else:
-        rows = _train_rows(params, prev_store, predictions)
-        if accepted is not None and len(accepted):
-            rows.loc[rows["id"].isin(set(accepted["id"])), "locked"] = 1
+        human_locked = set(accepted["id"]) if accepted is not None and len(accepted) else set()
         answers = pd.read_parquet(relabel_parquet)
         answers = answers[answers["status"].notna()] if "status" in answers else answers.iloc[0:0]
         # bias mitigation: drift of the labels so far beyond analysis.max_drift engages
@@ -328,10 +407,11 @@ def correct_step(params: dict, k: int, n: int, prev_store: Path, predictions: Pa
         from sentiloop import analysis
         mitigation = analysis.store_mitigation(prev_store, classes, float((params.get("analysis") or {}).get(
             "max_drift", 1.0)), int(params["loop"]["chunk_size"]))
-        decision = correction.decide(rows, classes, analysis.mitigated_schedule(params["schedule"], mitigation), k, n,
+        decision = correction.decide_streaming(
+            lambda: _train_chunks(params, prev_store, predictions, ["id", "current_label", "locked"]), classes, analysis.mitigated_schedule(params["schedule"], mitigation), k, n,
                                      change_cap=float(params["loop"]["change_cap"]), llm_answers=answers,
                                      llm_min_confidence=float((params.get("llm") or {}).get("min_confidence", 1.01)),
-                                     n_train=n_train)
+                                     n_train=n_train, extra_locked=human_locked)
         ch, dropped = decision.changes, 0
         if mitigation["engage"]:
             ch, dropped = analysis.apply_class_caps(ch, mitigation["class_caps"])

@@ -45,11 +45,41 @@ def apply_class_caps(changes: pd.DataFrame, caps: Mapping[str, int],
 
 def store_mitigation(store_db: str | Path, classes: Sequence[str], max_drift: float,
                      chunk_size: int = 5000) -> dict[str, Any]:
-    """bias_stats' mitigation block for a store's train rows (original vs current labels)."""
+    """bias_stats' mitigation block for a store's train rows (original vs current labels).
+
+    It depends only on the counts of (label, current_label) pairs, so SQLite counts them (GROUP
+    BY) and `mitigation_from_counts` applies bias_stats' formulas: memory does not grow with the
+    corpus (reading every id and label cost ~100 MiB at 712k rows). `chunk_size` is kept for callers; the counts need no chunking."""
     from sentiloop import store
 
-    labels = store.read_column_values(store_db, ["id", "label", "current_label"],
-                                      where="split = 'train'", chunk_size=chunk_size)
-    s = bias_stats(labels, classes, max_drift=max_drift, split=None)
-    return {**s["mitigation"], "max_abs_drift": s["max_abs_drift"],
-            "max_drift_class": s["max_drift_class"]}
+    con = store.connect(store_db, readonly=True)
+    try:
+        pairs = con.execute("SELECT label, current_label, COUNT(*) FROM sentences WHERE split = 'train' "
+                            "GROUP BY label, current_label").fetchall()
+    finally:
+        con.close()
+    return mitigation_from_counts(pairs, classes, max_drift)
+
+
+def mitigation_from_counts(pairs, classes: Sequence[str], max_drift: float) -> dict[str, Any]:
+    """The mitigation block from (label, current_label, rows) triples, with bias_stats' formulas."""
+    classes = [str(c) for c in classes]
+    n = sum(int(c) for _, _, c in pairs)
+    oc = {c: 0 for c in classes}
+    cc = {c: 0 for c in classes}
+    for orig, cur, cnt in pairs:
+        if str(orig) in oc:
+            oc[str(orig)] += int(cnt)
+        if str(cur) in cc:
+            cc[str(cur)] += int(cnt)
+    d = max(1, n)
+    osh = {c: float(oc[c]) / d for c in classes}
+    csh = {c: float(cc[c]) / d for c in classes}
+    drift = {c: csh[c] - osh[c] for c in classes}
+    max_class = max(classes, key=lambda c: abs(drift[c])) if classes else None
+    over = [c for c in classes if drift[c] > max_drift]
+    under = [c for c in classes if drift[c] < -max_drift]
+    caps = {c: int(max(0, np.floor((osh[c] + max_drift) * n - cc[c]))) for c in classes}
+    return {"max_drift": max_drift, "engage": bool(over or under), "over": over, "under": under,
+            "class_caps": caps, "max_abs_drift": round(abs(drift[max_class]), 6) if max_class else 0.0,
+            "max_drift_class": max_class}

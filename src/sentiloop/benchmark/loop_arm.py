@@ -31,19 +31,12 @@ def fixed_splits(assignment: Mapping[str, str]):
     """Make sentiloop.split assign the benchmark's splits instead of drawing its own."""
     import sentiloop.split as split_module
 
-    original = split_module.assign_splits
-
-    def assign(ids, labels, test_size, dev_size, seed):
-        try:
-            return np.array([assignment[str(i)] for i in ids], dtype=object)
-        except KeyError as e:
-            raise RuntimeError(f"id {e.args[0]} was ingested but is not in the benchmark frame") from None
-
-    split_module.assign_splits = assign
+    original = split_module.FIXED_ASSIGNMENT
+    split_module.FIXED_ASSIGNMENT = {str(k): v for k, v in assignment.items()}
     try:
         yield
     finally:
-        split_module.assign_splits = original
+        split_module.FIXED_ASSIGNMENT = original
 
 
 def loop_params(cfg: dict, source: Path) -> dict:
