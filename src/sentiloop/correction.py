@@ -46,6 +46,34 @@ def select_relabel_queue(rows: pd.DataFrame, thresholds_guess: float, relabel_be
     return picked.head(int(max_rows)).reset_index(drop=True)
 
 
+def usable_answers(llm_answers: pd.DataFrame | None, classes: list[str], min_confidence: float) -> pd.DataFrame | None:
+    """LLM answers that may be applied: valid status and label, confidence at or above the bar."""
+    if llm_answers is None or not len(llm_answers):
+        return None
+    return llm_answers[llm_answers["status"].isin(["answered", "cached"])
+                       & llm_answers["llm_label"].isin(classes)
+                       & (llm_answers["llm_confidence"] >= min_confidence)]
+
+
+def llm_changes(free: pd.DataFrame, ok: pd.DataFrame) -> tuple[pd.DataFrame | None, set]:
+    """Changes from LLM answers on free rows (id, current_label), and the ids they settle.
+
+    A confident answer that confirms the current label also settles the row for this iteration:
+    the ensemble was unsure about it, the annotator was not. relabel.parquet also carries the
+    queue's columns (current_label, confidence, ...): only the answer's own are merged, or the
+    merge would suffix current_label away."""
+    cols = [c for c in ("id", "llm_label", "llm_confidence", "rationale", "model") if c in ok.columns]
+    merged = free[["id", "current_label"]].merge(ok[cols], on="id", how="inner")
+    taken = set(merged["id"])
+    merged = merged[merged["llm_label"] != merged["current_label"]]
+    if not len(merged):
+        return None, taken
+    return pd.DataFrame({
+        "id": merged["id"], "old_label": merged["current_label"], "new_label": merged["llm_label"],
+        "source": "llm", "confidence": merged["llm_confidence"].astype(float),
+        "detail": merged.get("model", "").astype(str) + ": " + merged.get("rationale", "").astype(str)}), taken
+
+
 def decide(rows: pd.DataFrame, classes: list[str], schedule: dict, k: int, n: int, *,
            change_cap: float, llm_answers: pd.DataFrame | None = None,
            llm_min_confidence: float = 1.01, n_train: int | None = None) -> Decision:
@@ -63,23 +91,11 @@ def decide(rows: pd.DataFrame, classes: list[str], schedule: dict, k: int, n: in
     changes: list[pd.DataFrame] = []
     taken: set = set()
 
-    if llm_answers is not None and len(llm_answers):
-        ok = llm_answers[llm_answers["status"].isin(["answered", "cached"])
-                         & llm_answers["llm_label"].isin(classes)
-                         & (llm_answers["llm_confidence"] >= llm_min_confidence)]
-        # relabel.parquet also carries the queue's columns (current_label, confidence, ...):
-        # take only the answer's own, or the merge suffixes current_label away
-        cols = [c for c in ("id", "llm_label", "llm_confidence", "rationale", "model") if c in ok.columns]
-        merged = free.merge(ok[cols], on="id", how="inner")
-        # a confident answer that confirms the current label also settles the row for this
-        # iteration: the ensemble was unsure about it, the annotator was not
-        taken = set(merged["id"])
-        merged = merged[merged["llm_label"] != merged["current_label"]]
-        if len(merged):
-            changes.append(pd.DataFrame({
-                "id": merged["id"], "old_label": merged["current_label"], "new_label": merged["llm_label"],
-                "source": "llm", "confidence": merged["llm_confidence"].astype(float),
-                "detail": merged.get("model", "").astype(str) + ": " + merged.get("rationale", "").astype(str)}))
+    ok = usable_answers(llm_answers, classes, llm_min_confidence)
+    if ok is not None:
+        llm, taken = llm_changes(free, ok)
+        if llm is not None:
+            changes.append(llm)
 
     conf = free["confidence"].to_numpy(dtype=float)
     proposed = free["ens_label"].map(index).to_numpy(dtype=np.int64)
@@ -156,11 +172,7 @@ def decide_streaming(chunks, classes: list[str], schedule: dict, k: int, n: int,
     iteration's human feedback)."""
     index = {c: i for i, c in enumerate(classes)}
     extra_locked = set(extra_locked or ())
-    ok = None
-    if llm_answers is not None and len(llm_answers):
-        ok = llm_answers[llm_answers["status"].isin(["answered", "cached"])
-                         & llm_answers["llm_label"].isin(classes)
-                         & (llm_answers["llm_confidence"] >= llm_min_confidence)]
+    ok = usable_answers(llm_answers, classes, llm_min_confidence)
     ok_ids = set(ok["id"]) if ok is not None else set()
 
     conf_p, prop_p, cur_p, pos_p, taken_p, llm_rows, unknown = [], [], [], [], [], [], set()
@@ -201,15 +213,9 @@ def decide_streaming(chunks, classes: list[str], schedule: dict, k: int, n: int,
     if ok is not None and len(ok):
         free_llm = (pd.concat(llm_rows, ignore_index=True) if llm_rows
                     else pd.DataFrame({"id": pd.Series(dtype=object), "current_label": pd.Series(dtype=object)}))
-        cols = [c for c in ("id", "llm_label", "llm_confidence", "rationale", "model") if c in ok.columns]
-        merged = free_llm.merge(ok[cols], on="id", how="inner")
-        taken = set(merged["id"])
-        merged = merged[merged["llm_label"] != merged["current_label"]]
-        if len(merged):
-            changes.append(pd.DataFrame({
-                "id": merged["id"], "old_label": merged["current_label"], "new_label": merged["llm_label"],
-                "source": "llm", "confidence": merged["llm_confidence"].astype(float),
-                "detail": merged.get("model", "").astype(str) + ": " + merged.get("rationale", "").astype(str)}))
+        llm, taken = llm_changes(free_llm, ok)
+        if llm is not None:
+            changes.append(llm)
 
     thresholds = schedules.class_thresholds(schedule, k, n, conf, proposed, current, len(classes))
     adopt = (proposed != current) & (conf >= thresholds[proposed]) & ~taken_mask
