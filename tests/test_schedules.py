@@ -80,3 +80,16 @@ def test_llm_answers_come_before_the_ensemble_and_protect_confirmed_labels():
                           change_cap=1.0, llm_answers=answers, llm_min_confidence=0.7)
     # a: the LLM confirmed "negative", so the ensemble may not flip it; b: changed by the LLM; c: locked
     assert d.changes[["id", "new_label", "source"]].values.tolist() == [["b", "positive", "llm"]]
+
+
+def test_curriculum_share_is_of_candidate_corrections_not_of_all_rows():
+    rng = np.random.default_rng(1)
+    n = 1000
+    current = np.zeros(n, int)
+    proposed = np.where(np.arange(n) < 100, 1, 0)         # only 100 rows would change label
+    conf = rng.uniform(0.5, 1.0, n)
+    conf[100:] += 0.5                                      # agreeing rows are the most confident
+    th = schedules.class_thresholds({"name": "curriculum", "start": 0.5, "end": 0.5}, 1, 1, conf,
+                                    proposed, current, 2)
+    admitted = (conf >= th[proposed]) & (proposed != current)
+    assert admitted.sum() == 50                            # half of the 100 candidates

@@ -4,7 +4,8 @@ A fixed high threshold corrects little; a low one amplifies the ensemble's own m
 (confirmation bias). The schedules trade these off differently over iterations:
   constant        the same threshold every iteration
   linear          start -> end (strict first, looser once the models have improved)
-  curriculum      admit a growing share of the most confident rows: the threshold is the
+  curriculum      admit a growing share of the candidate corrections (rows whose ensemble label
+                  differs from the current one), most confident first: the threshold is the
                   confidence percentile that admits `share` of them, whatever the calibration
   class_balanced  the linear threshold, raised per class where corrections would drift the
                   class distribution by more than `max_drift`
@@ -50,9 +51,13 @@ def class_thresholds(schedule: dict, k: int, n: int, confidence: np.ndarray, pro
     if name == "curriculum":
         if not 0 < value <= 1:
             raise ScheduleError(f"curriculum share must be in (0, 1], got {value}")
-        if len(confidence) == 0:
+        # the share is of the candidate corrections (ensemble label != current label): the most
+        # confident rows overwhelmingly agree with their label, so a share of all rows admits
+        # almost no change at all
+        candidates = confidence[proposed != current]
+        if len(candidates) == 0:
             return np.full(n_classes, 1.0)
-        cut = float(np.quantile(confidence, 1 - value, method="higher"))
+        cut = float(np.quantile(candidates, 1 - value, method="higher"))
         return np.full(n_classes, cut)
     # class_balanced
     _check_threshold(value)
