@@ -105,7 +105,13 @@ def decide(rows: pd.DataFrame, classes: list[str], schedule: dict, k: int, n: in
     cand = free[adopt].assign(_c=conf[adopt]).sort_values(["_c", "id"], ascending=[False, True], kind="stable")
     cap = int(np.floor(change_cap * n_train)) if change_cap is not None else len(cand)
     capped = max(0, len(cand) - cap)
-    cand = cand.head(cap)
+    return _decision(changes, cand.head(cap), thresholds, classes, len(free), capped)
+
+
+def _decision(changes: list[pd.DataFrame], cand: pd.DataFrame, thresholds: np.ndarray, classes: list[str],
+              eligible: int, capped: int) -> Decision:
+    """The ensemble's admitted candidates (id, current_label, ens_label, _c) after the LLM's changes."""
+    index = {c: i for i, c in enumerate(classes)}
     if len(cand):
         changes.append(pd.DataFrame({
             "id": cand["id"], "old_label": cand["current_label"], "new_label": cand["ens_label"],
@@ -113,7 +119,7 @@ def decide(rows: pd.DataFrame, classes: list[str], schedule: dict, k: int, n: in
             "detail": [f"threshold {thresholds[index[c]]:.4g}" for c in cand["ens_label"]]}))
     frame = (pd.concat(changes, ignore_index=True) if changes else
              pd.DataFrame(columns=["id", "old_label", "new_label", "source", "confidence", "detail"]))
-    return Decision(frame, {c: float(thresholds[i]) for i, c in enumerate(classes)}, len(free), capped)
+    return Decision(frame, {c: float(thresholds[i]) for i, c in enumerate(classes)}, eligible, capped)
 
 
 def assert_test_unchanged(store_path, chunk_size: int = 5000) -> None:
@@ -238,15 +244,7 @@ def decide_streaming(chunks, classes: list[str], schedule: dict, k: int, n: int,
     cand = cand.sort_values(["_c", "id"], ascending=[False, True], kind="stable")
     cap = cap if cap is not None else n_cand
     capped = max(0, n_cand - cap)
-    cand = cand.head(cap)
-    if len(cand):
-        changes.append(pd.DataFrame({
-            "id": cand["id"], "old_label": cand["current_label"], "new_label": cand["ens_label"],
-            "source": "ensemble", "confidence": cand["_c"].astype(float),
-            "detail": [f"threshold {thresholds[index[c]]:.4g}" for c in cand["ens_label"]]}))
-    frame = (pd.concat(changes, ignore_index=True) if changes else
-             pd.DataFrame(columns=["id", "old_label", "new_label", "source", "confidence", "detail"]))
-    return Decision(frame, {c: float(thresholds[i]) for i, c in enumerate(classes)}, len(conf), capped)
+    return _decision(changes, cand.head(cap), thresholds, classes, len(conf), capped)
 
 
 def _ids_at(chunks, positions: np.ndarray, n_rows: int) -> list:
