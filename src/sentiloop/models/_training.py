@@ -103,6 +103,25 @@ class EarlyStopping:
         self.bad += 1
         return self.bad >= self.patience
 
+    def end_epoch(self, history: list, rec: dict, epoch: int, state_fn, dev_proba=None, dev_y=None) -> bool:
+        """Append the epoch's record, scored on the dev set when its probabilities are given;
+        return True when training should stop (only a dev loss can stop it)."""
+        if dev_proba is not None:
+            rec["dev_loss"] = log_loss(dev_proba, dev_y)
+            rec["dev_accuracy"] = float((dev_proba.argmax(1) == dev_y).mean())
+        history.append(rec)
+        return dev_proba is not None and self.step(rec["dev_loss"], epoch, state_fn)
+
+    def restore_best(self, module, history: list) -> None:
+        """Load the best epoch's state into `module` (if any epoch was scored) and record it."""
+        if self.best_state is not None:
+            module.load_state_dict(self.best_state)
+            history.append({"restored_best_epoch": self.best_epoch})
+
+
+def log_loss(p: np.ndarray, y: np.ndarray) -> float:
+    return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None))))
+
 
 def length_buckets(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None = None,
                    pool: int = 50) -> list[np.ndarray]:

@@ -253,20 +253,14 @@ class BertModel(SentimentModel):
                 opt.step()
                 total += loss.item() * len(b)
             rec = {"epoch": epoch, "train_loss": total / len(X)}
+            pd = None
             if Xd is not None:
                 self.head.eval()
                 with torch.inference_mode():
                     pd = torch.softmax(self.head(Xd), 1).numpy()
-                rec["dev_loss"] = _log_loss(pd, dev[1])
-                rec["dev_accuracy"] = float((pd.argmax(1) == dev[1]).mean())
-                self.history_.append(rec)
-                if stopper.step(rec["dev_loss"], epoch, self.head.state_dict):
-                    break
-            else:
-                self.history_.append(rec)
-        if stopper.best_state is not None:
-            self.head.load_state_dict(stopper.best_state)
-            self.history_.append({"restored_best_epoch": stopper.best_epoch})
+            if stopper.end_epoch(self.history_, rec, epoch, self.head.state_dict, pd, dev[1] if dev else None):
+                break
+        stopper.restore_best(self.head, self.history_)
         self.head.eval()
 
     def _fit_full(self, texts, y, init_from, dev):
@@ -344,18 +338,10 @@ class BertModel(SentimentModel):
                    "micro_batch": oom.micro_batch, "oom_events": list(oom.events)}
             if device.type == "cuda":
                 rec["peak_gpu_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-            if dev is not None:
-                pd = self._predict_full(dev[0])
-                rec["dev_loss"] = _log_loss(pd, dev[1])
-                rec["dev_accuracy"] = float((pd.argmax(1) == dev[1]).mean())
-                self.history_.append(rec)
-                if stopper.step(rec["dev_loss"], epoch, self.model.state_dict):
-                    break
-            else:
-                self.history_.append(rec)
-        if stopper.best_state is not None:
-            self.model.load_state_dict(stopper.best_state)
-            self.history_.append({"restored_best_epoch": stopper.best_epoch})
+            pd = self._predict_full(dev[0]) if dev is not None else None
+            if stopper.end_epoch(self.history_, rec, epoch, self.model.state_dict, pd, dev[1] if dev else None):
+                break
+        stopper.restore_best(self.model, self.history_)
         for p in self.model.parameters():
             p.requires_grad_(True)
         self.model.eval()
@@ -439,7 +425,3 @@ class BertModel(SentimentModel):
             want = str(self.config.get("device", "auto"))
             gpu = want != "cpu" and torch.cuda.is_available()
             self.model.to("cuda" if gpu else "cpu").eval()
-
-
-def _log_loss(p: np.ndarray, y: np.ndarray) -> float:
-    return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None))))

@@ -154,18 +154,10 @@ class BiLSTMModel(SentimentModel):
                 seen += len(b)
             rec: dict[str, Any] = {"epoch": epoch, "train_loss": total / seen, "frozen": frozen,
                                    "lr": float(cfg["learning_rate"]), "vocab": vocab_source}
-            if dev is not None:
-                p = self._proba_ids(*dev[:2])
-                rec["dev_loss"] = float(-np.mean(np.log(p[np.arange(len(dev[2])), dev[2]] + 1e-12)))
-                rec["dev_accuracy"] = float((p.argmax(1) == dev[2]).mean())
-                self.history_.append(rec)
-                if stopper.step(rec["dev_loss"], epoch, self.net.state_dict):
-                    break
-            else:
-                self.history_.append(rec)
-        if stopper.best_state is not None:
-            self.net.load_state_dict(stopper.best_state)
-            self.history_.append({"restored_best_epoch": stopper.best_epoch})
+            p = self._proba_ids(*dev[:2]) if dev is not None else None
+            if stopper.end_epoch(self.history_, rec, epoch, self.net.state_dict, p, dev[2] if dev is not None else None):
+                break
+        stopper.restore_best(self.net, self.history_)
         self.net.eval()
         self.n_train_samples_ = len(texts)
         return self
