@@ -24,6 +24,9 @@ def _plt():
     import matplotlib
     matplotlib.use("Agg")  # no display; deterministic PNGs
     import matplotlib.pyplot as plt
+
+    from sentiloop.fonts import use_cjk_font
+    use_cjk_font()         # Hangul words and class names render instead of empty boxes
     return plt
 
 

@@ -74,6 +74,9 @@ def plot_iterations(results: Sequence[dict], path: str | Path, *, title: str = "
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from sentiloop.fonts import use_cjk_font
+    use_cjk_font()
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.4), dpi=90)
