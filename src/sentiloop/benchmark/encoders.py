@@ -53,6 +53,7 @@ class EncoderBench:
     throughput_texts: int = 300
     pool_rows: int | None = None
     nsmc_path: str | None = None
+    reuse: bool = False
     feature_cache: str = str(REPO_ROOT / ".cache" / "bench_bert_features")
     workdir: str = "bench/out/encoders"
 
@@ -142,8 +143,29 @@ def _acc(p: np.ndarray, y: np.ndarray) -> float:
     return round(float((np.asarray(p).argmax(axis=1) == y).mean()), 4)
 
 
-def fit_and_score(kind: str, cfg: dict, train, dev, test, seed: int) -> tuple[dict, dict]:
-    """Fit one member on gold labels; returns (record, {dev: probs, test: probs})."""
+def fit_and_score(kind: str, cfg: dict, train, dev, test, seed: int,
+                  reuse_dir: Path | None = None) -> tuple[dict, dict]:
+    """Fit one member on gold labels; returns (record, {dev: probs, test: probs}).
+
+    With `reuse_dir`, the result is stored under a key of (member, config, seed, data) and a
+    later run with the same key reads it instead of fitting again (`--reuse`: resuming a long
+    run on a busy machine; the record says so)."""
+    import hashlib
+    data = [train[0], train[1].tolist(), dev[0], dev[1].tolist(), test[0]]
+    key = hashlib.sha1(json.dumps([kind, cfg, seed, data], sort_keys=True, default=str,
+                                  ensure_ascii=False).encode()).hexdigest()[:16]
+    stored = Path(reuse_dir) / f"{kind}-{key}.json" if reuse_dir else None
+    if stored is not None and stored.exists():
+        rec = json.loads(stored.read_text())
+        return {**rec["record"], "reused": True}, {k: np.asarray(v) for k, v in rec["probs"].items()}
+    rec, probs = _fit_and_score(kind, cfg, train, dev, test, seed)
+    if stored is not None:
+        stored.parent.mkdir(parents=True, exist_ok=True)
+        stored.write_text(json.dumps({"record": rec, "probs": {k: v.tolist() for k, v in probs.items()}}))
+    return rec, probs
+
+
+def _fit_and_score(kind: str, cfg: dict, train, dev, test, seed: int) -> tuple[dict, dict]:
     from sentiloop.models import build_model
     t0 = time.perf_counter()
     model = build_model(kind, ["negative", "positive"], cfg, language="ko", seed=seed)
@@ -181,8 +203,10 @@ def run_bench(run: EncoderBench, *, log=print) -> dict:
     bert_cfg = {**cfg["models"]["bert"], "feature_cache": run.feature_cache}
     results["encoders"] = []
     encoder_probs = {}
+    reuse_dir = Path(run.workdir) / "fitted" if run.reuse else None
     for enc in run.encoders:
-        rec, probs = fit_and_score("bert", {**bert_cfg, "pretrained": enc}, train, dev, test, run.model_seed)
+        rec, probs = fit_and_score("bert", {**bert_cfg, "pretrained": enc}, train, dev, test, run.model_seed,
+                                   reuse_dir)
         encoder_probs[enc] = probs
         results["encoders"].append(rec)
         log(f"  {enc}: test accuracy {rec['test_accuracy']} (encoded {rec['encoded']:,} texts this run)")
@@ -202,7 +226,7 @@ def run_bench(run: EncoderBench, *, log=print) -> dict:
                     continue
             rec, p = fit_and_score(kind, {**cfg["models"][kind], **({"feature_cache": run.feature_cache}
                                                                    if kind == "bert" else {})},
-                                   train, dev, test, run.model_seed)
+                                   train, dev, test, run.model_seed, reuse_dir)
             members[kind], probs[kind] = rec, p
             log(f"  {kind}: test accuracy {rec['test_accuracy']} ({rec['fit_s']} s fit)")
     results["members"] = list(members.values())
@@ -254,11 +278,15 @@ def render(results: dict, command: str) -> str:
     lines += ["", "**Members and ensemble** (test accuracy on gold labels)", "",
               "| model | test acc. | dev acc. | weights |", "|---|---:|---:|---|"]
     for r in results["members"]:
-        name = r["member"] + (f" (`{r['encoder']}`)" if r.get("encoder") else "")
+        name = r["member"] + (f" (`{r['encoder']}`)" if r.get("encoder") else "") + (
+            " ‡" if r.get("reused") else "")
         lines.append(f"| {name} | {r['test_accuracy']:.4f} | {r['dev_accuracy']:.4f} | |")
     for name, e in results["ensemble"].items():
         w = ", ".join(f"{m} {v:.3f}" for m, v in e["weights"].items())
         lines.append(f"| ensemble, {name} | **{e['test_accuracy']:.4f}** | {e['dev_accuracy']:.4f} | {w} |")
+    if any(r.get("reused") for r in results["members"] + results["encoders"]):
+        lines += ["", "‡ fitted by an earlier run of this command (`--reuse`: same config, seed and data), "
+                  "read back from the work directory."]
     best = results["best_member"]
     fitted = results["ensemble"]["fitted weights (default)"]["test_accuracy"]
     lines += ["", f"Best member: {best['member']} {best['test_accuracy']:.4f}; the ensemble with fitted weights "
@@ -284,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pool-rows", type=int, default=None, help="draw from the first N raw rows only")
     p.add_argument("--nsmc", default=None)
     p.add_argument("--feature-cache", default=EncoderBench.feature_cache)
+    p.add_argument("--reuse", action="store_true",
+                   help="reuse members fitted by an earlier run with the same config and data (workdir/fitted)")
     p.add_argument("--workdir", default="bench/out/encoders")
     p.add_argument("--doc", default="docs/benchmarks.md")
     p.add_argument("--no-doc", action="store_true")
@@ -303,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = EncoderBench(n_train=a.train, n_test=a.test, dev_share=a.dev_share, subset_seed=a.subset_seed,
                        model_seed=a.model_seed, encoders=split(a.encoders), members=split(a.members),
                        threads=tuple(int(t) for t in split(a.threads)), throughput_texts=a.throughput_texts,
-                       pool_rows=a.pool_rows, nsmc_path=a.nsmc, feature_cache=a.feature_cache,
+                       pool_rows=a.pool_rows, nsmc_path=a.nsmc, reuse=a.reuse, feature_cache=a.feature_cache,
                        workdir=a.workdir)
     results = run_bench(run)
     command = "python bench/encoders.py" + ("" if not argv else " " + " ".join(shlex.quote(x) for x in argv))
