@@ -435,17 +435,19 @@ class BertModel(SentimentModel):
             from safetensors.torch import load_file
             from sentiloop.models.encoders import check_installed
             self.feature_dim_ = int(extra["feature_dim"])
-            if extra.get("encoder"):
+            embedded = directory / EMBEDDED_ENCODER
+            if (embedded / "config.json").exists():   # a self-contained bundle
+                self.config["pretrained"] = str(embedded)
+                self.encoder_ = EncoderSpec("transformers", str(embedded), str(embedded))
+            elif extra.get("encoder"):
                 self.encoder_ = EncoderSpec.from_dict(extra["encoder"])
+                if self.encoder_.name == MINILM:      # the package's directory on this machine
+                    self.encoder_ = resolve_encoder(MINILM)
             elif self.config.get("pretrained") in AUTO:
                 # saved before encoders were chosen by language: unset meant MiniLM, always
                 self.encoder_ = resolve_encoder(MINILM)
             if self.encoder_ is not None:
                 check_installed(self.encoder_)    # serving fails here, clearly, not with odd vectors
-            if (directory / EMBEDDED_ENCODER / "config.json").exists():   # a self-contained bundle
-                self.config["pretrained"] = str(directory / EMBEDDED_ENCODER)
-                self.encoder_ = EncoderSpec("transformers", str(directory / EMBEDDED_ENCODER),
-                                            str(directory / EMBEDDED_ENCODER))
             self.head = _build_head(self.feature_dim_, self.n_classes, self.config)
             self.head.load_state_dict(load_file(str(directory / HEAD_FILE)))
             self.head.eval()
