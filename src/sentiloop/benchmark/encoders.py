@@ -48,6 +48,7 @@ class EncoderBench:
     subset_seed: int = 13
     model_seed: int = 42
     encoders: tuple[str, ...] = ENCODERS
+    throughput_encoders: tuple[str, ...] | None = None   # None: the same as `encoders`
     members: tuple[str, ...] = MEMBERS
     threads: tuple[int, ...] = (1, 2)
     throughput_texts: int = 300
@@ -123,7 +124,7 @@ def measure_throughput(run: EncoderBench, texts: Sequence[str], log=print) -> li
     texts_file.write_text(json.dumps(list(texts)[: run.throughput_texts], ensure_ascii=False))
     out = []
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    for enc in run.encoders:
+    for enc in run.throughput_encoders or run.encoders:
         for th in run.threads:
             before = _loadavg()
             proc = subprocess.run([sys.executable, "-m", "sentiloop.benchmark.encoders", "--throughput-child",
@@ -314,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subset-seed", type=int, default=13)
     p.add_argument("--model-seed", type=int, default=42)
     p.add_argument("--encoders", default=",".join(ENCODERS))
+    p.add_argument("--throughput-encoders", default=None,
+                   help="encoders for the throughput rows (default: --encoders)")
     p.add_argument("--members", default=",".join(MEMBERS))
     p.add_argument("--threads", default="1,2", help="thread counts for the throughput rows ('' to skip)")
     p.add_argument("--throughput-texts", type=int, default=300)
@@ -341,7 +344,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     split = lambda s: tuple(x.strip() for x in s.split(",") if x.strip())  # noqa: E731
     run = EncoderBench(n_train=a.train, n_test=a.test, dev_share=a.dev_share, subset_seed=a.subset_seed,
-                       model_seed=a.model_seed, encoders=split(a.encoders), members=split(a.members),
+                       model_seed=a.model_seed, encoders=split(a.encoders),
+                       throughput_encoders=split(a.throughput_encoders) if a.throughput_encoders else None,
+                       members=split(a.members),
                        threads=tuple(int(t) for t in split(a.threads)), throughput_texts=a.throughput_texts,
                        pool_rows=a.pool_rows, nsmc_path=a.nsmc, reuse=a.reuse, encoder_train=a.encoder_train, feature_cache=a.feature_cache,
                        workdir=a.workdir)
