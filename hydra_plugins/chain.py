@@ -1,35 +1,39 @@
-"""OmegaConf resolver that unrolls the self-training loop into a chain of iterations.
+"""OmegaConf resolvers that unroll the self-training loop, and validate what is being composed.
 
 DVC forbids cycles and `foreach` cannot look at the previous item, so the loop is expanded
 into params.yaml as {it1: {k: 1, prev: it0, ...}, it2: {k: 2, prev: it1, ...}} and dvc.yaml
-walks it. DVC imports every module under `hydra_plugins/` before composing, which registers
-the resolver. It must return an OmegaConf container, not a plain dict.
+walks it. DVC imports every module under `hydra_plugins/` before composing (`dvc exp run`, and
+`make params`, which calls DVC's own helper), which registers the resolvers. They must return
+OmegaConf containers, not plain dicts.
+
+`${chain:...}` also receives the whole tree being composed (`_root_`) and validates it against
+sentiloop.settings first: a bad or unknown parameter, or a combination that cannot work, stops
+the composition with one line (`params.yaml: loop.change_cap = -0.05: must be between 0 and 1`)
+and params.yaml is not written, so no stage ever runs on it.
 """
+import sys
+from pathlib import Path
+
 from omegaconf import OmegaConf
 
+_SRC = str(Path(__file__).resolve().parents[1] / "src")
+if _SRC not in sys.path:        # this checkout's sentiloop, not one installed from elsewhere
+    sys.path.insert(0, _SRC)
 
-def _chain(n, start, end):
-    n = int(n)
-    if n < 1:
-        raise ValueError(f"loop.max_iterations must be >= 1, got {n}")
-    out = {}
-    for k in range(1, n + 1):
-        value = float(start) if n == 1 else float(start) + (float(end) - float(start)) * (k - 1) / (n - 1)
-        out[f"it{k}"] = {"k": k, "prev": f"it{k - 1}", "threshold": round(value, 4)}
-    return OmegaConf.create(out)
+from sentiloop.settings import (DERIVED, iteration_chain, retrain_chain,  # noqa: E402
+                                validate_composed)
 
 
-OmegaConf.register_new_resolver("chain", _chain, replace=True)
+def _chain(n, start, end, *, _root_):
+    tree = {k: OmegaConf.to_container(_root_[k], resolve=True) if OmegaConf.is_config(_root_[k]) else _root_[k]
+            for k in _root_ if k not in DERIVED}
+    validate_composed(tree)
+    return OmegaConf.create(iteration_chain(n, start, end))
 
 
 def _member_chain(n, members):
-    """{it1-lexicon: {k: 1, prev: it0, member: lexicon}, ...}: one retrain stage per member per
-    iteration (dvc's matrix over a dict only exposes its keys, so foreach walks this instead)."""
-    out = {}
-    for k in range(1, int(n) + 1):
-        for m in members:
-            out[f"it{k}-{m}"] = {"k": k, "prev": f"it{k - 1}", "member": str(m)}
-    return OmegaConf.create(out)
+    return OmegaConf.create(retrain_chain(n, list(members)))
 
 
+OmegaConf.register_new_resolver("chain", _chain, replace=True)
 OmegaConf.register_new_resolver("member_chain", _member_chain, replace=True)

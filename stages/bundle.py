@@ -1,14 +1,8 @@
 """Stage bundle: the deployable directory models/bundle (members, weights, tokenizer, manifest)."""
-from pathlib import Path
-
 import _common
-from sentiloop.bundle import bundle_step
+from sentiloop.steps import bundle
 
 if __name__ == "__main__":
-    params = _common.params()
-    last = f"it{params['loop']['max_iterations']}"
-    m = bundle_step(params, models_dir=Path("models/gate"), gate_json=Path("metrics/gate.json"),
-                    out_dir=Path("models/bundle"), data_files=[Path("data/final/sentences.sqlite")],
-                    metric_files={"summary": Path("metrics/summary.json"),
-                                  "eval": Path(f"metrics/eval/{last}.json")})
-    print("models/bundle:", list(m["members"]), "deployable" if m["gate"].get("deployable") else "NOT deployable")
+    _common.args(__doc__)
+    _common.run(bundle.run, lambda m: print("models/bundle:", list(m["members"]),
+                                            "deployable" if m["gate"].get("deployable") else "NOT deployable"))

@@ -1,17 +1,8 @@
 """Stage correct@itK: human locks, LLM answers, then ensemble labels above the threshold."""
-from pathlib import Path
-
 import _common
-from sentiloop.pipeline import correct_step
+from sentiloop.steps import correct
 
 if __name__ == "__main__":
-    a = _common.iteration_args(__doc__)
-    params = _common.params()
-    it = f"it{a.k}"
-    r = correct_step(params, a.k, int(params["loop"]["max_iterations"]), Path(f"data/{a.prev}/sentences.sqlite"),
-                     Path(f"data/{it}/predictions.parquet"), Path(f"data/{it}/relabel.parquet"),
-                     Path(f"metrics/eval/{a.prev}.json"), Path(f"data/{a.prev}/loop_state.json"),
-                     Path(f"data/{it}/sentences.sqlite"), Path(f"data/{it}/loop_state.json"),
-                     Path(f"metrics/iterations/{it}.json"),
-                     feedback_dir=Path((params.get("feedback") or {}).get("dir") or "data/feedback"))
-    print({k: r[k] for k in ("k", "passed_through", "changes", "label_change_rate")})
+    a = _common.args(__doc__, k=True)
+    _common.run(lambda s, L: correct.run(s, L, a.k),
+                lambda r: print({key: r[key] for key in ("k", "passed_through", "changes", "label_change_rate")}))

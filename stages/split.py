@@ -1,10 +1,7 @@
 """Stage split: stratified, seeded train/dev/test -> data/it0/sentences.sqlite."""
-from pathlib import Path
-
 import _common
-from sentiloop.pipeline import split_step
+from sentiloop.steps import split
 
 if __name__ == "__main__":
-    m = split_step(_common.params(), Path("data/ingested.sqlite"), Path("data/it0/sentences.sqlite"),
-                   Path("data/it0/loop_state.json"), Path("metrics/split.json"))
-    print(m["rows_per_split"])
+    _common.args(__doc__)
+    _common.run(split.run, lambda m: print(m["rows_per_split"]))

@@ -54,6 +54,12 @@ def base_params() -> dict:
     return yaml.safe_load((ROOT / "params.yaml").read_text())
 
 
+def schedule(name: str, start: float, end: float, max_drift: float | None = 0.02):
+    """A typed schedule section (what the correction functions take)."""
+    from sentiloop.settings.loop import Schedule
+    return Schedule(name=name, start=start, end=end, max_drift=max_drift)
+
+
 def tiny_params(base: dict, csv_path: Path, *, gold: bool = True, iterations: int = 3, schedule: dict | None = None,
                 members: list[str] | None = None, **loop) -> dict:
     p = copy.deepcopy(base)
@@ -65,10 +71,10 @@ def tiny_params(base: dict, csv_path: Path, *, gold: bool = True, iterations: in
     p["loop"] = {**p["loop"], "max_iterations": iterations, "chunk_size": 257, **loop}
     p["models"]["lexicon"] = {**p["models"]["lexicon"], "seed_lexicon": "none", "min_count": 2}
     p["ensemble"]["members"] = members or ["lexicon"]
-    p["schedule"] = schedule or {"name": "linear", "start": 0.66, "end": 0.6}
-    p["convergence"] = {"label_change_eps": 0.0, "dict_change_eps": 0.0, "patience": 10, "min_delta": 0.0}
-    p["iterations"] = {f"it{k}": {"k": k, "prev": f"it{k-1}"} for k in range(1, iterations + 1)}
-    return p
+    p["schedule"] = {"max_drift": 0.02, **(schedule or {"name": "linear", "start": 0.66, "end": 0.6})}
+    p["convergence"] = {"min_iterations": 0, "label_change_eps": 0.0, "dict_change_eps": 0.0, "patience": 10,
+                        "min_delta": 0.0}
+    return p      # a params tree: pipeline.run_loop validates it and derives the iteration chain
 
 
 @pytest.fixture

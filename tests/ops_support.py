@@ -68,17 +68,19 @@ def fit_lexicon(rows: list[dict], *, config: dict | None = None, seed: int = 0, 
     return model.fit(texts, y)
 
 
-def params(**overrides) -> dict:
-    """params.yaml as the stages read it, for a lexicon-only run."""
-    p = {
+def params(**overrides):
+    """The settings the stages would read, for a lexicon-only run (conf/'s defaults, with these
+    sections changed; nested mappings merged)."""
+    from sentiloop.settings import compose_settings
+    base = {
         "seed": 7,
-        "data": {"classes": CLASSES, "language": "en", "source": "test", "max_text_chars": 1000},
+        "data": {"classes": CLASSES, "language": "en", "source": "test", "path": "unused.csv",
+                 "max_text_chars": 1000, "label_map": {c: c for c in CLASSES}},
         "loop": {"max_iterations": 3, "cross_fit": 0, "chunk_size": 16, "change_cap": 0.5},
-        "correction": {"conflict_margin": 0.0, "relabel_below": 0.6, "relabel_queue_max": 50},
-        "convergence": {"label_change_eps": 0.0, "dict_change_eps": 0.0, "patience": 10,
+        "correction": {"relabel_below": 0.6, "relabel_queue_max": 50},
+        "convergence": {"min_iterations": 0, "label_change_eps": 0.0, "dict_change_eps": 0.0, "patience": 10,
                         "min_delta": 0.0},
         "schedule": {"name": "constant", "start": 0.01, "end": 0.01},
-        "llm": {"provider": "none"},
         "ensemble": {"members": ["lexicon"], "weights": {"lexicon": 1.0}, "fit_weights": False},
         "models": {"lexicon": dict(LEX_CONFIG)},
         "gate": {"f1_threshold": 0.75, "max_attempts": 3},
@@ -86,38 +88,30 @@ def params(**overrides) -> dict:
         "report": {"top_words": 5, "max_token_rows": 1000, "compare": {}},
     }
     for key, value in overrides.items():
-        p[key] = {**p[key], **value} if isinstance(value, dict) and isinstance(p.get(key), dict) else value
-    return p
+        base[key] = {**base[key], **value} if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return compose_settings().merged(base)
 
 
-def run_loop(root: Path, rows: list[dict], prm: dict, *, feedback_dir: Path | None = None) -> dict:
+def run_loop(root: Path, rows: list[dict], prm, *, feedback_dir: Path | None = None) -> dict:
     """Chain the loop's own step functions (what the DVC stages call) in `root`: it0 store and
     model, then predict/relabel/correct/retrain for every iteration, predict_final, publish."""
-    from sentiloop import pipeline
-    n = int(prm["loop"]["max_iterations"])
-    write_store(root / "data/it0/sentences.sqlite", rows)
-    pipeline.write_json(root / "data/it0/loop_state.json", convergence.LoopState(k=0).to_dict())
-    pipeline.train_step(prm, "lexicon", root / "data/it0/sentences.sqlite", root / "models/it0/lexicon")
+    from sentiloop.jsonio import write_json
+    from sentiloop.layout import Layout
+    from sentiloop.steps import correct, predict, publish, relabel, train
+    if feedback_dir is not None:
+        prm = prm.merged({"feedback": {"dir": str(feedback_dir)}})
+    L = Layout(root)
+    n = prm.loop.max_iterations
+    write_store(L.store(0), rows)
+    write_json(L.state(0), convergence.LoopState(k=0).to_dict())
+    train.run(prm, L, "lexicon")
     for k in range(1, n + 1):
-        it, prev = f"it{k}", f"it{k - 1}"
-        pipeline.predict_step(prm, root / f"data/{prev}/sentences.sqlite", root / f"models/{prev}",
-                              root / f"data/{it}/predictions.parquet", root / f"metrics/eval/{prev}.json", prev)
-        pipeline.relabel_step(prm, k, n, root / f"data/{prev}/sentences.sqlite",
-                              root / f"data/{it}/predictions.parquet", root / f"data/{it}/relabel.parquet",
-                              root / f"metrics/llm/{it}.json", cache_dir=root / ".cache")
-        pipeline.correct_step(prm, k, n, root / f"data/{prev}/sentences.sqlite",
-                              root / f"data/{it}/predictions.parquet", root / f"data/{it}/relabel.parquet",
-                              root / f"metrics/eval/{prev}.json", root / f"data/{prev}/loop_state.json",
-                              root / f"data/{it}/sentences.sqlite", root / f"data/{it}/loop_state.json",
-                              root / f"metrics/iterations/{it}.json", feedback_dir=feedback_dir)
-        pipeline.train_step(prm, "lexicon", root / f"data/{it}/sentences.sqlite", root / f"models/{it}/lexicon",
-                            prev_dir=root / f"models/{prev}/lexicon", state_path=root / f"data/{it}/loop_state.json")
-    last = f"it{n}"
-    pipeline.predict_step(prm, root / f"data/{last}/sentences.sqlite", root / f"models/{last}",
-                          root / "data/final/predictions.parquet", root / f"metrics/eval/{last}.json", last)
-    return pipeline.publish_step(prm, root / f"data/{last}/sentences.sqlite", root / f"data/{last}/loop_state.json",
-                                 root / f"metrics/eval/{last}.json", root / "data/final/sentences.sqlite",
-                                 root / "metrics/summary.json")
+        predict.run(prm, L, k)
+        relabel.run(prm, L, k)
+        correct.run(prm, L, k)
+        train.retrain(prm, L, k, "lexicon")
+    predict.final(prm, L)
+    return publish.run(prm, L)
 
 
 def tool(name: str) -> str:

@@ -9,7 +9,10 @@ import pandas as pd
 import pytest
 
 from fake_llm_servers import FakeGemini
-from sentiloop.analysis import bias_report, bias_stats, member_names
+from conftest import schedule
+from sentiloop.settings import llm_config
+from sentiloop.analysis.report import bias_report
+from sentiloop.analysis.stats import bias_stats, member_names
 
 CLASSES = ["negative", "neutral", "positive"]
 KEY_ENV = "SENTILOOP_TEST_LLM_KEY"
@@ -84,7 +87,7 @@ def test_bad_input_is_a_clear_error():
 def test_report_without_llm_writes_markdown_and_json(tmp_path):
     labels, changes, preds = iteration_frames()
     out = bias_report(labels, CLASSES, iteration=2, out_dir=tmp_path, changes=changes,
-                      predictions=preds, max_drift=0.05, llm_cfg={"provider": "none"})
+                      predictions=preds, max_drift=0.05, llm_cfg=llm_config("none"))
     md = (tmp_path / "it2.md").read_text()
     data = json.loads((tmp_path / "it2.json").read_text())
     assert data["mitigation"]["engage"] is True and out["mitigation"] == data["mitigation"]
@@ -102,9 +105,9 @@ def test_llm_review_goes_through_the_provider_once_then_the_cache(tmp_path, monk
     answers = pd.DataFrame({"id": ["t1", "t2"], "llm_label": ["neutral", "negative"],
                             "llm_confidence": [0.9, 0.8], "status": ["answered"] * 2})
     with FakeGemini() as fake:
-        cfg = {"provider": "gemini", "base_url": fake.base_url, "api_key_env": [KEY_ENV],
-               "retries": {"attempts": 2, "backoff_s": 0.001},
-               "price": {"input_per_mtok": 0.3, "output_per_mtok": 2.5}}
+        cfg = llm_config("gemini", base_url=fake.base_url, api_key_env=[KEY_ENV],
+                         retries={"attempts": 2, "backoff_s": 0.001},
+                         price={"input_per_mtok": 0.3, "output_per_mtok": 2.5})
         kw = dict(iteration=1, out_dir=tmp_path / "m", changes=changes, predictions=preds,
                   answers=answers, llm_cfg=cfg, cache_dir=tmp_path / "cache")
         out = bias_report(labels, CLASSES, **kw)
@@ -125,8 +128,7 @@ def test_llm_review_is_skipped_when_the_budget_is_spent(tmp_path, monkeypatch):
     monkeypatch.setenv(KEY_ENV, "AIzaREVIEW-secret-987654321")
     labels, changes, preds = iteration_frames()
     with FakeGemini() as fake:
-        cfg = {"provider": "gemini", "base_url": fake.base_url, "api_key_env": [KEY_ENV],
-               "budget": {"max_tokens": 5000}}
+        cfg = llm_config("gemini", base_url=fake.base_url, api_key_env=[KEY_ENV], budget={"max_tokens": 5000})
         out = bias_report(labels, CLASSES, iteration=1, out_dir=tmp_path, predictions=preds,
                           llm_cfg=cfg, cache_dir=tmp_path, llm_usage={"budget_charged_tokens": 4900})
         assert fake.requests == []
@@ -137,8 +139,8 @@ def test_llm_review_failure_still_writes_the_statistics(tmp_path, monkeypatch):
     monkeypatch.setenv(KEY_ENV, "AIzaREVIEW-secret-987654321")
     labels, changes, preds = iteration_frames()
     with FakeGemini(faults=["500", "500"]) as fake:
-        cfg = {"provider": "gemini", "base_url": fake.base_url, "api_key_env": [KEY_ENV],
-               "retries": {"attempts": 2, "backoff_s": 0.001}}
+        cfg = llm_config("gemini", base_url=fake.base_url, api_key_env=[KEY_ENV],
+                         retries={"attempts": 2, "backoff_s": 0.001})
         out = bias_report(labels, CLASSES, iteration=3, out_dir=tmp_path, predictions=preds,
                           llm_cfg=cfg, cache_dir=tmp_path)
     assert out["review"]["status"] == "failed" and "server" in out["review"]["reason"]
@@ -146,7 +148,7 @@ def test_llm_review_failure_still_writes_the_statistics(tmp_path, monkeypatch):
 
 
 def test_class_caps_drop_only_the_ensemble_changes_that_overshoot():
-    from sentiloop.analysis import apply_class_caps
+    from sentiloop.analysis.mitigation import apply_class_caps
     ch = pd.DataFrame({"id": list("abcde"),
                        "old_label": ["negative", "negative", "negative", "positive", "negative"],
                        "new_label": ["positive", "positive", "positive", "negative", "positive"],
@@ -159,17 +161,17 @@ def test_class_caps_drop_only_the_ensemble_changes_that_overshoot():
 
 
 def test_mitigation_switches_threshold_schedules_to_class_balanced():
-    from sentiloop.analysis import mitigated_schedule
-    lin = {"name": "linear", "start": 0.9, "end": 0.75}
+    from sentiloop.analysis.mitigation import mitigated_schedule
+    lin = schedule("linear", 0.9, 0.75, max_drift=0.03)
     assert mitigated_schedule(lin, {"engage": False}) == lin
-    assert mitigated_schedule(lin, {"engage": True}) == {**lin, "name": "class_balanced", "max_drift": 0.02}
-    cur = {"name": "curriculum", "start": 0.05, "end": 0.2}
+    assert mitigated_schedule(lin, {"engage": True}) == schedule("class_balanced", 0.9, 0.75, max_drift=0.03)
+    cur = schedule("curriculum", 0.05, 0.2, max_drift=None)
     assert mitigated_schedule(cur, {"engage": True}) == cur
 
 
 def test_store_mitigation_reads_the_train_split_of_a_store(tmp_path):
     from sentiloop import store
-    from sentiloop.analysis import store_mitigation
+    from sentiloop.analysis.mitigation import store_mitigation
     labels, _, _ = iteration_frames()
     with store.atomic_db(tmp_path / "s.sqlite") as con:
         store.create_sentences(con)

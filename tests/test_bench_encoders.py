@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from sentiloop.benchmark.encoders import fit_and_score, render
+from sentiloop.settings import member_config
 
 POS = ["정말 재밌어요 최고", "감동적인 명작", "배우 연기 최고 추천", "또 보고 싶다 최고"]
 NEG = ["시간 아깝다 최악", "지루하고 별로", "돈 아까운 최악 영화", "실망 지루하다"]
-CFG = {"strategy": "blend", "min_count": 1, "seed_lexicon": "none", "negation": True,
-       "old_weight": 0.7, "smoothing": 1.0, "max_vocab": 1000, "seed_weight": 0.5}
+CFG = member_config("lexicon", strategy="blend", min_count=1, seed_lexicon="none", max_vocab=1000)
 
 
 def _data(flip: bool = False):

@@ -11,6 +11,7 @@ from sentiloop.models._training import OOMState, run_with_oom_fallback
 from sentiloop.models.base import ModelError, build_model, load_model
 from sentiloop.models.bert import BertModel, encoder_layers
 from sentiloop.models.bert_features import FeatureCache, resolve_pretrained
+from sentiloop.settings import member_config
 
 
 @pytest.fixture(scope="module")
@@ -25,16 +26,17 @@ def data():
 
 
 def _full_cfg(tiny_bert, **kw):
-    return {"pretrained": tiny_bert, "device": "cpu", "threads": 1, "batch_size": 16,
-            "max_length": 16, "epochs": 3, "patience": 10, "lr_encoder": 1e-4, "lr_head": 5e-3,
-            "unfreeze_epoch": 1, "unfreeze_layers": 1, "strategy": "finetune", **kw}
+    return member_config("bert", **{"pretrained": tiny_bert, "device": "cpu", "threads": 1, "batch_size": 16,
+                                    "max_length": 16, "epochs": 3, "patience": 10, "lr_encoder": 1e-4,
+                                    "lr_head": 5e-3, "unfreeze_epoch": 1, "unfreeze_layers": 1,
+                                    "strategy": "finetune", **kw})
 
 
 def _head_cfg(tiny_bert, cache, **kw):
-    return {"pretrained": tiny_bert, "device": "cpu", "threads": 1, "strategy": "head",
-            "max_length": 16, "feature_cache": str(cache), "head_epochs": 40, "head_lr": 1e-2,
-            "head_batch_size": 16, "head_patience": 10,
-            "head_hidden": 32, **kw}
+    return member_config("bert", **{"pretrained": tiny_bert, "device": "cpu", "threads": 1, "strategy": "head",
+                                    "max_length": 16, "feature_cache": str(cache), "head_epochs": 40,
+                                    "head_lr": 1e-2, "head_batch_size": 16, "head_patience": 10,
+                                    "head_hidden": 32, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -169,8 +171,8 @@ def test_head_strategy_encodes_each_sentence_once(tiny_bert, data, tmp_path):
 def test_feature_cache_is_keyed_by_encoder_settings(tiny_bert, data, tmp_path):
     (tx, ty), _ = data
     cache = tmp_path / "cache"
-    build_model("bert", CLASSES, _head_cfg(tiny_bert, cache, head_epochs=1)).fit(tx, ty)
-    build_model("bert", CLASSES, _head_cfg(tiny_bert, cache, head_epochs=1, max_length=8)).fit(tx, ty)
+    build_model("bert", CLASSES, _head_cfg(tiny_bert, cache, head_epochs=1, cpu_int8=False)).fit(tx, ty)
+    build_model("bert", CLASSES, _head_cfg(tiny_bert, cache, head_epochs=1, cpu_int8=False, max_length=8)).fit(tx, ty)
     m = build_model("bert", CLASSES, _head_cfg(tiny_bert, cache, head_epochs=1, cpu_int8=True))
     m.fit(tx, ty)
     assert len(list(cache.iterdir())) == 3
@@ -205,8 +207,8 @@ def test_bad_input_fails_clearly(tiny_bert, data, tmp_path):
 def test_missing_pretrained_directory_fails_clearly(data):
     (tx, ty), _ = data
     with pytest.raises(OSError):
-        build_model("bert", CLASSES, {"strategy": "scratch", "pretrained": "/nonexistent/dir",
-                                      "device": "cpu"}).fit(tx, ty)
+        build_model("bert", CLASSES, member_config("bert", strategy="scratch", pretrained="/nonexistent/dir",
+                                                   device="cpu")).fit(tx, ty)
 
 
 def _has_minilm():
@@ -222,8 +224,8 @@ def test_real_minilm_head_on_a_few_sentences(tmp_path):
     texts = ["i love this, it is wonderful", "what a great day", "this is awful, i hate it",
              "terrible service, never again", "the meeting is at noon", "the bus leaves at nine"] * 3
     y = np.array([2, 2, 0, 0, 1, 1] * 3)
-    m = build_model("bert", CLASSES, {"strategy": "head", "device": "cpu", "threads": 1,
-                                      "feature_cache": str(tmp_path), "head_epochs": 60})
+    m = build_model("bert", CLASSES, member_config("bert", strategy="head", device="cpu", threads=1,
+                                                   feature_cache=str(tmp_path), head_epochs=60))
     m.fit(texts, y)
     assert m.feature_dim_ == 384
     assert (m.predict(texts) == y).mean() == 1.0

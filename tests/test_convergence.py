@@ -6,8 +6,9 @@ import pytest
 from conftest import tiny_params
 from sentiloop import convergence, pipeline
 from sentiloop.convergence import LoopState
+from sentiloop.settings.loop import Convergence
 
-CFG = {"label_change_eps": 0.01, "dict_change_eps": 0.001, "patience": 2, "min_delta": 0.01}
+CFG = Convergence(min_iterations=0, label_change_eps=0.01, dict_change_eps=0.001, patience=2, min_delta=0.01)
 
 
 def test_label_change_rate_stops():
@@ -15,7 +16,7 @@ def test_label_change_rate_stops():
 
 
 def test_no_stop_before_min_iterations():
-    cfg = {**CFG, "min_iterations": 2}
+    cfg = CFG.model_copy(update={"min_iterations": 2})
     one_done = LoopState(history=[{"k": 1}])
     assert convergence.check(one_done, cfg, last_label_change=0.0, last_dict_change=0.0) == (False, None)
     two_done = LoopState(history=[{"k": 1}, {"k": 2}])
@@ -48,7 +49,7 @@ def test_max_iterations_when_nothing_else():
 def test_loop_records_reason_and_passes_through(noisy_corpus, base_params, tmp_path, convergence_cfg, reason):
     csv_path, _ = noisy_corpus
     params = tiny_params(base_params, csv_path, iterations=3, change_cap=0.2)
-    params["convergence"] = convergence_cfg
+    params["convergence"] = {**params["convergence"], **convergence_cfg}
     summary = pipeline.run_loop(params, tmp_path / "run")
     assert summary["termination_reason"] == reason
     if reason != "max_iterations":

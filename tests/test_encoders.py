@@ -11,6 +11,7 @@ import pytest
 from sentiloop.models import build_model, load_model
 from sentiloop.models.base import ModelError
 from sentiloop.models.bert_features import open_cache
+from sentiloop.settings import member_config
 from sentiloop.models.encoders import (MINILM, MULTILINGUAL_DEFAULT, PACKAGE_ENCODERS,
                                        PackageEncoder, resolve_encoder)
 
@@ -28,8 +29,9 @@ def korean():
 
 
 def _head(tmp_path, **kw):
-    return {"strategy": "head", "device": "cpu", "threads": 1, "feature_cache": str(tmp_path / "feats"),
-            "head_epochs": 60, "head_hidden": 0, "head_lr": 0.05, **kw}
+    return member_config("bert", **{"strategy": "head", "device": "cpu", "threads": 1,
+                                    "feature_cache": str(tmp_path / "feats"), "head_epochs": 60,
+                                    "head_hidden": 0, "head_lr": 0.05, **kw})
 
 
 def test_auto_picks_the_encoder_by_language():
@@ -79,7 +81,8 @@ def test_a_head_needs_the_encoder_version_it_was_trained_on(korean, tmp_path):
 def test_fine_tuning_a_package_encoder_fails_with_what_to_do(korean):
     texts, y = korean
     with pytest.raises(ModelError, match="klue/bert-base"):
-        build_model("bert", CLASSES, {"strategy": "finetune", "device": "cpu"}, language="ko").fit(texts, y)
+        build_model("bert", CLASSES, member_config("bert", strategy="finetune", device="cpu"),
+                    language="ko").fit(texts, y)
 
 
 def test_fold_heads_share_one_feature_cache_and_encode_nothing_again(korean, tmp_path):

@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
 
-from sentiloop.ensemble import (DEFAULT_WEIGHTS, EnsembleError, combine, confidence_and_agreement,
-                                contributions, fit_weights, imbalance, imbalance_ratio, log_loss,
-                                macro_f1, normalised_weights, report)
+from sentiloop.ensemble import (EnsembleError, combine, confidence_and_agreement, contributions,
+                                fit_weights, imbalance, imbalance_ratio, log_loss, member_probas,
+                                normalised_weights, predict_proba, report)
+from sentiloop.evaluation import label_quality, macro_f1
 
 
 def _onehot(y, k=3, p=0.8):
@@ -12,11 +13,13 @@ def _onehot(y, k=3, p=0.8):
     return out
 
 
-def test_default_weights_are_the_seeds_and_renormalise_over_enabled_members():
-    assert DEFAULT_WEIGHTS == {"bert": 0.30, "bilstm": 0.30, "lstm": 0.25, "lexicon": 0.15}
-    w = normalised_weights(["lexicon", "lstm"])
+def test_weights_renormalise_over_enabled_members_and_every_member_needs_one():
+    seed = {"bert": 0.30, "bilstm": 0.30, "lstm": 0.25, "lexicon": 0.15}     # conf/config.yaml's
+    w = normalised_weights(["lexicon", "lstm"], seed)
     assert w == pytest.approx({"lexicon": 0.375, "lstm": 0.625})
-    assert normalised_weights(["a", "b"]) == {"a": 0.5, "b": 0.5}
+    assert normalised_weights(["a", "b"]) == {"a": 0.5, "b": 0.5}             # none given: equal
+    with pytest.raises(EnsembleError, match="no ensemble weight for \\['b'\\]"):
+        normalised_weights(["a", "b"], {"a": 1.0})
     with pytest.raises(EnsembleError):
         normalised_weights(["a"], {"a": -1})
     with pytest.raises(EnsembleError):
@@ -99,6 +102,46 @@ def test_macro_f1_matches_sklearn():
     rng = np.random.default_rng(3)
     y, p = rng.integers(0, 3, 200), rng.integers(0, 3, 200)
     assert macro_f1(y, p, 3) == pytest.approx(f1_score(y, p, average="macro"))
+
+
+def test_macro_f1_counts_a_class_absent_from_truth_and_predictions_as_zero():
+    """One definition for the loop, the gate and the benchmarks: every class of the task counts
+    (the hand-written version skipped absent classes and disagreed with the gate)."""
+    y, p = np.array([0, 0, 1, 1]), np.array([0, 0, 1, 1])
+    assert macro_f1(y, p, 3) == pytest.approx(2 / 3)
+    assert macro_f1(["a", "b"], ["a", "b"], ["a", "b", "c"]) == pytest.approx(2 / 3)
+
+
+def test_label_quality_is_one_definition_and_defined_on_empty_input():
+    q = label_quality([0, 0, 1, 1, 1, 0], [1, 0, 0, 1, 1, 0], [0, 1, 0, 1, 1, 0])
+    assert q["corrections"] == 2 and q["broken"] == 1 and q["n_train"] == 6
+    assert q["correction_precision"] == pytest.approx(0.5) and q["correction_recall"] == pytest.approx(0.5)
+    assert q["label_accuracy"] == pytest.approx(4 / 6) and q["original_label_accuracy"] == pytest.approx(4 / 6)
+    empty = label_quality([], [], [])
+    assert empty == {"label_accuracy": None, "original_label_accuracy": None, "n_train": 0, "corrections": 0,
+                     "correction_precision": None, "correction_recall": None, "broken": 0}
+    from sentiloop.benchmark.metrics import label_repair
+    assert label_repair([], [], [])["label_accuracy"] is None          # the benchmark's view agrees
+
+
+class _Const:
+    """A fitted member that always answers the same distribution."""
+
+    def __init__(self, row):
+        self.row, self.n_classes = np.asarray(row, dtype=float), len(row)
+
+    def predict_proba(self, texts):
+        return np.tile(self.row, (len(texts), 1))
+
+
+def test_predict_proba_is_the_weighted_vote_of_member_probas_in_any_chunking():
+    models = {"a": _Const([0.9, 0.1]), "b": _Const([0.2, 0.8])}
+    texts = [f"t{i}" for i in range(7)]
+    probs = member_probas(models, texts)
+    whole = predict_proba(models, {"a": 0.75, "b": 0.25}, texts)
+    np.testing.assert_allclose(whole, combine(probs, {"a": 0.75, "b": 0.25}))
+    np.testing.assert_array_equal(predict_proba(models, {"a": 0.75, "b": 0.25}, texts, chunk_size=3), whole)
+    assert predict_proba(models, None, []).shape == (0, 2)
 
 
 def test_report_is_json_ready():

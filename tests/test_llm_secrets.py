@@ -16,7 +16,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from fake_llm_servers import FakeGemini, FakeOpenAI
-from sentiloop.analysis import bias_report
+from sentiloop.analysis.report import bias_report
 from sentiloop.relabel import answer_queue, parse_config
 from test_analysis import iteration_frames
 
@@ -31,7 +31,9 @@ def compose_llm(group: str, overrides=()):
     spec = importlib.util.spec_from_file_location("sl_chain", ROOT / "hydra_plugins" / "chain.py")
     spec.loader.exec_module(importlib.util.module_from_spec(spec))  # registers ${chain:...}
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
-        cfg = compose("config", overrides=[f"llm={group}", *overrides])
+        # the simulated annotator answers from gold labels: composing it needs a corpus that has them
+        gold = ["data.gold_column=gold"] if group == "simulated" else []
+        cfg = compose("config", overrides=[f"llm={group}", *gold, *overrides])
     return OmegaConf.to_container(cfg, resolve=True)
 
 

@@ -7,6 +7,9 @@ import pytest
 from conftest import tiny_params
 from sentiloop import pipeline, store
 from sentiloop.correction import CorrectionError, assert_test_unchanged
+from sentiloop.layout import Layout
+from sentiloop.settings import validate_composed
+from sentiloop.steps import correct
 
 
 def test_loop_repairs_planted_noise(noisy_corpus, base_params, tmp_path):
@@ -48,7 +51,7 @@ def test_gold_labels_are_not_read_by_the_loop(noisy_corpus, base_params, tmp_pat
     csv_path, _ = noisy_corpus
     params = tiny_params(base_params, csv_path, iterations=1)
     run = tmp_path / "run"
-    pipeline.run_loop(params, run, stop_after_ingest=True)
+    pipeline.run_loop(params, run, until="ingest")
     assert store.count(run / "data/gold.sqlite", table="gold") > 0
     con = store.connect(run / "data/ingested.sqlite", readonly=True)
     cols = [r[1] for r in con.execute("PRAGMA table_info(sentences)")]
@@ -82,14 +85,6 @@ def test_locked_rows_are_never_changed(noisy_corpus, base_params, tmp_path):
     con.execute("UPDATE sentences SET locked = 1 WHERE split = 'train'")
     con.commit()
     con.close()
-    import os
-    os.chdir(run)
-    try:
-        rec = pipeline.correct_step(params, 1, 1, db0, run / "data/it1/predictions.parquet",
-                                    run / "data/it1/relabel.parquet", run / "metrics/eval/it0.json",
-                                    run / "data/it0/loop_state.json", run / "out.sqlite", run / "state.json",
-                                    run / "m.json")
-    finally:
-        os.chdir(tmp_path)
+    rec = correct.run(validate_composed(params), Layout(run), 1)     # correct@it1 again
     assert rec["changes"] == 0
-    assert store.count(run / "out.sqlite", "label != current_label") == 0
+    assert store.count(run / "data/it1/sentences.sqlite", "label != current_label") == 0

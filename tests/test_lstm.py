@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 
 from neural_corpus import CLASSES, split
+from sentiloop.errors import SentiloopError
 from sentiloop.models.base import ModelError, build_model, load_model
+from sentiloop.settings import member_config
 
-FAST = {"threads": 1, "epochs": 3, "batch_size": 32, "embedding_dim": 16, "units": 16,
-        "min_count": 1, "max_len": 12, "patience": 5}
+FAST = member_config("lstm", **{"threads": 1, "epochs": 3, "batch_size": 32, "embedding_dim": 16, "units": 16,
+        "min_count": 1, "max_len": 12, "patience": 5})  # conf/'s defaults, made small
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -84,8 +86,8 @@ def test_scratch_ignores_previous_weights(fitted, data):
 
 def test_bad_input_fails_clearly(fitted, data):
     (tx, ty), _ = data
-    with pytest.raises(ModelError, match="strategy"):
-        build_model("lstm", CLASSES, {"strategy": "nope"})
+    with pytest.raises(SentiloopError, match="models.lstm.strategy = 'nope': must be one of"):
+        build_model("lstm", CLASSES, {**FAST, "strategy": "nope"})
     with pytest.raises(ModelError, match="texts but"):
         build_model("lstm", CLASSES, FAST).fit(tx, ty[:-1])
     with pytest.raises(ModelError, match="init_from"):

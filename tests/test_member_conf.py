@@ -1,45 +1,37 @@
-"""The Hydra strategy choices compose and every key they set is one the member understands."""
-import sys
-from pathlib import Path
+"""The Hydra strategy choices compose into configs the member accepts: every key known, every
+value in range, and no defaults hidden in the member's code (conf/ is the one place)."""
+import importlib
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-STRATEGIES = {"lstm": ["finetune", "scratch"], "bilstm": ["finetune", "scratch"],
-              "bert": ["finetune", "head", "scratch"]}
+from sentiloop.settings import check_member_config, compose
+from sentiloop.settings.members import MEMBER_CONFIGS
 
-
-def _compose(overrides):
-    if str(ROOT) not in sys.path:     # hydra_plugins/ lives at the repository root
-        sys.path.insert(0, str(ROOT))
-    import hydra_plugins.chain  # noqa: F401  (registers the ${chain:} resolver)
-    from hydra import compose, initialize_config_dir
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
-        return compose("config", overrides=overrides)
-
-
-def _defaults(kind):
-    from importlib import import_module
-    return import_module(f"sentiloop.models.{kind}").DEFAULTS
+STRATEGIES = {"lexicon": ["blend", "scratch"], "lstm": ["finetune", "scratch"],
+              "bilstm": ["finetune", "scratch"], "bert": ["finetune", "head", "scratch"]}
 
 
 @pytest.mark.parametrize("kind,strategy", [(k, s) for k, ss in STRATEGIES.items() for s in ss])
 def test_each_strategy_composes_with_known_keys(kind, strategy):
-    from omegaconf import OmegaConf
-    cfg = OmegaConf.to_container(_compose([f"models/{kind}={strategy}"]).models[kind], resolve=True)
+    cfg = compose([f"models/{kind}={strategy}"])["models"][kind]
     assert cfg["strategy"] == strategy
-    unknown = set(cfg) - set(_defaults(kind))
-    assert not unknown, f"models/{kind}/{strategy}.yaml sets unknown keys {unknown}"
+    assert check_member_config(kind, cfg) == cfg        # complete, nothing unknown, in range
+
+
+def test_members_keep_no_defaults_of_their_own():
+    for kind in MEMBER_CONFIGS:
+        module = importlib.import_module(f"sentiloop.models.{kind}")
+        assert not hasattr(module, "DEFAULTS"), f"sentiloop.models.{kind} has code defaults"
 
 
 def test_profiles_choose_the_bert_strategy_and_the_command_line_wins():
-    assert _compose([]).models.bert.strategy == "head"
-    gpu = _compose(["profile=gpu"])
-    assert gpu.models.bert.strategy == "finetune" and gpu.models.bert.device == "cuda"
-    assert _compose(["models/bert=scratch"]).models.bert.strategy == "scratch"
+    assert compose([])["models"]["bert"]["strategy"] == "head"
+    gpu = compose(["profile=gpu"])["models"]["bert"]
+    assert gpu["strategy"] == "finetune" and gpu["device"] == "cuda"
+    assert compose(["models/bert=scratch"])["models"]["bert"]["strategy"] == "scratch"
 
 
 def test_lstm_and_bilstm_build_the_same_vocabulary():
-    cfg = _compose([])
+    models = compose([])["models"]
     keys = ("max_vocab", "min_count", "max_len")
-    assert {k: cfg.models.lstm[k] for k in keys} == {k: cfg.models.bilstm[k] for k in keys}
+    assert {k: models["lstm"][k] for k in keys} == {k: models["bilstm"][k] for k in keys}

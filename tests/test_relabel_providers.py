@@ -12,6 +12,7 @@ import pytest
 
 from fake_llm_servers import FakeGemini, FakeOpenAI, oracle
 from sentiloop.relabel import ConfigError, answer_queue
+from sentiloop.settings import llm_config
 
 CLASSES = ["negative", "neutral", "positive"]
 KEY_ENV = "SENTILOOP_TEST_LLM_KEY"
@@ -32,7 +33,8 @@ def make_queue(texts=TEXTS):
 
 
 def make_cfg(fake, provider, **over):
-    cfg = dict(provider=provider, model="gemini-2.5-flash", base_url=fake.base_url,
+    """conf/llm/<provider>.yaml with the fake server and fast retries (nested `over` merged)."""
+    cfg = dict(model="gemini-2.5-flash", base_url=fake.base_url,
                api_key_env=[KEY_ENV], batch_size=2, timeout_s=5.0,
                retries=dict(attempts=3, backoff_s=0.001, max_backoff_s=0.01),
                price=dict(input_per_mtok=0.30, output_per_mtok=2.50),
@@ -42,7 +44,7 @@ def make_cfg(fake, provider, **over):
             cfg[k] = {**cfg[k], **v}
         else:
             cfg[k] = v
-    return cfg
+    return llm_config(provider, **cfg)
 
 
 @pytest.fixture(autouse=True)
@@ -262,7 +264,7 @@ def test_auth_failure_stops_the_iteration_without_leaking_the_key(Fake, provider
 
 
 def test_none_provider_uses_no_llm(tmp_path):
-    answers, usage = answer_queue(make_queue(), {"provider": "none"}, CLASSES, iteration=2,
+    answers, usage = answer_queue(make_queue(), llm_config("none"), CLASSES, iteration=2,
                                   cache_dir=tmp_path)
     assert answers.empty and list(answers.columns) == ["id", "llm_label", "llm_confidence",
                                                        "rationale", "provider", "model",
@@ -275,19 +277,19 @@ def test_none_provider_uses_no_llm(tmp_path):
 def test_config_errors_name_the_key(tmp_path, monkeypatch):
     monkeypatch.delenv(KEY_ENV)
     with pytest.raises(ConfigError, match=KEY_ENV):
-        answer_queue(make_queue(), {"provider": "gemini", "api_key_env": [KEY_ENV]}, CLASSES,
+        answer_queue(make_queue(), llm_config("gemini", api_key_env=[KEY_ENV]), CLASSES,
                      iteration=1, cache_dir=tmp_path)
-    with pytest.raises(ConfigError, match="api_key_env"):
-        answer_queue(make_queue(), {"provider": "gemini", "api_key": "x"}, CLASSES,
-                     iteration=1, cache_dir=tmp_path)
+    with pytest.raises(ConfigError, match="llm.api_key is not allowed.*api_key_env"):
+        llm_config("gemini", api_key="x")
     with pytest.raises(ConfigError, match="base_url"):
-        answer_queue(make_queue(), {"provider": "openai_compatible"}, CLASSES, iteration=1,
+        answer_queue(make_queue(), llm_config("openai_compatible", base_url=None), CLASSES, iteration=1,
                      cache_dir=tmp_path)
-    with pytest.raises(ConfigError, match="provider"):
-        answer_queue(make_queue(), {"provider": "claude"}, CLASSES, iteration=1,
-                     cache_dir=tmp_path)
+    with pytest.raises(ConfigError, match="llm.provider = 'claude': must be one of"):
+        llm_config("none", provider="claude")
+    with pytest.raises(ConfigError, match=r"llm.batch_size = 0: must be >= 1"):
+        llm_config("gemini", batch_size=0)
     with pytest.raises(ValueError, match="text"):
-        answer_queue(make_queue().drop(columns="text"), {"provider": "simulated"}, CLASSES,
+        answer_queue(make_queue().drop(columns="text"), llm_config("simulated"), CLASSES,
                      iteration=1, cache_dir=tmp_path)
 
 

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from sentiloop.relabel import answer_queue
+from sentiloop.settings import llm_config
 from sentiloop.relabel.cache import ResponseCache, cache_key
 from sentiloop.relabel.prompt import Answer
 
@@ -31,10 +32,11 @@ def queue(ids):
 
 
 def sim_cfg(**over):
-    cfg = {"provider": "simulated", "batch_size": 25, "simulated": {"accuracy": 0.9, "seed": 7},
+    cfg = {"batch_size": 25, "simulated": {"accuracy": 0.9, "seed": 7},
            "budget": {"max_rows": None, "max_tokens": None, "max_cost_usd": None}}
-    cfg.update(over)
-    return cfg
+    for k, v in over.items():
+        cfg[k] = {**cfg[k], **v} if isinstance(v, dict) and isinstance(cfg.get(k), dict) else v
+    return llm_config("simulated", **cfg)
 
 
 def test_simulated_annotator_has_the_configured_accuracy_and_says_it_is_simulated(tmp_path):

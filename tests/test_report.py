@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import ops_support as S
-from sentiloop.gate import gate_step
+from sentiloop.layout import Layout
+from sentiloop.steps import gate
 from sentiloop.report import PNG_SIGNATURE, ReportData, collect, is_png, write_report
 
 
@@ -20,10 +21,7 @@ def run(tmp_path_factory):
             r["label"] = r["current_label"] = S.CLASSES[(S.CLASSES.index(r["label"]) + 1) % 3]
     prm = S.params(loop={"max_iterations": 2})
     S.run_loop(root, rows, prm)
-    gate_step(prm, store_db=root / "data/final/sentences.sqlite", models_dir=root / "models/it2",
-              final_eval=root / "metrics/eval/it2.json", predictions=root / "data/final/predictions.parquet",
-              out_models=root / "models/gate", gate_json=root / "metrics/gate.json",
-              alerts=root / "metrics/alerts.jsonl")
+    gate.run(prm, Layout(root))
     return root, prm
 
 
@@ -40,9 +38,7 @@ def _check_png(path):
 
 def test_report_from_a_real_run(run):
     root, prm = run
-    data = collect(prm, metrics_dir=root / "metrics", store_db=root / "data/final/sentences.sqlite",
-                   predictions=root / "data/final/predictions.parquet", models_dir=root / "models/it2",
-                   top_words=5)
+    data = collect(prm, Layout(root))
     figures = write_report(data, root / "metrics/report.md")
     assert set(figures) == {"convergence", "accuracy", "confusion", "transitions", "distribution",
                             "lexicon", "token_lengths"}
@@ -65,10 +61,14 @@ def test_report_from_a_real_run(run):
 
 
 def test_compared_runs_are_drawn_and_missing_ones_noted(run, tmp_path):
+    import shutil
     root, prm = run
-    data = collect(prm, metrics_dir=root / "metrics", store_db=root / "data/final/sentences.sqlite",
-                   predictions=None, models_dir=None,
-                   compare={"same run again": root / "metrics", "gone": tmp_path / "nope"})
+    bare = Layout(tmp_path / "bare")            # a run without test predictions or models
+    shutil.copytree(root / "metrics", bare.metrics)
+    bare.final_dir.mkdir(parents=True)
+    shutil.copy(root / "data/final/sentences.sqlite", bare.final_store)
+    s = prm.merged({"report": {"compare": {"same run again": str(root / "metrics"), "gone": str(tmp_path / "nope")}}})
+    data = collect(s, bare)
     assert set(data.convergence) == {"constant (this run)", "same run again"}
     assert any("gone" in n for n in data.notes)
     figures = write_report(data, tmp_path / "report.md")

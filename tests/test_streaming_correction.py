@@ -7,14 +7,16 @@ import pandas as pd
 import pandas.testing as pdt
 import pytest
 
-from sentiloop import correction, pipeline, split as split_mod, store
+from conftest import schedule
+from sentiloop import correction, split as split_mod, store
+from sentiloop.predictions import PredictionsMismatch, train_chunks
 
 CLASSES = ["negative", "neutral", "positive"]
 SCHEDULES = [
-    {"name": "constant", "start": 0.8, "end": 0.8},
-    {"name": "linear", "start": 0.9, "end": 0.7},
-    {"name": "curriculum", "start": 0.1, "end": 0.3},
-    {"name": "class_balanced", "start": 0.7, "end": 0.6, "max_drift": 0.01},
+    schedule("constant", 0.8, 0.8),
+    schedule("linear", 0.9, 0.7),
+    schedule("curriculum", 0.1, 0.3),
+    schedule("class_balanced", 0.7, 0.6, max_drift=0.01),
 ]
 
 
@@ -53,7 +55,7 @@ def test_streamed_relabel_queue_equals_the_in_memory_one(max_rows, chunk):
     pdt.assert_frame_equal(got, want)
 
 
-@pytest.mark.parametrize("schedule", SCHEDULES, ids=lambda s: s["name"])
+@pytest.mark.parametrize("schedule", SCHEDULES, ids=lambda s: s.name)
 @pytest.mark.parametrize("cap", [0.02, 0.1, 1.0])
 @pytest.mark.parametrize("chunk", [17, 5000])
 def test_streamed_decision_equals_the_in_memory_one(schedule, cap, chunk):
@@ -106,8 +108,7 @@ def _store_and_predictions(tmp_path, rows: pd.DataFrame, shuffle_predictions=Fal
 def test_train_chunks_join_store_and_predictions_row_for_row(tmp_path):
     rows = _rows(n=300)
     db, pred, train = _store_and_predictions(tmp_path, rows)
-    params = {"loop": {"chunk_size": 31}}
-    got = pd.concat(list(pipeline._train_chunks(params, db, pred, ["id", "current_label", "locked"])),
+    got = pd.concat(list(train_chunks(db, pred, ["id", "current_label", "locked"], 31)),
                     ignore_index=True)
     assert got["id"].tolist() == train["id"].tolist()
     assert got["ens_label"].tolist() == train["ens_label"].tolist()
@@ -116,16 +117,16 @@ def test_train_chunks_join_store_and_predictions_row_for_row(tmp_path):
 
 def test_train_chunks_fail_loudly_when_predictions_are_in_another_order(tmp_path):
     db, pred, _ = _store_and_predictions(tmp_path, _rows(n=300), shuffle_predictions=True)
-    with pytest.raises(correction.CorrectionError, match="row for row"):
-        list(pipeline._train_chunks({"loop": {"chunk_size": 50}}, db, pred, ["id"]))
+    with pytest.raises(PredictionsMismatch, match="row for row"):
+        list(train_chunks(db, pred, ["id"], 50))
 
 
 def test_train_chunks_fail_when_a_prediction_is_missing(tmp_path):
     rows = _rows(n=100)
     db, pred, train = _store_and_predictions(tmp_path, rows)
     pd.read_parquet(pred).iloc[:-3].to_parquet(pred, index=False)
-    with pytest.raises(correction.CorrectionError, match="no prediction for train id"):
-        list(pipeline._train_chunks({"loop": {"chunk_size": 50}}, db, pred, ["id"]))
+    with pytest.raises(PredictionsMismatch, match="no prediction for train id"):
+        list(train_chunks(db, pred, ["id"], 50))
 
 
 # --- split ------------------------------------------------------------------------------------

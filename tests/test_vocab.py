@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from sentiloop.settings import member_config
 from sentiloop.models.vocab import OOV_ID, PAD_ID, Vocabulary, VocabError, vocabulary_for
 
 
@@ -60,15 +61,16 @@ def test_bad_settings_and_files_fail_clearly(tmp_path):
 
 def test_vocabulary_for_prefers_previous_then_file_then_builds(tmp_path):
     prev = Vocabulary.build(["old words only"], max_len=4)
-    v, src = vocabulary_for({}, ["new words"], "en", prev)
+    cfg = member_config("lstm")
+    v, src = vocabulary_for(cfg, ["new words"], "en", prev)
     assert v is prev and src == "previous"
     path = tmp_path / "v.json"
     prev.save(path)
-    v, src = vocabulary_for({"vocab_path": str(path)}, ["new words"], "en")
+    v, src = vocabulary_for({**cfg, "vocab_path": str(path)}, ["new words"], "en")
     assert src == "file" and v == prev
     with pytest.raises(VocabError, match="'en' vocabulary"):
-        vocabulary_for({"vocab_path": str(path)}, ["x"], "ko")
-    v, src = vocabulary_for({"max_len": 7}, ["new words"], "en")
+        vocabulary_for({**cfg, "vocab_path": str(path)}, ["x"], "ko")
+    v, src = vocabulary_for({**cfg, "max_len": 7, "min_count": 1}, ["new words"], "en")
     assert src == "built" and v.max_len == 7 and "new" in v.index
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import ops_support as S
-from sentiloop import ensemble, pipeline
+from sentiloop import ensemble
 from sentiloop.models import base
 from sentiloop.models.base import SentimentModel
 from sentiloop.weights import choose_weights, evidence_source
@@ -103,9 +103,10 @@ def test_evidence_source_follows_cross_fitting():
 # --- the predict stage ---------------------------------------------------------------------------
 
 class ConstantModel(SentimentModel):
-    """A member with no signal: the same distribution for every text (always the first class)."""
+    """A member with no signal: the same distribution for every text (always the first class).
+    Registered as the `bert` kind for these tests, so the settings accept it as a member."""
 
-    kind = "constant_test"
+    kind = "bert"
 
     def fit(self, texts, labels, *, init_from=None, eval_set=None):
         self.n_train_samples_ = len(texts)
@@ -125,24 +126,27 @@ class ConstantModel(SentimentModel):
 
 @pytest.fixture
 def stage(tmp_path, monkeypatch):
-    monkeypatch.setitem(base.MODEL_KINDS, ConstantModel.kind, f"{__name__}:ConstantModel")
+    from sentiloop.jsonio import read_json
+    from sentiloop.layout import Layout
+    from sentiloop.steps import predict, train
+
+    monkeypatch.setitem(base.MODEL_KINDS, "bert", f"{__name__}:ConstantModel")
     rows = S.corpus(60)           # 36 dev rows: enough evidence (weights.MIN_ROWS)
-    db = S.write_store(tmp_path / "data/it0/sentences.sqlite", rows)
+    runs = iter(range(100))
 
     def run(cross_fit: int, **ens):
         prm = S.params(loop={"cross_fit": cross_fit},
-                       ensemble={"members": ["lexicon", "constant_test"], "fit_weights": True,
-                                 "weights": {"lexicon": 0.3, "constant_test": 0.7}, **ens})
-        prm["models"]["constant_test"] = {}
-        models = tmp_path / f"models/cf{cross_fit}"
-        pipeline.train_step(prm, "lexicon", db, models / "lexicon")
-        const = base.build_model("constant_test", S.CLASSES).fit(["x"], np.array([0]))
-        const.save(models / "constant_test")
+                       ensemble={"members": ["lexicon", "bert"], "fit_weights": True,
+                                 "weights": {"lexicon": 0.3, "bert": 0.7}, **ens})
+        L = Layout(tmp_path / f"run{next(runs)}")
+        S.write_store(L.store(0), rows)
+        train.run(prm, L, "lexicon")
+        const = ConstantModel(S.CLASSES).fit(["x"], np.array([0]))
+        const.save(L.models(0) / "bert")
         for f in range(cross_fit):
-            const.save(models / "constant_test" / pipeline.FOLDS_DIR / f"f{f}")
-        out = tmp_path / f"eval_cf{cross_fit}.json"
-        pipeline.predict_step(prm, db, models, tmp_path / f"p{cross_fit}.parquet", out, "it0")
-        return json.loads(out.read_text()), rows
+            const.save(Layout.fold(L.models(0) / "bert", f))
+        predict.predict(prm, L, 0, L.predictions(1))
+        return read_json(L.eval(0)), rows
 
     return run
 
@@ -151,9 +155,9 @@ def test_predict_fits_weights_on_dev_and_zeroes_a_member_without_signal(stage):
     ev, rows = stage(0)
     w = ev["ensemble"]["weighting"]
     assert w["evidence"] == "dev" and w["n_rows"] == sum(r["split"] == "dev" for r in rows)
-    assert ev["ensemble"]["weights"]["constant_test"] == 0.0 and ev["ensemble"]["weights"]["lexicon"] == 1.0
-    assert "majority-class baseline" in ev["members"]["constant_test"]["weight_reason"]
-    assert ev["members"]["constant_test"]["weight"] == 0.0
+    assert ev["ensemble"]["weights"]["bert"] == 0.0 and ev["ensemble"]["weights"]["lexicon"] == 1.0
+    assert "majority-class baseline" in ev["members"]["bert"]["weight_reason"]
+    assert ev["members"]["bert"]["weight"] == 0.0
     # with the useless member silenced, the ensemble is the lexicon
     assert ev["ensemble"]["dev"]["accuracy"] == ev["members"]["lexicon"]["dev"]["accuracy"]
 
@@ -162,19 +166,20 @@ def test_predict_fits_weights_on_out_of_fold_train_rows_when_cross_fitting(stage
     ev, rows = stage(2)
     w = ev["ensemble"]["weighting"]
     assert w["evidence"] == "oof" and w["n_rows"] == sum(r["split"] == "train" for r in rows)
-    assert ev["ensemble"]["weights"]["constant_test"] == 0.0
+    assert ev["ensemble"]["weights"]["bert"] == 0.0
     forced = stage(2, weights_from="dev")[0]["ensemble"]["weighting"]
     assert forced["evidence"] == "dev"
 
 
 def test_the_report_says_why_a_member_got_weight_zero(stage, tmp_path):
     from sentiloop.report import ReportData, weighting_from_metrics, write_report
+    from sentiloop.jsonio import write_json
     ev, _ = stage(0)
     metrics = tmp_path / "metrics"
-    pipeline.write_json(metrics / "eval/it0.json", ev)
+    write_json(metrics / "eval/it0.json", ev)
     data = ReportData(classes=S.CLASSES, weighting=weighting_from_metrics(metrics))
     write_report(data, metrics / "report.md")
     md = (metrics / "report.md").read_text()
     section = md.split("## Ensemble weights", 1)[1].split("\n## ", 1)[0]
     assert "fitted on dev (36 rows)" in section
-    assert "**constant_test** weight 0: dev accuracy 0.3333 <= majority-class baseline 0.3333" in section
+    assert "**bert** weight 0: dev accuracy 0.3333 <= majority-class baseline 0.3333" in section

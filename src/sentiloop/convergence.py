@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from sentiloop.settings.loop import Convergence
+
 REASONS = ("label_change_rate", "dictionary_change_rate", "plateau", "max_iterations")
 
 
@@ -42,7 +44,7 @@ def plateaued(scores: list[float], patience: int, min_delta: float) -> bool:
     return max(scores[-patience:]) < best_before + min_delta
 
 
-def check(state: LoopState, cfg: dict, *, last_label_change: float | None,
+def check(state: LoopState, cfg: Convergence, *, last_label_change: float | None,
           last_dict_change: float | None) -> tuple[bool, str | None]:
     """Has the loop converged given what the last finished iteration measured?
 
@@ -51,18 +53,18 @@ def check(state: LoopState, cfg: dict, *, last_label_change: float | None,
     """
     if state.converged:
         return True, state.termination_reason
-    if len(state.history) < int(cfg.get("min_iterations", 0)):
+    if len(state.history) < cfg.min_iterations:
         return False, None
-    if last_label_change is not None and last_label_change < float(cfg["label_change_eps"]):
+    if last_label_change is not None and last_label_change < cfg.label_change_eps:
         return True, "label_change_rate"
-    if last_dict_change is not None and last_dict_change < float(cfg["dict_change_eps"]):
+    if last_dict_change is not None and last_dict_change < cfg.dict_change_eps:
         return True, "dictionary_change_rate"
-    if plateaued(state.dev_f1, int(cfg["patience"]), float(cfg["min_delta"])):
+    if plateaued(state.dev_f1, cfg.patience, cfg.min_delta):
         return True, "plateau"
     return False, None
 
 
-def finish(state: LoopState, cfg: dict, max_iterations: int, *, last_label_change: float | None,
+def finish(state: LoopState, cfg: Convergence, max_iterations: int, *, last_label_change: float | None,
            last_dict_change: float | None) -> LoopState:
     """The final verdict after the last iteration: a criterion met at the end, or max_iterations."""
     if not state.converged:

@@ -14,9 +14,11 @@ import numpy as np
 import pandas as pd
 
 from sentiloop import schedules
+from sentiloop.errors import SentiloopError
+from sentiloop.settings.loop import Schedule
 
 
-class CorrectionError(RuntimeError):
+class CorrectionError(SentiloopError, RuntimeError):
     pass
 
 
@@ -74,7 +76,7 @@ def llm_changes(free: pd.DataFrame, ok: pd.DataFrame) -> tuple[pd.DataFrame | No
         "detail": merged.get("model", "").astype(str) + ": " + merged.get("rationale", "").astype(str)}), taken
 
 
-def decide(rows: pd.DataFrame, classes: list[str], schedule: dict, k: int, n: int, *,
+def decide(rows: pd.DataFrame, classes: list[str], schedule: Schedule, k: int, n: int, *,
            change_cap: float, llm_answers: pd.DataFrame | None = None,
            llm_min_confidence: float = 1.01, n_train: int | None = None) -> Decision:
     """Decide this iteration's changes.
@@ -167,7 +169,7 @@ def stream_relabel_queue(chunks, thresholds_guess: float, relabel_below: float, 
         columns=["id", "current_label", "ens_label", "confidence", "agreement", "reason", "priority"])
 
 
-def decide_streaming(chunks, classes: list[str], schedule: dict, k: int, n: int, *, change_cap: float,
+def decide_streaming(chunks, classes: list[str], schedule: Schedule, k: int, n: int, *, change_cap: float,
                      llm_answers: pd.DataFrame | None = None, llm_min_confidence: float = 1.01,
                      n_train: int | None = None, extra_locked: set | None = None) -> Decision:
     """`decide` over the train rows given as chunks.

@@ -3,6 +3,8 @@
 Every function takes `probs`: a dict {member name: (n, k) probability array}, rows summing to 1,
 all members over the same rows and the same ordered classes.
 
+- `member_probas` / `predict_proba`: the one way any caller (the predict stage, the gate, the
+  bundle and the server, the benchmarks) turns fitted members and texts into probabilities.
 - `combine`: weighted average of the members' probabilities; weights are renormalised over the
   members present, so disabling a member never needs a new weight table.
 - `confidence_and_agreement`: the ensemble's max probability (the correction threshold compares
@@ -17,15 +19,15 @@ all members over the same rows and the same ordered classes.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-# seed 001's weights (its "word_sentiment" is our lexicon member)
-DEFAULT_WEIGHTS: dict[str, float] = {"bert": 0.30, "bilstm": 0.30, "lstm": 0.25, "lexicon": 0.15}
+from sentiloop.errors import SentiloopError
+from sentiloop.evaluation import macro_f1
 
 
-class EnsembleError(ValueError):
+class EnsembleError(SentiloopError, ValueError):
     """Inconsistent member probabilities or weights."""
 
 
@@ -49,13 +51,17 @@ def _check(probs: Mapping[str, np.ndarray]) -> tuple[list[str], np.ndarray]:
 
 
 def normalised_weights(members, weights: Mapping[str, float] | None = None) -> dict[str, float]:
-    """Weights for exactly `members`, summing to 1; members missing from `weights` fall back to
-    DEFAULT_WEIGHTS, then to 1.0."""
+    """Weights for exactly `members`, summing to 1 (ensemble.weights in conf/ has one per member;
+    equal weights when `weights` is None)."""
     members = list(members)
-    weights = dict(weights or {})
+    if weights is None:
+        weights = {m: 1.0 for m in members}
+    missing = [m for m in members if m not in weights]
+    if missing:
+        raise EnsembleError(f"no ensemble weight for {missing}: add ensemble.weights.{missing[0]}")
     raw = {}
     for m in members:
-        w = float(weights.get(m, DEFAULT_WEIGHTS.get(m, 1.0)))
+        w = float(weights[m])
         if not np.isfinite(w) or w < 0:
             raise EnsembleError(f"weight for {m} must be finite and >= 0, got {w}")
         raw[m] = w
@@ -63,6 +69,25 @@ def normalised_weights(members, weights: Mapping[str, float] | None = None) -> d
     if total <= 0:
         raise EnsembleError(f"weights of {members} sum to zero")
     return {m: w / total for m, w in raw.items()}
+
+
+def member_probas(models: Mapping[str, Any], texts: Sequence[str]) -> dict[str, np.ndarray]:
+    """Each fitted member's (n, k) probabilities for `texts`, as the member returns them."""
+    texts = list(texts)
+    return {name: np.asarray(model.predict_proba(texts)) for name, model in models.items()}
+
+
+def predict_proba(models: Mapping[str, Any], weights: Mapping[str, float] | None, texts: Sequence[str],
+                  *, chunk_size: int | None = None) -> np.ndarray:
+    """The ensemble's (n, k) probabilities for `texts`: the members' weighted soft vote, in
+    chunks of `chunk_size` texts (all at once when None)."""
+    texts = list(texts)
+    if not models:
+        raise EnsembleError("no members to predict with")
+    n_classes = next(iter(models.values())).n_classes
+    step = chunk_size or max(len(texts), 1)
+    parts = [combine(member_probas(models, texts[i:i + step]), weights) for i in range(0, len(texts), step)]
+    return np.concatenate(parts) if parts else np.zeros((0, n_classes))
 
 
 def combine(probs: Mapping[str, np.ndarray], weights: Mapping[str, float] | None = None) -> np.ndarray:
@@ -95,20 +120,6 @@ def confidence_and_agreement(probs: Mapping[str, np.ndarray], ens: np.ndarray):
 def log_loss(p: np.ndarray, y: np.ndarray) -> float:
     y = np.asarray(y)
     return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None))))
-
-
-def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
-    """Macro-F1 over the classes present in y_true or y_pred (sklearn's convention)."""
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    f1s = []
-    for c in range(n_classes):
-        tp = np.sum((y_pred == c) & (y_true == c))
-        fp = np.sum((y_pred == c) & (y_true != c))
-        fn = np.sum((y_pred != c) & (y_true == c))
-        if tp + fp + fn == 0:
-            continue
-        f1s.append(2 * tp / (2 * tp + fp + fn))
-    return float(np.mean(f1s)) if f1s else 0.0
 
 
 def _check_labels(y, n: int, k: int) -> np.ndarray:
@@ -170,8 +181,7 @@ def contributions(probs_dev: Mapping[str, np.ndarray], y_dev,
     out = {}
     for m in names:
         rest = {o: probs_dev[o] for o in names if o != m}
-        if rest and weights is not None and sum(
-                float(weights.get(o, DEFAULT_WEIGHTS.get(o, 1.0))) for o in rest) <= 0:
+        if rest and weights is not None and sum(float(weights[o]) for o in rest) <= 0:
             rest = {}
         if rest:
             without = macro_f1(y, combine(rest, weights).argmax(1), k)

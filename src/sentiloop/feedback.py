@@ -28,6 +28,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from sentiloop.errors import SentiloopError
 from sentiloop.store import iter_chunks, write_history
 
 FEEDBACK_SUFFIXES = (".csv", ".tsv")
@@ -37,7 +38,7 @@ ACCEPT_COLUMNS = ["id", "label", "reviewer", "file", "line"]
 HUMAN_SOURCE = "human"
 
 
-class FeedbackError(ValueError):
+class FeedbackError(SentiloopError, ValueError):
     """A feedback file that cannot be used at all."""
 
 
@@ -58,7 +59,7 @@ def most_uncertain(predictions: str | Path, classes: Sequence[str], n: int, *,
     """The `n` rows of `split` with the smallest top-1 minus top-2 ensemble margin, streamed."""
     import pyarrow.parquet as pq
     if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+        raise FeedbackError(f"review export: -n must be >= 1, got {n}")
     pf = pq.ParquetFile(predictions)
     names = pf.schema_arrow.names
     pcols = _ens_columns(names, classes)

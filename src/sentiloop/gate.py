@@ -22,10 +22,12 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
-from sklearn.metrics import f1_score
 
-from sentiloop.bundle import combine_probas, normalized_weights
+from sentiloop import ensemble
+from sentiloop.errors import SentiloopError
+from sentiloop.evaluation import macro_f1 as _macro_f1
 from sentiloop.models.base import SentimentModel, build_model
+from sentiloop.settings.ops import Gate as GateConfig
 
 log = logging.getLogger(__name__)
 
@@ -38,30 +40,11 @@ def _is_lr_key(key: str) -> bool:
     return key == "lr" or key.endswith("_lr") or "learning_rate" in key
 
 
-@dataclass
-class GateConfig:
-    f1_threshold: float = 0.75
-    max_attempts: int = 3
-    seed_step: int = 1000          # attempt a trains with seed + a * seed_step
-    lr_scales: Sequence[float] = (0.5, 2.0, 0.25)  # learning-rate multiplier per attempt (cycled)
-    retrain_from: str = "final"    # "final": members' own retraining strategy from the final model
-                                   # "scratch": fit fresh models
-    webhook_timeout: float = 5.0
-    chunk_size: int = 2048         # texts per predict_proba call
+class GateError(SentiloopError, ValueError):
+    """The gate cannot score: no models, an empty test split, labels outside the classes."""
 
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any] | None) -> "GateConfig":
-        p = dict(params or {})
-        cfg = cls(**{k: p[k] for k in cls.__dataclass_fields__ if k in p})
-        if cfg.max_attempts < 0:
-            raise ValueError(f"gate.max_attempts must be >= 0, got {cfg.max_attempts}")
-        if not 0.0 <= float(cfg.f1_threshold) <= 1.0:
-            raise ValueError(f"gate.f1_threshold must be in [0, 1], got {cfg.f1_threshold}")
-        if cfg.retrain_from not in ("final", "scratch"):
-            raise ValueError(f"gate.retrain_from must be 'final' or 'scratch', got {cfg.retrain_from!r}")
-        if not cfg.lr_scales or any(float(s) <= 0 for s in cfg.lr_scales):
-            raise ValueError(f"gate.lr_scales must be positive numbers, got {list(cfg.lr_scales)}")
-        return cfg
+
+PREDICT_CHUNK = 2048    # texts per predict_proba call when the gate scores retrained members
 
 
 @dataclass
@@ -94,20 +77,8 @@ class GateResult:
 
 
 def macro_f1(labels: np.ndarray, proba: np.ndarray, n_classes: int) -> float:
-    pred = np.asarray(proba).argmax(axis=1)
-    return float(f1_score(np.asarray(labels), pred, labels=list(range(n_classes)),
-                          average="macro", zero_division=0))
-
-
-def ensemble_proba(models: Mapping[str, SentimentModel], weights: Mapping[str, float],
-                   texts: Sequence[str], chunk_size: int = 2048) -> np.ndarray:
-    parts = []
-    for start in range(0, len(texts), chunk_size):
-        chunk = list(texts[start:start + chunk_size])
-        parts.append(combine_probas({m: model.predict_proba(chunk) for m, model in models.items()},
-                                    weights))
-    n_classes = next(iter(models.values())).n_classes
-    return np.concatenate(parts) if parts else np.zeros((0, n_classes))
+    """The ensemble's macro-F1 from its probabilities (sentiloop.evaluation's definition)."""
+    return _macro_f1(labels, np.asarray(proba).argmax(axis=1), n_classes)
 
 
 def scaled_config(config: Mapping[str, Any], scale: float) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -124,12 +95,12 @@ def scaled_config(config: Mapping[str, Any], scale: float) -> tuple[dict[str, An
 def retrain(models: Mapping[str, SentimentModel], train: Split, dev: Split | None, attempt: int,
             cfg: GateConfig) -> tuple[dict[str, SentimentModel], dict[str, Any]]:
     """Retrain every member with the attempt's seed and learning-rate scale."""
-    scale = float(cfg.lr_scales[(attempt - 1) % len(cfg.lr_scales)])
+    scale = cfg.lr_scales[(attempt - 1) % len(cfg.lr_scales)]
     new: dict[str, SentimentModel] = {}
     info: dict[str, Any] = {"lr_scale": scale, "members": {}}
     for name, old in models.items():
         config, changes = scaled_config(old.config, scale)
-        seed = int(old.seed) + attempt * int(cfg.seed_step)
+        seed = old.seed + attempt * cfg.seed_step
         model = build_model(old.kind, old.classes, config, language=old.language, seed=seed)
         model.fit(train.texts, train.labels,
                   init_from=old if cfg.retrain_from == "final" else None,
@@ -149,16 +120,16 @@ def run_gate(models: Mapping[str, SentimentModel], weights: Mapping[str, float],
     `initial_proba`: the final ensemble's test probabilities when already computed (the loop's
     predict_final wrote them), so the common pass case costs no prediction at all."""
     if not models:
-        raise ValueError("the gate needs at least one model")
+        raise GateError("the gate needs at least one model")
     if len(test.texts) == 0:
-        raise ValueError("the test split is empty: nothing to gate on")
+        raise GateError("the test split is empty: nothing to gate on (raise split.test_size or use more rows)")
     n_classes = next(iter(models.values())).n_classes
-    w = normalized_weights(list(models), weights)
-    threshold = float(cfg.f1_threshold)
+    w = ensemble.normalised_weights(list(models), weights)
+    threshold = cfg.f1_threshold
 
     best_models = dict(models)
     if initial_proba is None:
-        initial_proba = ensemble_proba(models, w, test.texts, cfg.chunk_size)
+        initial_proba = ensemble.predict_proba(models, w, test.texts, chunk_size=PREDICT_CHUNK)
     elif len(initial_proba) != len(test.texts):
         raise ValueError(f"initial_proba has {len(initial_proba)} rows, the test split {len(test.texts)}")
     best_f1 = macro_f1(test.labels, initial_proba, n_classes)
@@ -169,7 +140,8 @@ def run_gate(models: Mapping[str, SentimentModel], weights: Mapping[str, float],
     while best_f1 < threshold and attempts < cfg.max_attempts:
         attempts += 1
         candidate, info = retrain_fn(models, train, dev, attempts, cfg)
-        f1 = macro_f1(test.labels, ensemble_proba(candidate, w, test.texts, cfg.chunk_size), n_classes)
+        f1 = macro_f1(test.labels, ensemble.predict_proba(candidate, w, test.texts, chunk_size=PREDICT_CHUNK),
+                      n_classes)
         history.append({"attempt": attempts, "f1": round(f1, 6), **info})
         log.info("gate: attempt %d/%d macro-F1 %.4f", attempts, cfg.max_attempts, f1)
         if f1 > best_f1:
@@ -253,7 +225,7 @@ def run_info() -> dict[str, Any]:
 
 # --- the stage ---------------------------------------------------------------------------------
 
-def _split(store_db: Path, split: str, classes: Sequence[str], chunk_size: int) -> Split:
+def read_split(store_db: Path, split: str, classes: Sequence[str], chunk_size: int) -> Split:
     from sentiloop.store import iter_chunks
     index = {c: i for i, c in enumerate(classes)}
     texts: list[str] = []
@@ -262,13 +234,13 @@ def _split(store_db: Path, split: str, classes: Sequence[str], chunk_size: int) 
                              chunk_size=chunk_size):
         unknown = set(frame["current_label"]) - set(index)
         if unknown:
-            raise ValueError(f"{store_db}: {split} labels {sorted(unknown)} are not in {list(classes)}")
+            raise GateError(f"{store_db}: {split} labels {sorted(unknown)} are not in {list(classes)}")
         texts.extend(frame["text"].astype(str))
         labels.extend(frame["current_label"].map(index))
     return Split(texts, np.asarray(labels, dtype=np.int64))
 
 
-def _initial_proba(predictions: Path, store_db: Path, classes: Sequence[str], chunk_size: int,
+def initial_proba(predictions: Path, store_db: Path, classes: Sequence[str], chunk_size: int,
                    n_test: int) -> np.ndarray | None:
     """The final ensemble's test probabilities as predict_final wrote them (saves re-predicting);
     None when the file does not line up with the store's test rows."""
@@ -285,50 +257,3 @@ def _initial_proba(predictions: Path, store_db: Path, classes: Sequence[str], ch
     if len(ids) != n_test or not set(ids) <= set(frame.index):
         return None
     return frame.loc[ids, cols].to_numpy(dtype=np.float64)
-
-
-def gate_step(params: Mapping[str, Any], *, store_db: Path, models_dir: Path, final_eval: Path | None,
-              predictions: Path | None, out_models: Path, gate_json: Path, alerts: Path) -> dict[str, Any]:
-    """Stage `gate`: score, retry, alert; copy (or write) the selected members to `out_models`.
-
-    Always succeeds on a low score: the verdict goes to gate_json and the registry reads it."""
-    import shutil
-    from sentiloop.models.base import load_model
-
-    cfg = GateConfig.from_params(params.get("gate"))
-    classes = list(params["data"]["classes"])
-    chunk = int(params["loop"]["chunk_size"])
-    members = list(params["ensemble"]["members"])
-    models = {m: load_model(Path(models_dir) / m) for m in members}
-    weights = dict(params["ensemble"].get("weights") or {})
-    if final_eval is not None and Path(final_eval).exists():  # fitted weights, when the loop fitted them
-        weights = json.loads(Path(final_eval).read_text())["ensemble"].get("weights") or weights
-    train = _split(store_db, "train", classes, chunk)
-    dev = _split(store_db, "dev", classes, chunk)
-    test = _split(store_db, "test", classes, chunk)
-    initial = _initial_proba(predictions, store_db, classes, chunk, len(test.texts)) if predictions else None
-
-    result = run_gate(models, weights, train=train, dev=dev, test=test, cfg=cfg, initial_proba=initial)
-    alerts = Path(alerts)
-    alerts.parent.mkdir(parents=True, exist_ok=True)
-    alerts.touch()  # an output even when nothing failed (persisted across runs by DVC)
-    if not result.passed:
-        raise_alert(result, alerts_path=alerts, run={**run_info(), "members": members,
-                                                     "schedule": (params.get("schedule") or {}).get("name"),
-                                                     "iterations": params["loop"]["max_iterations"]},
-                    timeout=cfg.webhook_timeout)
-    out_models = Path(out_models)
-    if out_models.exists():
-        shutil.rmtree(out_models)
-    for name, model in result.models.items():
-        if result.selected_attempt == 0:
-            shutil.copytree(Path(models_dir) / name, out_models / name,
-                            ignore=shutil.ignore_patterns("folds"))
-        else:
-            model.save(out_models / name)
-    record = {**result.to_json(), "members": members,
-              "weights": normalized_weights(members, weights), "classes": classes}
-    gate_json = Path(gate_json)
-    gate_json.parent.mkdir(parents=True, exist_ok=True)
-    gate_json.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
-    return record

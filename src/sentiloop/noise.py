@@ -21,10 +21,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sentiloop.errors import SentiloopError
+
 ROW_SUM_TOLERANCE = 1e-6
 
 
-class NoiseError(ValueError):
+class NoiseError(SentiloopError, ValueError):
     """Invalid noise parameters (rate, matrix, labels)."""
 
 

@@ -21,13 +21,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sentiloop.errors import SentiloopError
+from sentiloop.layout import Layout
+
 ARTIFACT = "sentiment-bundle"
-BUNDLE_PATH = "models/bundle"
-GATE_METRIC = "metrics/gate.json"
+BUNDLE_PATH = Layout().bundle.as_posix()          # models/bundle, as committed
+GATE_METRIC = Layout().gate_json.as_posix()       # metrics/gate.json
 STAGES = ("dev", "staging", "prod")
 
 
-class RegistryError(RuntimeError):
+class RegistryError(SentiloopError, RuntimeError):
     pass
 
 

@@ -17,6 +17,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from sentiloop.layout import Layout
+from sentiloop.settings import Settings
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -507,18 +510,17 @@ def store_tables(store_db: Path, classes: Sequence[str], language: str, *, chunk
     return trans, original, {s: np.asarray(v) for s, v in lengths.items()}
 
 
-def collect(params: Mapping[str, Any], *, metrics_dir: Path, store_db: Path, predictions: Path | None,
-            models_dir: Path | None, compare: Mapping[str, str | Path] | None = None,
-            compare_revs: Mapping[str, str] | None = None, repo: str | Path | None = None,
-            top_words: int = 12, max_token_rows: int = 50_000) -> ReportData:
-    """Gather everything the report draws from one run's outputs (plus other runs' metrics)."""
-    classes = list(params["data"]["classes"])
-    members = list(params["ensemble"]["members"])
-    language = params["data"]["language"]
-    chunk = int(params["loop"]["chunk_size"])
-    schedule = (params.get("schedule") or {}).get("name", "run")
-    metrics_dir = Path(metrics_dir)
-    data = ReportData(classes=classes, title=f"sentiloop report: {params['data'].get('source', '')} "
+def collect(s: Settings, L: Layout, *, compare_revs: Mapping[str, str] | None = None,
+            repo: str | Path | None = None) -> ReportData:
+    """Gather everything the report draws from one run's outputs (plus the runs named in
+    report.compare and, from the CLI, other experiments' commits)."""
+    classes, members, language, chunk = s.classes, s.members, s.data.language, s.loop.chunk_size
+    schedule = s.schedule.name
+    metrics_dir = L.metrics
+    store_db, predictions = L.final_store, L.final_predictions
+    models_dir = L.models(s.loop.max_iterations)
+    compare, top_words, max_token_rows = s.report.compare, s.report.top_words, s.report.max_token_rows
+    data = ReportData(classes=classes, title=f"sentiloop report: {s.data.source} "
                                               f"corpus, {schedule} schedule")
     data.convergence = {f"{schedule} (this run)": convergence_from_metrics(metrics_dir)}
     for name, other in (compare or {}).items():
@@ -530,7 +532,7 @@ def collect(params: Mapping[str, Any], *, metrics_dir: Path, store_db: Path, pre
         data.convergence[name] = convergence_from_rev(repo or ".", rev)
     data.accuracy = accuracy_from_metrics(metrics_dir)
     data.weighting = weighting_from_metrics(metrics_dir)
-    if predictions is not None and Path(predictions).exists():
+    if predictions.exists():
         data.confusion = confusion_from_predictions(predictions, store_db, classes, members, chunk)
     trans, original, lengths = store_tables(store_db, classes, language, chunk_size=chunk,
                                             max_token_rows=max_token_rows)
@@ -542,20 +544,19 @@ def collect(params: Mapping[str, Any], *, metrics_dir: Path, store_db: Path, pre
         rec = _read_json(p)
         if k is not None and rec.get("class_distribution"):
             data.distribution[k] = {c: int(v) for c, v in rec["class_distribution"].items()}
-    if models_dir is not None and "lexicon" in members and (Path(models_dir) / "lexicon").exists():
-        from sentiloop.models.base import load_model
-        lex = load_model(Path(models_dir) / "lexicon")
-        if hasattr(lex, "top_words"):
-            data.lexicon_words = {c: [(w, float(s)) for w, s in ws]
-                                  for c, ws in lex.top_words(top_words).items()}
-    gate_path = metrics_dir / "gate.json"
+    if "lexicon" in members and (models_dir / "lexicon").exists():
+        from sentiloop.models.lexicon import LexiconModel
+        lex = LexiconModel.load(models_dir / "lexicon")
+        data.lexicon_words = {c: [(w, float(score)) for w, score in ws]
+                              for c, ws in lex.top_words(top_words).items()}
+    gate_path = L.gate_json
     if gate_path.exists():
         data.gate = _read_json(gate_path)
         if data.gate.get("selected_attempt"):
             data.notes.append(f"the gate deployed retraining attempt {data.gate['selected_attempt']} "
                               "(models/gate); the confusion matrices and lexicon words above are "
                               "those of the loop's final models")
-    summary_path = metrics_dir / "summary.json"
+    summary_path = L.summary
     if summary_path.exists():
         s = _read_json(summary_path)
         data.summary = {k: s[k] for k in ("termination_reason", "converged_at", "iterations_run",

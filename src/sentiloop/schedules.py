@@ -16,27 +16,28 @@ from typing import Sequence
 
 import numpy as np
 
-SCHEDULES = ("constant", "linear", "curriculum", "class_balanced")
+from sentiloop.errors import SentiloopError
+from sentiloop.settings.loop import SCHEDULES, Schedule
 
 
-class ScheduleError(ValueError):
+class ScheduleError(SentiloopError, ValueError):
     pass
 
 
-def scheduled_value(schedule: dict, k: int, n: int) -> float:
+def scheduled_value(schedule: Schedule, k: int, n: int) -> float:
     """The schedule's value at iteration k of n (1-based): a threshold, or a share for curriculum."""
-    name = schedule["name"]
+    name = schedule.name
     if name not in SCHEDULES:
         raise ScheduleError(f"unknown schedule {name!r}; choose one of {SCHEDULES}")
     if not 1 <= k <= n:
         raise ScheduleError(f"iteration {k} outside 1..{n}")
-    start, end = float(schedule["start"]), float(schedule["end"])
+    start, end = schedule.start, schedule.end
     if name == "constant":
         return start
     return start if n == 1 else start + (end - start) * (k - 1) / (n - 1)
 
 
-def class_thresholds(schedule: dict, k: int, n: int, confidence: np.ndarray, proposed: np.ndarray,
+def class_thresholds(schedule: Schedule, k: int, n: int, confidence: np.ndarray, proposed: np.ndarray,
                      current: np.ndarray, n_classes: int) -> np.ndarray:
     """Per-class thresholds (indexed by the proposed label) for iteration k.
 
@@ -44,7 +45,7 @@ def class_thresholds(schedule: dict, k: int, n: int, confidence: np.ndarray, pro
     rows eligible for correction; labels are class indices.
     """
     value = scheduled_value(schedule, k, n)
-    name = schedule["name"]
+    name = schedule.name
     if name in ("constant", "linear"):
         _check_threshold(value)
         return np.full(n_classes, value)
@@ -61,7 +62,7 @@ def class_thresholds(schedule: dict, k: int, n: int, confidence: np.ndarray, pro
         return np.full(n_classes, cut)
     # class_balanced
     _check_threshold(value)
-    return balanced_thresholds(value, float(schedule.get("max_drift", 0.02)), confidence, proposed,
+    return balanced_thresholds(value, schedule.max_drift, confidence, proposed,
                                current, n_classes)
 
 
@@ -89,5 +90,5 @@ def _check_threshold(value: float) -> None:
         raise ScheduleError(f"a confidence threshold must be in (0, 1], got {value}")
 
 
-def schedule_table(schedule: dict, n: int) -> list[float]:
+def schedule_table(schedule: Schedule, n: int) -> list[float]:
     return [scheduled_value(schedule, k, n) for k in range(1, n + 1)]

@@ -27,6 +27,7 @@ from typing import Any, Iterator, Sequence, TextIO
 import numpy as np
 import pandas as pd
 
+from sentiloop.errors import SentiloopError
 from sentiloop.bundle import Bundle
 
 log = logging.getLogger(__name__)
@@ -258,19 +259,23 @@ def serve_forever(service: PredictionService, host: str, port: int) -> None:
 
 # --- batch prediction -------------------------------------------------------------------
 
+class InputError(SentiloopError, ValueError):
+    """A batch-prediction input or output the CLI cannot use (format, column, table)."""
+
+
 INPUT_FORMATS = ("csv", "tsv", "parquet", "sqlite")
 
 
 def detect_format(path: str | Path, fmt: str | None = None) -> str:
     if fmt and fmt != "auto":
         if fmt not in INPUT_FORMATS:
-            raise ValueError(f"unknown format {fmt!r}; one of {INPUT_FORMATS}")
+            raise InputError(f"unknown format {fmt!r}; one of {INPUT_FORMATS}")
         return fmt
     suffix = Path(path).suffix.lower()
     mapping = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet",
                ".sqlite": "sqlite", ".db": "sqlite", ".sqlite3": "sqlite"}
     if suffix not in mapping:
-        raise ValueError(f"cannot tell the format of {path} from its suffix; pass --format")
+        raise InputError(f"cannot tell the format of {path} from its suffix; pass --format")
     return mapping[suffix]
 
 
@@ -287,10 +292,10 @@ def iter_input(path: str | Path, *, fmt: str | None = None, text_column: str = "
     def shape(df: pd.DataFrame) -> pd.DataFrame:
         nonlocal start
         if text_column not in df.columns:
-            raise ValueError(f"{path}: no column {text_column!r} (columns: {list(df.columns)}); "
+            raise InputError(f"{path}: no column {text_column!r} (columns: {list(df.columns)}); "
                              "pass --text-column")
         if id_column and id_column not in df.columns:
-            raise ValueError(f"{path}: no id column {id_column!r}")
+            raise InputError(f"{path}: no id column {id_column!r}")
         ids = df[id_column].astype(str) if id_column else pd.Series(range(start, start + len(df))).astype(str)
         start += len(df)
         texts = df[text_column].fillna("").astype(str)
@@ -311,11 +316,11 @@ def iter_input(path: str | Path, *, fmt: str | None = None, text_column: str = "
         try:
             cols = [r[1] for r in con.execute(f"PRAGMA table_info({_quote(table)})")]
             if not cols:
-                raise ValueError(f"{path}: no table {table!r}; pass --table")
+                raise InputError(f"{path}: no table {table!r}; pass --table")
             wanted = [text_column] + ([id_column] if id_column else [])
             missing = [c for c in wanted if c not in cols]
             if missing:
-                raise ValueError(f"{path}: table {table!r} has no column(s) {missing} "
+                raise InputError(f"{path}: table {table!r} has no column(s) {missing} "
                                  f"(columns: {cols})")
             cur = con.execute(f"SELECT {', '.join(_quote(c) for c in wanted)} FROM {_quote(table)} "
                               "ORDER BY rowid")
@@ -351,7 +356,7 @@ def predict_file(bundle: Bundle, src: str | Path, dst: str | Path | None, *, fmt
     if dst is not None:
         out_fmt = out_format or ("parquet" if Path(dst).suffix.lower() in (".parquet", ".pq") else "csv")
         if out_fmt not in ("csv", "parquet"):
-            raise ValueError(f"output format must be csv or parquet, got {out_fmt!r}")
+            raise InputError(f"output format must be csv or parquet, got {out_fmt!r}")
         Path(dst).parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(str(dst) + ".tmp")
     fh = None

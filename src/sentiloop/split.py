@@ -19,10 +19,11 @@ from typing import Mapping
 
 import numpy as np
 
+from sentiloop.errors import SentiloopError
 from sentiloop import store
 
 
-class SplitError(ValueError):
+class SplitError(SentiloopError, ValueError):
     pass
 
 

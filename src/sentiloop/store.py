@@ -22,6 +22,8 @@ from typing import Iterable, Iterator, Sequence
 
 import pandas as pd
 
+from sentiloop.errors import SentiloopError
+
 SENTENCE_COLUMNS = ("id", "text", "label", "split", "current_label", "locked")
 HISTORY_COLUMNS = ("sentence_id", "iteration", "old_label", "new_label", "source", "confidence",
                    "detail")
@@ -47,7 +49,7 @@ CREATE TABLE IF NOT EXISTS label_history (
 )"""
 
 
-class StoreError(RuntimeError):
+class StoreError(SentiloopError, RuntimeError):
     pass
 
 

@@ -15,13 +15,19 @@ import numpy as np
 import pandas as pd
 
 from sentiloop import evaluation, store
+from sentiloop.layout import Layout
+from sentiloop.settings import Settings
+
+# what the dvclive log shows of evaluation.label_quality, per iteration (gold/<key>)
+QUALITY_KEYS = ("label_accuracy", "original_label_accuracy", "corrections", "correction_precision",
+                "correction_recall", "broken")
 
 
 def _read(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def labels_at_each_iteration(final_db: Path, n: int, chunk: int = 5000) -> tuple[pd.DataFrame, pd.DataFrame]:
+def labels_at_each_iteration(final_db: Path, chunk: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Train rows (id, label) and a frame of label_history rows for reconstructing labels at K."""
     parts = list(store.iter_chunks(final_db, ["id", "label"], where="split = 'train'", chunk_size=chunk))
     train = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["id", "label"])
@@ -31,10 +37,10 @@ def labels_at_each_iteration(final_db: Path, n: int, chunk: int = 5000) -> tuple
     return train, history
 
 
-def label_quality_per_iteration(final_db: Path, gold_db: Path, n: int, chunk: int = 5000) -> list[dict]:
+def label_quality_per_iteration(final_db: Path, gold_db: Path, n: int, chunk: int) -> list[dict]:
     if not gold_db.exists() or store.count(gold_db, table="gold") == 0:
         return []
-    train, history = labels_at_each_iteration(final_db, n, chunk)
+    train, history = labels_at_each_iteration(final_db, chunk)
     gold = pd.concat(list(store.iter_chunks(gold_db, ["id", "gold_label"], table="gold", chunk_size=chunk,
                                             order_by="rowid")), ignore_index=True)
     frame = train.merge(gold, on="id", how="inner")
@@ -46,18 +52,19 @@ def label_quality_per_iteration(final_db: Path, gold_db: Path, n: int, chunk: in
             last = step.drop_duplicates("sentence_id", keep="last").set_index("sentence_id")["new_label"]
             last = last[last.index.isin(current.index)]
             current.loc[last.index] = last.values
-        f = frame.assign(current_label=current.reindex(frame["id"]).to_numpy())
-        out.append(evaluation.label_quality(f))
+        q = evaluation.label_quality(frame["gold_label"], frame["label"], current.reindex(frame["id"]).to_numpy())
+        out.append({key: q[key] for key in QUALITY_KEYS} if len(frame) else {})
     return out
 
 
-def collect(params: dict, final_db: Path, gold_db: Path, metrics_dir: Path) -> list[dict[str, Any]]:
-    n = int(params["loop"]["max_iterations"])
-    quality = label_quality_per_iteration(final_db, gold_db, n, int(params["loop"]["chunk_size"]))
+def collect(s: Settings, L: Layout) -> list[dict[str, Any]]:
+    """One record of metrics per iteration 0..N, from the run's metric files (and gold labels)."""
+    n = s.loop.max_iterations
+    quality = label_quality_per_iteration(L.final_store, L.gold, n, s.loop.chunk_size)
     steps = []
     for k in range(0, n + 1):
         rec: dict[str, Any] = {}
-        ev = _read(metrics_dir / "eval" / f"it{k}.json")
+        ev = _read(L.eval(k))
         for name, entry in list(ev.get("members", {}).items()) + [("ensemble", ev.get("ensemble", {}))]:
             for split in ("dev", "test"):
                 for metric in ("accuracy", "macro_f1"):
@@ -70,20 +77,20 @@ def collect(params: dict, final_db: Path, gold_db: Path, metrics_dir: Path) -> l
                 rec[f"{name}/contribution"] = entry["contribution"]
             if entry.get("dict_change_rate") is not None:
                 rec[f"{name}/dict_change_rate"] = entry["dict_change_rate"]
-        it = _read(metrics_dir / "iterations" / f"it{k}.json")
+        it = _read(L.iteration_metrics(k))
         if it:
             rec["label_change_rate"] = it.get("label_change_rate", 0.0)
             for src in ("ensemble", "llm", "human"):
                 rec[f"corrections/{src}"] = int((it.get("corrections_by_source") or {}).get(src, 0))
             dist = it.get("class_distribution") or {}
             total = sum(dist.values()) or 1
-            for c in params["data"]["classes"]:
+            for c in s.classes:
                 rec[f"class_share/{c}"] = dist.get(c, 0) / total
             th = [v for v in (it.get("thresholds") or {}).values() if v is not None and np.isfinite(v)]
             if th:
                 rec["threshold_min"] = float(min(th))
             rec["passed_through"] = int(bool(it.get("passed_through")))
-        llm = _read(metrics_dir / "llm" / f"it{k}.json")
+        llm = _read(L.llm_usage(k))
         for key, v in llm.items():
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 rec[f"llm/{key}"] = v

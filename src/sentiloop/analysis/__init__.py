@@ -12,15 +12,8 @@ and the predictions parquet:
   predictions  id, [split], ens_label, confidence, agreement, p_ens_<class>..., p_<member>_<class>...
   answers      the LLM answers of this iteration (sentiloop.relabel.ANSWER_COLUMNS)
 
-`bias_stats` computes the numbers; `bias_report` also writes metrics/analysis/itK.md + itK.json
-and, with a real provider, appends the LLM review (same cache, budget and redaction as relabeling).
+stats.bias_stats computes the numbers; report.bias_report also writes metrics/analysis/itK.md +
+itK.json and, with a real provider, appends the LLM review (review.py: same cache, budget and
+redaction as relabeling); mitigation.py is what the correct stage applies. Import the submodule
+you need: this package imports nothing itself, so the correct stage does not load the LLM code.
 """
-from .mitigation import apply_class_caps, mitigated_schedule, store_mitigation
-from .report import analyze_step, bias_report, render_markdown
-from .review import REVIEW_SCHEMA, llm_review
-from .samples import review_samples
-from .stats import bias_stats, class_drift, member_names
-
-__all__ = ["analyze_step", "apply_class_caps", "bias_report", "bias_stats", "class_drift",
-           "llm_review", "member_names", "mitigated_schedule", "render_markdown", "REVIEW_SCHEMA",
-           "review_samples", "store_mitigation"]

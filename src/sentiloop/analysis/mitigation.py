@@ -7,18 +7,18 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from sentiloop.settings.loop import Schedule
+
 from .stats import bias_stats
 
 
-def mitigated_schedule(schedule: Mapping[str, Any], mitigation: Mapping[str, Any]) -> dict:
-    """The schedule to correct with: class_balanced (per-class thresholds) once drift engaged
-    mitigation. A curriculum schedule's start/end are shares, not thresholds: it is kept, and
-    the per-class caps alone hold the drift."""
-    schedule = dict(schedule)
-    if not mitigation.get("engage") or schedule.get("name") in ("class_balanced", "curriculum"):
+def mitigated_schedule(schedule: Schedule, mitigation: Mapping[str, Any]) -> Schedule:
+    """The schedule to correct with: class_balanced (per-class thresholds, bounded by the
+    schedule's max_drift) once drift engaged mitigation. A curriculum schedule's start/end are
+    shares, not thresholds: it is kept, and the per-class caps alone hold the drift."""
+    if not mitigation.get("engage") or schedule.name in ("class_balanced", "curriculum"):
         return schedule
-    return {**schedule, "name": "class_balanced",
-            "max_drift": float(schedule.get("max_drift", 0.02))}
+    return schedule.model_copy(update={"name": "class_balanced"})
 
 
 def apply_class_caps(changes: pd.DataFrame, caps: Mapping[str, int],

@@ -1,4 +1,4 @@
-"""bias_report (statistics + review -> metrics/analysis/itK.md and .json) and the analyze@itK step."""
+"""bias_report: statistics + review -> metrics/analysis/itK.md and .json (steps.analyze runs it)."""
 from __future__ import annotations
 
 import json
@@ -12,12 +12,14 @@ from .review import llm_review
 from .samples import review_samples
 from .stats import bias_stats
 
+SAMPLES_WITHOUT_LLM = 20    # samples listed when no llm section is given (the stage passes llm.review.max_samples)
+
 
 def bias_report(labels: pd.DataFrame, classes: Sequence[str], *, iteration: int,
                 out_dir: str | Path = "metrics/analysis", changes: pd.DataFrame | None = None,
                 predictions: pd.DataFrame | None = None, answers: pd.DataFrame | None = None,
                 texts: pd.DataFrame | None = None, max_drift: float = 0.05,
-                llm_cfg: Mapping[str, Any] | None = None, cache_dir: str | Path | None = None,
+                llm_cfg: Any = None, cache_dir: str | Path | None = None,
                 llm_usage: Mapping[str, Any] | None = None, split: str | None = "train",
                 provider=None) -> dict[str, Any]:
     """Compute the statistics, ask for the LLM review when a provider is configured, write
@@ -25,9 +27,11 @@ def bias_report(labels: pd.DataFrame, classes: Sequence[str], *, iteration: int,
     for the correct stage)."""
     stats = bias_stats(labels, classes, changes=changes, predictions=predictions,
                        max_drift=max_drift, split=split)
-    cfg_review = (llm_cfg or {}).get("review", {}) if isinstance(llm_cfg, Mapping) else {}
+    if llm_cfg is not None:
+        from sentiloop.relabel.config import parse_config
+        llm_cfg = parse_config(llm_cfg)
     samples = review_samples(labels, predictions=predictions, answers=answers, texts=texts,
-                             max_samples=int((cfg_review or {}).get("max_samples", 20)))
+                             max_samples=llm_cfg.review.max_samples if llm_cfg is not None else SAMPLES_WITHOUT_LLM)
     review = llm_review(stats, samples, llm_cfg, cache_dir=cache_dir, llm_usage=llm_usage,
                         provider=provider)
     if llm_usage:
@@ -134,44 +138,3 @@ def render_markdown(stats: Mapping[str, Any], samples: list[dict]) -> str:
                           f"{s['ensemble']} ({s['confidence']:.2f}, {s['agreement']:.2f})",
                           s.get("llm_label", ""), _md_escape(s["text"][:120])] for s in samples])
     return "\n".join(lines).rstrip() + "\n"
-
-
-def analyze_step(params: Mapping[str, Any], k: int, store_db: Path, predictions: Path,
-                 relabel_parquet: Path | None, usage_json: Path | None, out_dir: Path, *,
-                 cache_dir: Path | None = None) -> dict[str, Any]:
-    """Read iteration K's outputs (store after correction, predictions, LLM answers and usage)
-    and write metrics/analysis/itK.md + .json."""
-    from sentiloop import store
-
-    chunk = int(params["loop"]["chunk_size"])
-    classes = list(params["data"]["classes"])
-    labels = store.read_column_values(store_db, ["id", "label", "current_label", "split"],
-                                      where="split = 'train'", chunk_size=chunk)
-    hist = list(store.iter_chunks(store_db, ["sentence_id", "old_label", "new_label", "source"],
-                                  table="label_history", where="iteration = ?", params=(int(k),),
-                                  chunk_size=chunk))
-    changes = (pd.concat(hist, ignore_index=True).rename(columns={"sentence_id": "id"}) if hist
-               else None)
-    import pyarrow.parquet as pq
-    preds = pq.read_table(predictions, filters=[("split", "=", "train")]).to_pandas()
-    answers = None
-    if relabel_parquet is not None and Path(relabel_parquet).exists():
-        answers = pd.read_parquet(relabel_parquet)
-        if "status" in answers.columns:
-            answers = answers[answers["status"].notna()]
-    usage = json.loads(Path(usage_json).read_text()) if usage_json and Path(usage_json).exists() \
-        else None
-
-    def texts(ids: list[str]) -> pd.DataFrame:
-        parts = [pd.DataFrame(columns=["id", "text"])]
-        for i in range(0, len(ids), 500):
-            part = ids[i:i + 500]
-            parts += list(store.iter_chunks(store_db, ["id", "text"],
-                                            where=f"id IN ({','.join('?' * len(part))})",
-                                            params=part, chunk_size=chunk))
-        return pd.concat(parts, ignore_index=True)
-
-    max_drift = float((params.get("analysis") or {}).get("max_drift", 0.1))
-    return bias_report(labels, classes, iteration=int(k), out_dir=out_dir, changes=changes,
-                       predictions=preds, answers=answers, texts=texts, max_drift=max_drift,
-                       llm_cfg=params.get("llm"), cache_dir=cache_dir, llm_usage=usage)

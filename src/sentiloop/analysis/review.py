@@ -32,20 +32,24 @@ REVIEW_SYSTEM = (
 )
 
 
-def llm_review(stats: Mapping[str, Any], samples: list[dict], llm_cfg: Mapping[str, Any] | None,
+def llm_review(stats: Mapping[str, Any], samples: list[dict], llm_cfg: Any,
                *, cache_dir: str | Path | None = None, llm_usage: Mapping[str, Any] | None = None,
                provider=None) -> dict[str, Any]:
     """Ask the configured provider for a structured review. Never raises on provider trouble:
-    returns {"status": "ok"|"cached"|"skipped"|"failed", "reason", "review", usage...}."""
+    returns {"status": "ok"|"cached"|"skipped"|"failed", "reason", "review", usage...}.
+    `llm_cfg`: the llm section (sentiloop.settings.llm.LLM or its mapping); None = no LLM."""
     from sentiloop.relabel.base import ProviderError, Redactor, redact_sdk_logs
     from sentiloop.relabel.cache import ResponseCache, cache_key
     from sentiloop.relabel.config import parse_config, resolve_cache_dir
     from sentiloop.relabel.prompt import MalformedReply, load_json
     from sentiloop.relabel.runner import build_provider
 
-    cfg = parse_config(llm_cfg)
     res: dict[str, Any] = {"status": "skipped", "reason": "", "requests": 0, "prompt_tokens": 0,
                            "output_tokens": 0, "est_cost_usd": 0.0}
+    if llm_cfg is None:
+        res["reason"] = "no LLM provider configured (llm=none)"
+        return res
+    cfg = parse_config(llm_cfg)
     if not cfg.enabled and provider is None:
         res["reason"] = "no LLM provider configured (llm=none)"
         return res
@@ -78,7 +82,7 @@ def llm_review(stats: Mapping[str, Any], samples: list[dict], llm_cfg: Mapping[s
     except Exception as e:  # missing key, bad base_url: the statistics still get written
         res.update(status="failed", reason=redact(f"provider unavailable: {e}"))
         return res
-    cache = ResponseCache(resolve_cache_dir(cfg, cache_dir), enabled=cfg.cache)
+    cache = ResponseCache(resolve_cache_dir(cfg, cache_dir), enabled=cfg.cache.enabled)
     key = cache_key(provider.name, provider.model, f"{REVIEW_PROMPT_VERSION}/{cfg.prompt_version}",
                     [], REVIEW_SYSTEM + "\n" + user)
     try:

@@ -22,6 +22,7 @@ import pandas as pd
 
 from sentiloop.benchmark.members import ensemble_proba, fit_members
 from sentiloop.benchmark.metrics import label_repair, score_test_set
+from sentiloop.settings import Settings
 
 OOF_FILE = "cleanlab_oof.npz"
 
@@ -29,7 +30,7 @@ OOF_FILE = "cleanlab_oof.npz"
 class ArmContext:
     """What an arm gets: the frame, the composed config, the benchmark spec, a work directory."""
 
-    def __init__(self, frame: pd.DataFrame, cfg: dict, spec: dict, workdir: Path):
+    def __init__(self, frame: pd.DataFrame, cfg: Settings, spec: dict, workdir: Path):
         self.frame = frame
         self.cfg = cfg
         self.spec = spec
@@ -37,8 +38,8 @@ class ArmContext:
         train = (frame["split"] == "train").to_numpy()
         self.train = frame[train].reset_index(drop=True)
         self.test = frame[~train].reset_index(drop=True)
-        self.n_classes = len(cfg["data"]["classes"])
-        self.seed = int(spec.get("model_seed", cfg.get("seed", 0)))
+        self.n_classes = len(cfg.classes)
+        self.seed = int(spec.get("model_seed", cfg.seed))
 
     def evaluate(self, models) -> dict:
         proba = ensemble_proba(self.cfg, models, self.test["text"].tolist())

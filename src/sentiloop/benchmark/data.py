@@ -21,6 +21,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
+from sentiloop.errors import SentiloopError
 from sentiloop.noise import PlantedNoise, plant
 
 CLASSES = ("negative", "positive")
@@ -29,7 +30,7 @@ NSMC_ENV = "SENTILOOP_NSMC"
 BINARY_MAP = {1: 0, 2: 0, 3: 0, 4: 0, 9: 1, 10: 1}
 
 
-class BenchmarkDataError(RuntimeError):
+class BenchmarkDataError(SentiloopError, RuntimeError):
     pass
 
 

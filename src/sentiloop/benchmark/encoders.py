@@ -91,7 +91,7 @@ def throughput_child(encoder: str, threads: int, texts_file: str) -> dict:
     os.environ["OPENBLAS_NUM_THREADS"] = str(threads)
     os.environ["MKL_NUM_THREADS"] = str(threads)
     texts = json.loads(Path(texts_file).read_text())
-    from sentiloop.benchmark.members import compose_config
+    from sentiloop.settings import compose as compose_config
     from sentiloop.models.encoders import PackageEncoder, resolve_encoder
     spec = resolve_encoder(encoder, "ko")
     t0 = time.perf_counter()
@@ -186,7 +186,7 @@ def _fit_and_score(kind: str, cfg: dict, train, dev, test, seed: int) -> tuple[d
 
 def run_bench(run: EncoderBench, *, log=print) -> dict:
     from sentiloop import ensemble
-    from sentiloop.benchmark.members import compose_config
+    from sentiloop.settings import compose as compose_config
     from sentiloop.benchmark.runner import TOKEN_CACHE
     from sentiloop.text.token_cache import use_token_cache
     from sentiloop.weights import choose_weights

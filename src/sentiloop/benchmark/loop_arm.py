@@ -1,7 +1,7 @@
-"""sentiloop's arm: the loop run through `sentiloop.pipeline`, the functions the DVC stages call.
-
-The stage order is dvc.yaml's: ingest -> split -> train (it0) -> for K = 1..N: predict (models of
-K-1 judge every row) -> relabel -> correct -> retrain -> then predict_final and publish. The
+"""sentiloop's arm: the loop run by `sentiloop.pipeline.run_loop`, the driver that calls the
+functions the DVC stages call, in dvc.yaml's order: ingest -> split -> train (it0) -> for
+K = 1..N: predict (models of K-1 judge every row) -> relabel -> correct -> analyze -> retrain ->
+then predict_final, publish and summarize. The
 benchmark frame is handed to ingest as a Parquet file with `data.source: file` and a gold
 column, exactly as a user's planted-noise corpus would be.
 
@@ -14,9 +14,8 @@ then calibrates on its (noisy) training labels.
 """
 from __future__ import annotations
 
-import copy
+import shutil
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Mapping
 
 import numpy as np
@@ -24,6 +23,8 @@ import pandas as pd
 
 from sentiloop import pipeline, store
 from sentiloop.benchmark.metrics import label_repair
+from sentiloop.layout import Layout
+from sentiloop.settings import Settings
 
 
 @contextmanager
@@ -39,95 +40,71 @@ def fixed_splits(assignment: Mapping[str, str]):
         split_module.FIXED_ASSIGNMENT = original
 
 
-def loop_params(cfg: dict, source: Path) -> dict:
-    params = copy.deepcopy(cfg)
-    classes = list(cfg["data"]["classes"])
-    params["data"] = {
+def loop_settings(cfg: Settings, source: str) -> Settings:
+    """The benchmark's settings with the frame (a Parquet file with a gold column) as the corpus."""
+    classes = cfg.classes
+    return cfg.merged({"data": {
         "source": "file", "path": str(source), "format": "parquet", "encoding_errors": "strict",
-        "language": cfg["data"]["language"], "classes": classes, "id_column": "id",
+        "language": cfg.data.language, "classes": classes, "id_column": "id",
         "text_column": "text", "label_column": "label", "gold_column": "gold_label",
-        "label_map": {c: c for c in classes}, "max_text_chars": 10**9, "max_rows": None,
-    }
-    return params
+        "label_map": {c: c for c in classes}, "max_text_chars": 10**9, "max_rows": None}})
 
 
-def _train_labels(db: Path, chunk: int) -> pd.Series:
+def _train_labels(db, chunk: int) -> pd.Series:
     frame = store.read_column_values(db, ["id", "current_label"], where="split = 'train'", chunk_size=chunk)
     return frame.set_index("id")["current_label"]
 
 
 def arm_sentiloop(ctx, schedule: str, tag: str | None = None) -> dict:
     cfg = ctx.cfg
-    if cfg["schedule"]["name"] != schedule:
-        raise RuntimeError(f"config composed for schedule {cfg['schedule']['name']!r}, not {schedule!r}")
-    classes = list(cfg["data"]["classes"])
+    if cfg.schedule.name != schedule:
+        raise RuntimeError(f"config composed for schedule {cfg.schedule.name!r}, not {schedule!r}")
+    classes = cfg.classes
     work = ctx.workdir / "loop" / (tag or schedule).replace("@", "_")
     if work.exists():
-        import shutil
         shutil.rmtree(work)
-    (work / "data").mkdir(parents=True)
-    d, m, mt = work / "data", work / "models", work / "metrics"
+    L = Layout(work)
+    L.data.mkdir(parents=True)
 
     frame = ctx.frame
     split = frame["split"].astype(str)
     source = pd.DataFrame({"id": frame["id"].astype(str), "text": frame["text"],
                            "label": np.asarray(classes, dtype=object)[frame["noisy"].to_numpy()],
                            "gold_label": np.asarray(classes, dtype=object)[frame["gold"].to_numpy()]})
-    source.to_parquet(d / "source.parquet", index=False)
-    params = loop_params(cfg, d / "source.parquet")
-    n = int(params["loop"]["max_iterations"])
-    chunk = int(params["loop"]["chunk_size"])
-    members = pipeline.members_of(params)
-
-    pipeline.ingest_step(params, d / "ingested.sqlite", d / "rejects.csv", d / "gold.sqlite", mt / "ingest.json")
-    with fixed_splits(dict(zip(source["id"], split))):
-        pipeline.split_step(params, d / "ingested.sqlite", d / "it0" / "sentences.sqlite",
-                            d / "it0" / "loop_state.json", mt / "split.json")
-    for member in members:
-        pipeline.train_step(params, member, d / "it0" / "sentences.sqlite", m / "it0" / member)
+    source.to_parquet(L.data / "source.parquet", index=False)
+    s = loop_settings(cfg, str((L.data / "source.parquet").resolve()))
+    n, chunk = s.loop.max_iterations, s.loop.chunk_size
 
     train = frame[split == "train"]
     gold = pd.Series(train["gold"].to_numpy(), index=train["id"].astype(str).to_numpy())
     noisy = pd.Series(train["noisy"].to_numpy(), index=gold.index)
     index = {c: i for i, c in enumerate(classes)}
 
-    def label_state(db: Path) -> dict:
+    def label_state(db) -> dict:
         cur = _train_labels(db, chunk).map(index).reindex(gold.index)
         if cur.isna().any():
             raise RuntimeError(f"{db}: train rows missing from the store")
         return label_repair(gold.to_numpy(), noisy.to_numpy(), cur.to_numpy(dtype=np.int64))
 
-    trace = [{"iteration": 0, "threshold": None, "n_changed": 0,
-              **label_state(d / "it0" / "sentences.sqlite")}]
-    for k in range(1, n + 1):
-        prev, it = f"it{k - 1}", f"it{k}"
-        ev = pipeline.predict_step(params, d / prev / "sentences.sqlite", m / prev,
-                                   d / it / "predictions.parquet", mt / "eval" / f"{prev}.json", prev)
-        trace[-1].update(_test_of(ev))
-        pipeline.relabel_step(params, k, n, d / prev / "sentences.sqlite", d / it / "predictions.parquet",
-                              d / it / "relabel.parquet", mt / "llm" / f"{it}.json",
-                              cache_dir=work / "llm_cache", gold_db=d / "gold.sqlite")
-        rec = pipeline.correct_step(params, k, n, d / prev / "sentences.sqlite", d / it / "predictions.parquet",
-                                    d / it / "relabel.parquet", mt / "eval" / f"{prev}.json",
-                                    d / prev / "loop_state.json", d / it / "sentences.sqlite",
-                                    d / it / "loop_state.json", mt / "iterations" / f"{it}.json")
-        for member in members:
-            pipeline.train_step(params, member, d / it / "sentences.sqlite", m / it / member,
-                                prev_dir=m / prev / member, state_path=d / it / "loop_state.json")
-        thresholds = rec.get("thresholds") or {}
-        trace.append({"iteration": k, "threshold": min(thresholds.values()) if thresholds else None,
-                      "thresholds": thresholds, "n_changed": int(rec.get("changes", 0)),
-                      "passed_through": bool(rec.get("passed_through")), "capped": rec.get("capped"),
-                      **label_state(d / it / "sentences.sqlite")})
-    last = f"it{n}"
-    ev = pipeline.predict_step(params, d / last / "sentences.sqlite", m / last, d / "final" / "predictions.parquet",
-                               mt / "eval" / f"{last}.json", last)
-    trace[-1].update(_test_of(ev))
-    summary = pipeline.publish_step(params, d / last / "sentences.sqlite", d / last / "loop_state.json",
-                                    mt / "eval" / f"{last}.json", d / "final" / "sentences.sqlite",
-                                    mt / "summary.json")
-    final = label_state(d / "final" / "sentences.sqlite")
-    return {**final, **_test_of(ev), "trace": trace,
+    trace: list[dict] = []
+
+    def on_stage(stage: pipeline.Stage, result) -> None:
+        name = stage.name.split("@")[0]
+        if name == "split":
+            trace.append({"iteration": 0, "threshold": None, "n_changed": 0, **label_state(L.store(0))})
+        elif name in ("predict", "predict_final"):
+            trace[-1].update(_test_of(result))
+        elif name == "correct":
+            thresholds = result.get("thresholds") or {}
+            trace.append({"iteration": stage.k, "threshold": min(thresholds.values()) if thresholds else None,
+                          "thresholds": thresholds, "n_changed": int(result.get("changes", 0)),
+                          "passed_through": bool(result.get("passed_through")), "capped": result.get("capped"),
+                          **label_state(L.store(stage.k))})
+
+    with fixed_splits(dict(zip(source["id"], split))):
+        summary = pipeline.run_loop(s, L, until="publish", on_stage=on_stage)
+    final = label_state(L.final_store)
+    return {**final, **_test_of_summary(summary), "trace": trace,
             "termination_reason": summary.get("termination_reason"),
             "iterations_run": summary.get("iterations_run"), "max_iterations": n}
 
@@ -135,3 +112,7 @@ def arm_sentiloop(ctx, schedule: str, tag: str | None = None) -> dict:
 def _test_of(ev: dict) -> dict:
     test = ev["ensemble"]["test"]
     return {"test_accuracy": float(test["accuracy"]), "test_macro_f1": float(test["macro_f1"])}
+
+
+def _test_of_summary(summary: dict) -> dict:
+    return {"test_accuracy": float(summary["test_accuracy"]), "test_macro_f1": float(summary["test_macro_f1"])}

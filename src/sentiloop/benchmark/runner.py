@@ -134,18 +134,18 @@ def _safe(arm: str) -> str:
 
 def child_main(argv: Sequence[str]) -> None:
     from sentiloop.benchmark.arms import ArmContext, get_arm
-    from sentiloop.benchmark.members import compose_config
+    from sentiloop.settings import compose_settings
 
     workdir, arm = Path(argv[0]), argv[1]
     spec = json.loads((workdir / SPEC_FILE).read_text())
     frame = pd.read_parquet(workdir / DATA_FILE)
-    cfg = compose_config(arm_overrides(spec, arm))
+    cfg = compose_settings(arm_overrides(spec, arm))
     ctx = ArmContext(frame, cfg, spec, workdir)
     t0 = time.perf_counter()
     result = get_arm(arm)(ctx)
     result.update({"arm": arm, "run_s": time.perf_counter() - t0, "peak_rss_mb": peak_rss_mb(),
-                   "members": list(cfg["ensemble"]["members"]),
-                   "schedule": cfg["schedule"]["name"] if arm.startswith("sentiloop:") else None})
+                   "members": cfg.members,
+                   "schedule": cfg.schedule.name if arm.startswith("sentiloop:") else None})
     (workdir / ARMS_DIR / f"{_safe(arm)}.json").write_text(json.dumps(result, indent=1))
 
 

@@ -64,50 +64,48 @@ def write_sample(src: Path, dst: Path, n_rows: int, seed: int, total: int | None
 
 
 # --- stage workers (each runs in its own subprocess) ----------------------------------------
-def _params(workdir: Path, size_dir: Path | None = None) -> dict:
-    return json.loads((workdir / "params.json").read_text())
+def _settings(workdir: Path):
+    from sentiloop.settings import from_dict
+    return from_dict(json.loads((workdir / "params.json").read_text()))
+
+
+def _nsmc(workdir: Path) -> Path:
+    return Path((workdir / "nsmc.txt").read_text().strip())
 
 
 def stage_main(argv: Sequence[str]) -> None:
-    """python -m sentiloop.benchmark.scale <workdir> <size_dir> <stage>"""
-    from sentiloop import pipeline
+    """python -m sentiloop.benchmark.scale <workdir> <size_dir> <stage>: one stage of the
+    pipeline (sentiloop.steps, as its DVC stage runs it) with <size_dir> as the repository."""
+    from sentiloop.layout import Layout
+    from sentiloop.steps import correct, ingest, predict, relabel, split
 
     workdir, size_dir, stage = Path(argv[0]), Path(argv[1]), argv[2]
-    params = _params(workdir)
-    params["data"]["path"] = str(size_dir / "source.tsv.gz")
-    d = size_dir
+    s = _settings(workdir).merged({"data": {"path": str((size_dir / "source.tsv.gz").absolute())}})
+    L = Layout(size_dir)
     t0 = time.perf_counter()
     info: dict = {}
     if stage == "ingest":
-        info = pipeline.ingest_step(params, d / "ingested.sqlite", d / "rejects.csv", d / "gold.sqlite",
-                                    d / "metrics" / "ingest.json")
+        info = ingest.run(s, L)
         info = {k: info[k] for k in ("read", "accepted", "rejected", "kept")}
     elif stage == "split":
-        info = pipeline.split_step(params, d / "ingested.sqlite", d / "it0" / "sentences.sqlite",
-                                   d / "it0" / "loop_state.json", d / "metrics" / "split.json")["rows_per_split"]
+        info = split.run(s, L)["rows_per_split"]
     elif stage == "predict":
-        models = d / "models" / "it0"
+        models = L.models(0)
         if models.exists():
             shutil.rmtree(models)
         shutil.copytree(workdir / "models", models)
-        ev = pipeline.predict_step(params, d / "it0" / "sentences.sqlite", models, d / "it1" / "predictions.parquet",
-                                   d / "metrics" / "eval" / "it0.json", "it0")
+        ev = predict.run(s, L, 1)
         info = {"test_macro_f1": ev["ensemble"]["test"]["macro_f1"]}
     elif stage == "relabel":
-        info = pipeline.relabel_step(params, 1, 1, d / "it0" / "sentences.sqlite", d / "it1" / "predictions.parquet",
-                                     d / "it1" / "relabel.parquet", d / "metrics" / "llm" / "it1.json",
-                                     cache_dir=d / "llm_cache", gold_db=d / "gold.sqlite")
+        info = relabel.run(s, L, 1)
     elif stage == "correct":
-        rec = pipeline.correct_step(params, 1, 1, d / "it0" / "sentences.sqlite", d / "it1" / "predictions.parquet",
-                                    d / "it1" / "relabel.parquet", d / "metrics" / "eval" / "it0.json",
-                                    d / "it0" / "loop_state.json", d / "it1" / "sentences.sqlite",
-                                    d / "it1" / "loop_state.json", d / "metrics" / "iterations" / "it1.json")
+        rec = correct.run(s, L, 1)
         info = {"changes": rec.get("changes"), "capped": rec.get("capped")}
     else:
         raise SystemExit(f"unknown stage {stage!r}; one of {STAGES}")
     out = {"stage": stage, "seconds": time.perf_counter() - t0, "peak_rss_mb": peak_rss_mb(),
            "end_rss_mb": current_rss_mb(), "info": info}
-    (d / f"stage_{stage}.json").write_text(json.dumps(out, indent=1, default=str))
+    (size_dir / f"stage_{stage}.json").write_text(json.dumps(out, indent=1, default=str))
 
 
 def fit_main(argv: Sequence[str]) -> None:
@@ -116,23 +114,21 @@ def fit_main(argv: Sequence[str]) -> None:
     from sentiloop.models import build_model
 
     workdir, n_train = Path(argv[0]), int(argv[1])
-    params = _params(workdir)
-    data = params["data"]
-    classes = list(data["classes"])
-    lmap = {int(k): classes.index(v) for k, v in data["label_map"].items()}
-    frames = [c for c in iter_nsmc(params["_nsmc"])]
+    s = _settings(workdir)
+    classes = s.classes
+    lmap = {int(k): classes.index(v) for k, v in s.data.label_map.items()}
+    frames = [c for c in iter_nsmc(_nsmc(workdir))]
     import pandas as pd
     corpus = pd.concat(frames, ignore_index=True)
     corpus = corpus[corpus["text"].str.strip() != ""]
-    pick = np.random.default_rng(int(params["seed"])).choice(len(corpus), size=n_train, replace=False)
+    pick = np.random.default_rng(s.seed).choice(len(corpus), size=n_train, replace=False)
     texts = corpus["text"].iloc[pick].tolist()
     y = corpus["rating"].iloc[pick].map(lmap).to_numpy(dtype=np.int64)
     del corpus, frames
     out = {}
-    for member in params["ensemble"]["members"]:
+    for member in s.members:
         t0 = time.perf_counter()
-        model = build_model(member, classes, dict(params["models"][member]), language=data["language"],
-                            seed=int(params["seed"]))
+        model = build_model(member, classes, s.member_config(member), language=s.data.language, seed=s.seed)
         model.fit(texts, y)
         model.save(workdir / "models" / member)
         out[member] = {"seconds": time.perf_counter() - t0, "n_train": n_train}
@@ -146,13 +142,12 @@ def throughput_main(argv: Sequence[str]) -> None:
     from sentiloop.text.tokenize import tokenize_list
 
     workdir, n = Path(argv[0]), int(argv[1])
-    params = _params(workdir)
-    kinds = list(params["ensemble"]["members"])
+    kinds = _settings(workdir).members
     per_member_fresh = 3000
     fresh_n = per_member_fresh * len(kinds)
     # `fresh`: texts that no cache or per-process memo has seen, for the predict-with-Kiwi figure;
     # each member gets its own slice (the LSTM and BiLSTM share a per-process token memo)
-    texts, fresh = _split_texts(_first_texts(Path(params["_nsmc"]), 2 * max(n, fresh_n) + 2000), n, fresh_n)
+    texts, fresh = _split_texts(_first_texts(_nsmc(workdir), 2 * max(n, fresh_n) + 2000), n, fresh_n)
     res: dict = {"n": len(texts), "n_fresh": len(fresh)}
     tokenize_list(texts[:50], "ko")                       # load Kiwi outside the timing
     t0 = time.perf_counter()
@@ -251,12 +246,10 @@ def _run(module_args: list[str], *, timeout: float | None, env: dict) -> float:
     return time.perf_counter() - t0
 
 
-def compose_params(members: Sequence[str], overrides: Sequence[str], nsmc: Path, chunk: int) -> dict:
-    from sentiloop.benchmark.members import compose_config
-    cfg = compose_config(["data=nsmc3", "data.max_rows=null", f"ensemble.members=[{','.join(members)}]",
-                          "loop.max_iterations=1", f"loop.chunk_size={chunk}", *overrides])
-    cfg["_nsmc"] = str(nsmc)
-    return cfg
+def compose_params(members: Sequence[str], overrides: Sequence[str], chunk: int) -> dict:
+    from sentiloop.settings import compose
+    return compose(["data=nsmc3", "data.max_rows=null", f"ensemble.members=[{','.join(members)}]",
+                    "loop.max_iterations=1", f"loop.chunk_size={chunk}", *overrides])
 
 
 def run_scale(*, sizes: Sequence[int], members: Sequence[str], workdir: Path, train_rows: int,
@@ -267,8 +260,9 @@ def run_scale(*, sizes: Sequence[int], members: Sequence[str], workdir: Path, tr
     if nsmc is None:
         raise FileNotFoundError("NSMC not found beside the repository (../shared/data/nsmc)")
     workdir.mkdir(parents=True, exist_ok=True)
-    params = compose_params(members, overrides, nsmc, chunk)
+    params = compose_params(members, overrides, chunk)
     (workdir / "params.json").write_text(json.dumps(params, indent=1, ensure_ascii=False))
+    (workdir / "nsmc.txt").write_text(str(nsmc.resolve()))
     env = child_env()
     summary: dict = {"members": list(members), "sizes": {}, "token_cache": token_cache,
                      "machine": machine_description(), "chunk_size": chunk,

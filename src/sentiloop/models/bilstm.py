@@ -24,27 +24,6 @@ from sentiloop.models._training import (EarlyStopping, check_texts, check_xy, le
 from sentiloop.models.base import ModelError, SentimentModel
 from sentiloop.models.vocab import PAD_ID, Vocabulary, vocabulary_for
 
-DEFAULTS: dict[str, Any] = {
-    "threads": None,         # CPU threads; None: $SENTILOOP_THREADS or 1
-    "strategy": "finetune",
-    "embedding_dim": 64,
-    "hidden_size": 64,
-    "num_layers": 2,
-    "dense_size": 64,
-    "dropout": 0.3,
-    "learning_rate": 1e-3,
-    "grad_clip": 1.0,
-    "batch_size": 128,
-    "epochs": 4,
-    "patience": 1,
-    "freeze_embedding": True,   # finetune only
-    "max_vocab": 20000,
-    "min_count": 2,
-    "max_len": 48,
-    "vocab_path": None,
-    "predict_batch_size": 1024,
-    "device": "cpu",
-}
 STRATEGIES = ("finetune", "scratch")
 WEIGHTS_FILE = "bilstm.safetensors"
 
@@ -90,7 +69,7 @@ class BiLSTMModel(SentimentModel):
     kind = "bilstm"
 
     def __init__(self, classes, config=None, *, language="en", seed=0):
-        super().__init__(classes, {**DEFAULTS, **(config or {})}, language=language, seed=seed)
+        super().__init__(classes, config, language=language, seed=seed)
         if self.config["strategy"] not in STRATEGIES:
             raise ModelError(f"bilstm strategy must be one of {STRATEGIES}, "
                              f"got {self.config['strategy']!r}")

@@ -17,7 +17,7 @@ import csv
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 from scipy import sparse
@@ -25,16 +25,6 @@ from scipy import sparse
 from sentiloop.models.base import ModelError, SentimentModel
 from sentiloop.text.tokenize import tokenize_many
 
-DEFAULTS: dict[str, Any] = {
-    "strategy": "blend",
-    "old_weight": 0.7,
-    "min_count": 3,
-    "smoothing": 1.0,
-    "max_vocab": 50000,
-    "seed_lexicon": "auto",
-    "seed_weight": 0.5,
-    "negation": True,
-}
 
 
 def vader_lexicon_path() -> Path | None:
@@ -68,7 +58,7 @@ class LexiconModel(SentimentModel):
     kind = "lexicon"
 
     def __init__(self, classes, config=None, *, language="en", seed=0):
-        super().__init__(classes, {**DEFAULTS, **(config or {})}, language=language, seed=seed)
+        super().__init__(classes, config, language=language, seed=seed)
         self.words_: list[str] = []
         self.scores_: np.ndarray | None = None      # (V, k)
         self.counts_: np.ndarray | None = None      # (V, k) label counts behind the scores

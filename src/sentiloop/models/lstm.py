@@ -27,24 +27,6 @@ from sentiloop.models._training import check_texts, check_xy, cpu_threads
 from sentiloop.models.base import ModelError, SentimentModel
 from sentiloop.models.vocab import Vocabulary, vocabulary_for
 
-DEFAULTS: dict[str, Any] = {
-    "threads": None,         # CPU threads; None: $SENTILOOP_THREADS or 1
-    "strategy": "finetune",
-    "embedding_dim": 64,
-    "units": 64,
-    "dropout": 0.3,
-    "learning_rate": 1e-2,
-    "decay_steps": 100,
-    "decay_rate": 0.96,
-    "batch_size": 256,
-    "epochs": 4,
-    "patience": 1,
-    "max_vocab": 20000,
-    "min_count": 2,
-    "max_len": 48,
-    "vocab_path": None,
-    "predict_batch_size": 1024,
-}
 STRATEGIES = ("finetune", "scratch")
 WEIGHTS_FILE = "lstm.weights.h5"
 
@@ -107,7 +89,7 @@ class LSTMModel(SentimentModel):
     kind = "lstm"
 
     def __init__(self, classes, config=None, *, language="en", seed=0):
-        super().__init__(classes, {**DEFAULTS, **(config or {})}, language=language, seed=seed)
+        super().__init__(classes, config, language=language, seed=seed)
         if self.config["strategy"] not in STRATEGIES:
             raise ModelError(f"lstm strategy must be one of {STRATEGIES}, "
                              f"got {self.config['strategy']!r}")

@@ -20,6 +20,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from sentiloop.errors import SentiloopError
 from sentiloop.text.tokenize import tokenize_many
 
 # Per-process memo of tokenizations: the LSTM and the BiLSTM (and every epoch's dev set) tokenize
@@ -39,7 +40,7 @@ OOV_ID = 1
 VOCAB_FILE = "vocab.json"
 
 
-class VocabError(ValueError):
+class VocabError(SentiloopError, ValueError):
     """Bad vocabulary settings or an unreadable vocabulary file."""
 
 
@@ -174,14 +175,13 @@ def vocabulary_for(config: dict, texts: Sequence[str], language: str,
     """
     if previous is not None:
         return previous, "previous"
-    path = config.get("vocab_path")
+    path = config["vocab_path"]
     if path and Path(path).exists():
         vocab = Vocabulary.load(path)
         if vocab.language != language:
             raise VocabError(f"{path} is a {vocab.language!r} vocabulary, data is {language!r}")
         return vocab, "file"
-    vocab = Vocabulary.build(texts, language=language, max_vocab=int(config.get("max_vocab", 20000)),
-                             min_count=int(config.get("min_count", 1)),
-                             max_len=int(config.get("max_len", 48)),
-                             negation=bool(config.get("negation", True)))
+    # negation marking is not a choice for the sequence members: their vocabulary always marks it
+    vocab = Vocabulary.build(texts, language=language, max_vocab=config["max_vocab"],
+                             min_count=config["min_count"], max_len=config["max_len"], negation=True)
     return vocab, "built"

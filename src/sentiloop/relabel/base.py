@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable, Protocol
 
+from sentiloop.errors import SentiloopError
+
 # failure kinds, as they appear in usage metrics (failures_<kind>)
 FAILURE_KINDS = ("rate_limit", "server", "timeout", "connection", "auth", "client", "malformed",
                  "missing", "other")
@@ -25,7 +27,7 @@ class Reply:
     http_failures: dict[str, int] = field(default_factory=dict)  # failed attempts inside the SDK
 
 
-class ProviderError(RuntimeError):
+class ProviderError(SentiloopError, RuntimeError):
     """A request that failed for good (after the SDK's own retries, where it has them).
 
     kind: one of FAILURE_KINDS; retryable: whether our own retry loop may try again;

@@ -140,7 +140,7 @@ class _Budget:
         self.usage.charged_cost_usd += self.price.cost(prompt_tokens, output_tokens)
 
 
-def answer_queue(queue: pd.DataFrame, llm_cfg: Mapping[str, Any] | None, classes: Sequence[str],
+def answer_queue(queue: pd.DataFrame, llm_cfg: LLMConfig | Mapping[str, Any], classes: Sequence[str],
                  *, iteration: int, cache_dir: str | Path | None = None,
                  gold_path: str | Path | None = None, provider=None
                  ) -> tuple[pd.DataFrame, dict]:
@@ -167,7 +167,7 @@ def answer_queue(queue: pd.DataFrame, llm_cfg: Mapping[str, Any] | None, classes
     redact_sdk_logs(cfg.api_key())
     own_provider = provider is None
     provider = provider or build_provider(cfg, gold_path=Path(gold_path) if gold_path else None)
-    cache = ResponseCache(resolve_cache_dir(cfg, cache_dir), enabled=cfg.cache)
+    cache = ResponseCache(resolve_cache_dir(cfg, cache_dir), enabled=cfg.cache.enabled)
     try:
         return _Run(cfg, classes, iteration, provider, cache, redact).run(queue)
     finally:

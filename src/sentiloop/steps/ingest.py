@@ -1,0 +1,15 @@
+"""Stage ingest: the source (data=...) -> data/ingested.sqlite, rejects, gold labels aside."""
+from __future__ import annotations
+
+from sentiloop.ingest import ingest
+from sentiloop.jsonio import write_json
+from sentiloop.layout import Layout
+from sentiloop.settings import Settings
+
+
+def run(s: Settings, L: Layout) -> dict:
+    report = ingest(s.data, L.ingested, L.rejects, L.gold, chunk_size=s.loop.chunk_size, seed=s.seed,
+                    source_path=L.in_root(s.data.path))
+    m = report.as_metrics()
+    write_json(L.ingest_metrics, m)
+    return m
