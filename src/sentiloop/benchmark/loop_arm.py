@@ -95,10 +95,10 @@ def arm_sentiloop(ctx, schedule: str, tag: str | None = None) -> dict:
         elif name in ("predict", "predict_final"):
             trace[-1].update(_test_of(result))
         elif name == "correct":
-            thresholds = result.get("thresholds") or {}
-            trace.append({"iteration": stage.k, "threshold": min(thresholds.values()) if thresholds else None,
-                          "thresholds": thresholds, "n_changed": int(result.get("changes", 0)),
-                          "passed_through": bool(result.get("passed_through")), "capped": result.get("capped"),
+            trace.append({"iteration": stage.k, "threshold": result.get("flip_at"),
+                          "n_changed": int(result.get("changes", 0)), "aside": result.get("aside"),
+                          "estimated_noise_rate": result.get("estimated_noise_rate"),
+                          "passed_through": bool(result.get("passed_through")),
                           **label_state(L.store(stage.k))})
 
     with fixed_splits(dict(zip(source["id"], split))):

@@ -35,14 +35,15 @@ def retrain(s: Settings, L: Layout, k: int, member: str) -> dict:
 
 
 def _read_split(db: Path, split: str, chunk: int) -> pd.DataFrame:
-    parts = list(store.iter_chunks(db, ["id", "text", "current_label"], where="split = ?", params=(split,),
-                                   chunk_size=chunk))
+    """The rows of a split the models learn from: rows set aside by the correction rule are not."""
+    parts = list(store.iter_chunks(db, ["id", "text", "current_label"], where="split = ? AND aside = 0",
+                                   params=(split,), chunk_size=chunk))
     return pd.concat(parts or [pd.DataFrame(columns=["id", "text", "current_label"])], ignore_index=True)
 
 
 def fit(s: Settings, member: str, store_db: Path, out_dir: Path, *, prev_dir: Path | None = None) -> dict:
     """Fit one member on the store's current labels (from `prev_dir`'s model when given), plus
-    its cross-fitting fold models when loop.cross_fit >= 2."""
+    its cross-fitting fold models when it is one of the cross-fitted members (loop.cross_fit_members)."""
     out_dir = Path(out_dir)
     chunk = s.loop.chunk_size
     index = {c: i for i, c in enumerate(s.classes)}
@@ -62,7 +63,7 @@ def fit(s: Settings, member: str, store_db: Path, out_dir: Path, *, prev_dir: Pa
     model = fit_one(train["text"].tolist(), y, prev_dir)
     model.save(out_dir)
     k = s.loop.cross_fit
-    if k >= 2:
+    if k >= 2 and member in s.loop.cross_fit_members:
         folds = fold_of(train["id"], k, s.seed)
         for f in range(k):
             mask = folds != f
