@@ -6,9 +6,9 @@ least `min_iterations` have run:
   dictionary_change_rate  the lexicon's dictionary changed less than eps in the last retrain
   plateau                 dev macro-F1 of the ensemble has not improved by min_delta for
                           `patience` iterations
-  noise_plateau           the estimated share of wrong labels left (sentiloop.noise_model) moved
-                          less than noise_eps between the last two iterations: the rule sees
-                          nothing new to correct
+  noise_plateau           the estimated noise rate of the original labels (sentiloop.noise_model)
+                          moved less than noise_eps between the last two iterations: the
+                          evidence the rule acts on has stopped improving
   max_iterations          none of the above before the last iteration
 Once converged, later iterations pass their inputs through unchanged and keep the reason.
 """
@@ -30,7 +30,8 @@ class LoopState:
     converged_at: int | None = None
     history: list[dict[str, Any]] = field(default_factory=list)  # one record per finished iteration
     dev_f1: list[float] = field(default_factory=list)            # ensemble dev macro-F1 of models it0, it1, ...
-    residual_noise: list[float] = field(default_factory=list)    # estimated wrong-label share left after it1, it2, ...
+    noise_rate: list[float] = field(default_factory=list)        # estimated noise rate of the original labels, it1, it2, ...
+    residual_noise: list[float] = field(default_factory=list)    # estimated wrong-label share left in training, it1, ...
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,7 +66,7 @@ def check(state: LoopState, cfg: Convergence, *, last_label_change: float | None
         return True, "dictionary_change_rate"
     if plateaued(state.dev_f1, cfg.patience, cfg.min_delta):
         return True, "plateau"
-    r = state.residual_noise
+    r = state.noise_rate
     if cfg.noise_eps > 0 and len(r) >= 2 and abs(r[-1] - r[-2]) < cfg.noise_eps:
         return True, "noise_plateau"
     return False, None

@@ -26,6 +26,7 @@ def run(s: Settings, L: Layout, k: int) -> dict:
     ev = read_json(L.eval(k - 1))
     noise = read_json(L.noise(k))
     state.dev_f1.append(float(ev["ensemble"]["dev"]["macro_f1"]))
+    state.noise_rate.append(float(noise["noise_rate"]))
     state.residual_noise.append(float(noise["residual_noise"]))
     last = state.history[-1] if state.history else {}
     lex = ev["members"].get("lexicon", {})

@@ -25,10 +25,10 @@ def run(s: Settings, L: Layout, k: int) -> dict:
 
 def final(s: Settings, L: Layout) -> dict:
     """predict_final: writes data/final/predictions.parquet and metrics/eval/it<N>.json."""
-    return predict(s, L, s.loop.max_iterations, L.final_predictions)
+    return predict(s, L, s.loop.max_iterations, L.final_predictions, out_of_fold=False)
 
 
-def predict(s: Settings, L: Layout, models_of: int, out_parquet: Path) -> dict:
+def predict(s: Settings, L: Layout, models_of: int, out_parquet: Path, *, out_of_fold: bool = True) -> dict:
     """Two passes over the store: the first predicts every row (train rows out-of-fold when
     cross-fitting) and keeps only the (n, k) probabilities (texts are read chunk by chunk), so
     the weights can be chosen on the evidence rows (weights.choose_weights) before anything is
@@ -42,7 +42,8 @@ def predict(s: Settings, L: Layout, models_of: int, out_parquet: Path) -> dict:
     classes, chunk, members = s.classes, s.loop.chunk_size, s.members
     models = {m: load_model(models_dir / m) for m in members}
     k = s.loop.cross_fit
-    fold_members = s.fold_members
+    # the final models have no fold models (nobody judges after them): train rows in-sample
+    fold_members = s.fold_members if out_of_fold else []
     fold_models = {m: [load_model(Layout.fold(models_dir / m, f)) for f in range(k)] for m in fold_members}
     index = {c: i for i, c in enumerate(classes)}
     split_code = {"train": 0, "dev": 1, "test": 2}

@@ -31,7 +31,8 @@ def retrain(s: Settings, L: Layout, k: int, member: str) -> dict:
             shutil.rmtree(out_dir)
         shutil.copytree(prev_dir, out_dir)
         return {"member": member, "passed_through": True}
-    return fit(s, member, L.store(k), out_dir, prev_dir=prev_dir)
+    # the last iteration's models are judged by nobody: no fold models for them
+    return fit(s, member, L.store(k), out_dir, prev_dir=prev_dir, folds=k < s.loop.max_iterations)
 
 
 def _read_split(db: Path, split: str, chunk: int) -> pd.DataFrame:
@@ -41,7 +42,8 @@ def _read_split(db: Path, split: str, chunk: int) -> pd.DataFrame:
     return pd.concat(parts or [pd.DataFrame(columns=["id", "text", "current_label"])], ignore_index=True)
 
 
-def fit(s: Settings, member: str, store_db: Path, out_dir: Path, *, prev_dir: Path | None = None) -> dict:
+def fit(s: Settings, member: str, store_db: Path, out_dir: Path, *, prev_dir: Path | None = None,
+        folds: bool = True) -> dict:
     """Fit one member on the store's current labels (from `prev_dir`'s model when given), plus
     its cross-fitting fold models when it is one of the cross-fitted members (loop.cross_fit_members)."""
     out_dir = Path(out_dir)
@@ -63,7 +65,7 @@ def fit(s: Settings, member: str, store_db: Path, out_dir: Path, *, prev_dir: Pa
     model = fit_one(train["text"].tolist(), y, prev_dir)
     model.save(out_dir)
     k = s.loop.cross_fit
-    if k >= 2 and member in s.loop.cross_fit_members:
+    if folds and k >= 2 and member in s.loop.cross_fit_members:
         folds = fold_of(train["id"], k, s.seed)
         for f in range(k):
             mask = folds != f
