@@ -43,7 +43,7 @@ def predict(s: Settings, L: Layout, models_of: int, out_parquet: Path, *, out_of
     models = {m: load_model(models_dir / m) for m in members}
     k = s.loop.cross_fit
     # the final models have no fold models (nobody judges after them): train rows in-sample
-    fold_members = s.fold_members if out_of_fold else []
+    fold_members = [m for m in s.fold_members if out_of_fold]
     fold_models = {m: [load_model(Layout.fold(models_dir / m, f)) for f in range(k)] for m in fold_members}
     index = {c: i for i, c in enumerate(classes)}
     split_code = {"train": 0, "dev": 1, "test": 2}

@@ -65,7 +65,7 @@ def fit(s: Settings, member: str, store_db: Path, out_dir: Path, *, prev_dir: Pa
     model = fit_one(train["text"].tolist(), y, prev_dir)
     model.save(out_dir)
     k = s.loop.cross_fit
-    if folds and k >= 2 and member in s.loop.cross_fit_members:
+    if k >= 2 and member in s.loop.cross_fit_members and folds:
         folds = fold_of(train["id"], k, s.seed)
         for f in range(k):
             mask = folds != f
