@@ -128,3 +128,29 @@ def test_planted_noise_settings_are_checked(base_params, tmp_path):
     params["data"]["noise"] = {"rate": 0.3, "matrix": None, "seed": 1}
     with pytest.raises(SettingsError, match="already has gold labels"):
         validate_composed(params)
+
+
+def test_dev_accuracy_is_corrected_for_the_estimated_noise():
+    from sentiloop.steps.train import corrected_accuracy
+    rng = np.random.default_rng(0)
+    true = rng.integers(0, 2, 20000)
+    T = np.array([[0.9, 0.1], [0.4, 0.6]])
+    noisy = np.array([rng.choice(2, p=T[t]) for t in true])
+    # a model whose predictions depend on the text only (as a model's do), some right, some wrong
+    pred = np.where(rng.random(20000) < 0.8, true, 1 - true)
+    assert np.mean(pred == noisy) < 0.7                       # what noisy dev labels would say
+    assert corrected_accuracy(pred, noisy, T) == pytest.approx(np.mean(pred == true), abs=0.02)
+    assert corrected_accuracy(true, noisy, T) == pytest.approx(1.0, abs=0.02)
+
+
+def test_retraining_keeps_the_best_dev_candidate_and_says_which(noisy_corpus, base_params, tmp_path):
+    import json
+    csv_path, _ = noisy_corpus
+    params = tiny_params(base_params, csv_path, iterations=2)
+    run = tmp_path / "run"
+    pipeline.run_loop(params, run)
+    for k in (1, 2):
+        verdict = json.loads((run / f"models/it{k}/lexicon/guard.json").read_text())
+        scores = verdict["dev_accuracy_estimate"]
+        assert set(scores) == {"strategy", "previous", "scratch"}
+        assert scores[verdict["kept"]] == max(scores.values())

@@ -41,6 +41,7 @@ class Loop(Section):
     cross_fit: NonNegInt          # 0 = judge in-sample; K >= 2 folds
     cross_fit_members: list[str]  # members refitted on the folds; the others are not evidence on train rows
     chunk_size: PosInt
+    guard: bool                   # retrain keeps the best on dev of strategy / scratch / previous model
 
     @model_validator(mode="after")
     def _folds(self):
