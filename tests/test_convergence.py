@@ -35,12 +35,12 @@ def test_plateau_needs_patience():
     assert not convergence.plateaued([0.70, 0.72, 0.74], 2, 0.01)
 
 
-def test_noise_plateau_stops_when_the_noise_estimate_settles():
+def test_stops_when_the_verdicts_expected_gain_is_negligible():
     cfg = CFG.model_copy(update={"noise_eps": 0.002})
-    moving = LoopState(noise_rate=[0.33, 0.28])
+    moving = LoopState(expected_gain=[0.08, 0.03])
     assert convergence.check(moving, cfg, last_label_change=0.5, last_dict_change=0.5) == (False, None)
-    still = LoopState(noise_rate=[0.33, 0.28, 0.279])
-    assert convergence.check(still, cfg, last_label_change=0.5, last_dict_change=0.5) == (True, "noise_plateau")
+    still = LoopState(expected_gain=[0.08, 0.03, 0.001])
+    assert convergence.check(still, cfg, last_label_change=0.5, last_dict_change=0.5) == (True, "expected_gain")
     assert convergence.check(still, CFG, last_label_change=0.5, last_dict_change=0.5) == (False, None)   # 0 = off
 
 

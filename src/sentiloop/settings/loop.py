@@ -77,4 +77,4 @@ class Convergence(Section):
     dict_change_eps: Share
     patience: NonNegInt
     min_delta: NonNegFloat
-    noise_eps: Share              # stop when the estimated residual noise moved less than this (0 = off)
+    noise_eps: Share              # stop when the verdicts' expected label-accuracy gain is below this (0 = off)

@@ -28,6 +28,7 @@ def run(s: Settings, L: Layout, k: int) -> dict:
     state.dev_f1.append(float(ev["ensemble"]["dev"]["macro_f1"]))
     state.noise_rate.append(float(noise["noise_rate"]))
     state.residual_noise.append(float(noise["residual_noise"]))
+    state.expected_gain.append(float(noise["expected_gain"]))
     last = state.history[-1] if state.history else {}
     lex = ev["members"].get("lexicon", {})
     done, reason = convergence.check(state, s.convergence,

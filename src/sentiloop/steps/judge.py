@@ -91,6 +91,10 @@ def run(s: Settings, L: Layout, k: int) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     out.to_parquet(path, index=False)
 
+    # what applying these verdicts is expected to fix, net, per judged row
+    fr = np.arange(int(free.sum()))
+    changed = v.label != current[free]
+    gain = float((post[free][fr, v.label] - post[free][fr, current[free]])[changed].sum() / max(int(free.sum()), 1))
     residual = float((1.0 - v.strength[~v.aside]).sum() / max(int(free.sum()), 1)) if free.any() else 0.0
     actions = pd.Series(v.action).value_counts()
     report = {"iteration": k, **est.to_dict(classes), "evidence_members": s.fold_members or ["ensemble (in-sample)"],
@@ -99,6 +103,6 @@ def run(s: Settings, L: Layout, k: int) -> dict:
               "new_flips": int(actions.get(judgement.FLIP, 0)), "held": int(actions.get(judgement.HOLD, 0)),
               "reverted": int(actions.get(judgement.REVERT, 0)), "aside": int(v.aside.sum()),
               "dropped_by_budget": v.dropped_by_budget, "dropped_by_drift": v.dropped_by_drift,
-              "residual_noise": round(residual, 6)}
+              "residual_noise": round(residual, 6), "expected_gain": round(gain, 6)}
     write_json(L.noise(k), report)
     return report
