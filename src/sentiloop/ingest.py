@@ -12,6 +12,7 @@ import csv
 import gzip
 import io
 import json
+import re
 import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from sentiloop.settings._base import validate_section
 from sentiloop.settings.data import Data
 
 REJECT_REASONS = ("malformed_row", "undecodable_bytes", "empty_text", "text_too_long",
-                  "unknown_label", "unknown_gold_label", "duplicate_id")
+                  "unknown_label", "unknown_gold_label", "missing_id", "duplicate_id")
 
 
 class IngestError(SentiloopError, RuntimeError):
@@ -86,56 +87,144 @@ def detect_format(path: Path, fmt: str | None) -> str:
     raise IngestError(f"{path}: cannot tell the format from the name; set data.format")
 
 
-def _decoded_lines(fh, errors: str, bad_lines: set[int]) -> Iterator[str]:
-    for n, raw in enumerate(fh, start=1):
+# A quoted CSV field may span lines, but never more than this many characters: past it the
+# opening quote is taken as stray, its line is one malformed row, and reading resumes on the next
+# line (so a stray quote costs one row, never the rest of the file).
+MAX_RECORD_CHARS = 1 << 20
+
+
+def _physical_lines(fh) -> Iterator[tuple[str, str, bool]]:
+    """(line, its terminator, some byte was not UTF-8) per physical line: lines end at LF or
+    CRLF only, so a bare CR is text."""
+    for raw in fh:
+        eol = b"\r\n" if raw.endswith(b"\r\n") else b"\n" if raw.endswith(b"\n") else b""
+        raw = raw[:len(raw) - len(eol)]
         try:
-            yield raw.decode("utf-8")
+            yield raw.decode("utf-8"), eol.decode(), False
         except UnicodeDecodeError:
-            bad_lines.add(n)
-            yield raw.decode("utf-8", errors="replace")
+            yield raw.decode("utf-8", errors="replace"), eol.decode(), True
+
+
+# a quoted field: quotes inside doubled; its closing quote is not followed by another quote
+_QUOTED = re.compile(r'"([^"]*(?:""[^"]*)*)"(?!")')
+
+
+def _split_csv(s: str, d: str) -> list[str] | None | bool:
+    """Fields of one record (RFC 4180: a field starting with a quote is quoted, its quotes doubled,
+    and its closing quote is followed by the delimiter or the end; elsewhere a quote is text).
+    None: a quoted field is not closed by the end of `s`; False: text after a closing quote."""
+    fields: list[str] = []
+    pos, n = 0, len(s)
+    while True:
+        if pos < n and s[pos] == '"':
+            m = _QUOTED.match(s, pos)
+            if m is None:
+                return None
+            fields.append(m.group(1).replace('""', '"'))
+            pos = m.end()
+            if pos == n:
+                return fields
+            if s[pos] != d:
+                return False
+        else:
+            j = s.find(d, pos)
+            if j < 0:
+                fields.append(s[pos:])
+                return fields
+            fields.append(s[pos:j])
+            pos = j
+        pos += 1                                    # past the delimiter
+        if pos == n:
+            fields.append("")
+            return fields
+
+
+class _Records:
+    """The records of a delimited file: (fields, or None when malformed; raw text; decode error).
+    Blank lines are no record. Without quoting (TSV) a record is one line. With quoting, a record
+    whose quoted field is open at the end of its line takes the following lines until it closes;
+    if it never closes cleanly (end of file, MAX_RECORD_CHARS, text after the closing quote) or
+    the record then has the wrong number of fields (`ncols`, once the header is read), its first
+    line alone is one malformed record and the lines after it are read again as records.
+    One case stays ambiguous by the CSV grammar itself: a stray quote whose field is closed by a
+    later row's opening quote directly followed by a delimiter or a line end (`,",...`), with
+    the field count coming out right; it is read the way every CSV reader reads it."""
+
+    def __init__(self, lines: Iterator[tuple[str, str, bool]], delimiter: str, quoting: bool):
+        self.lines, self.d, self.quoting = lines, delimiter, quoting
+        self.pending: list[tuple[str, str, bool]] = []
+        self.ncols: int | None = None
+
+    def _line(self):
+        return self.pending.pop() if self.pending else next(self.lines, None)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> tuple[list[str] | None, str, bool]:
+        d = self.d
+        while (item := self._line()) is not None:
+            line, _, bad = item
+            if not line:
+                continue
+            if not self.quoting or '"' not in line:
+                return line.split(d), line, bad
+            fields = _split_csv(line, d)
+            if fields is not None:
+                return (fields or None), line, bad
+            taken, size = [item], len(line)     # a quoted field is open: take lines until it closes
+            while fields is None and size <= MAX_RECORD_CHARS:
+                more = self._line()
+                if more is None:
+                    break
+                taken.append(more)
+                size += len(more[0]) + 2
+                if '"' in more[0]:
+                    fields = _split_csv(self._join(taken), d)
+            if fields and (self.ncols is None or len(fields) == self.ncols):
+                return fields, self._join(taken), any(t[2] for t in taken)
+            self.pending.extend(reversed(taken[1:]))
+            return None, line, bad
+        raise StopIteration
+
+    @staticmethod
+    def _join(taken) -> str:
+        return "".join(t[0] + t[1] for t in taken[:-1]) + taken[-1][0]
 
 
 def read_delimited(path: Path, delimiter: str, needed: list[str], errors: str) -> Iterator[RawRow]:
+    """CSV (RFC 4180 quoting, fields may span lines) or TSV (no quoting: one line, one row).
+    Every record is a data row: one whose field count is not the header's is malformed_row."""
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
         fh = opener(path, "rb")
-        head = fh.peek(1) if hasattr(fh, "peek") else b""
     except OSError as e:
         raise IngestError(f"{path}: cannot open ({e})") from None
+    quoting = delimiter != "\t"
     with fh:
-        bad: set[int] = set()
-        lines = _decoded_lines(fh, errors, bad)
-        quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+        records = _Records(_physical_lines(fh), delimiter, quoting)
         try:
-            reader = csv.reader(lines, delimiter=delimiter, quoting=quoting)
-            header = next(reader, None)
+            first = next(records, None)
         except (gzip.BadGzipFile, EOFError, OSError) as e:
             raise IngestError(f"{path}: unreadable ({e})") from None
-        if header is None:
+        if first is None:
             raise IngestError(f"{path}: empty file, no header line")
+        header = first[0] or first[1].split(delimiter)
         header = [h.strip().lstrip("\ufeff") for h in header]
         missing = [c for c in needed if c not in header]
         if missing:
             raise IngestError(f"{path}: column(s) {missing} not found; the header has {header}")
         pos = {c: header.index(c) for c in needed}
-        last_line = reader.line_num
+        records.ncols = len(header)
         row_no = 0
         try:
-            for rec in reader:
+            for fields, raw, decode_error in records:
                 row_no += 1
-                span = range(last_line + 1, reader.line_num + 1)
-                last_line = reader.line_num
-                decode_error = any(n in bad for n in span)
-                for n in span:
-                    bad.discard(n)
-                if not rec:
-                    row_no -= 1          # blank line: not a row
+                if fields is None or len(fields) != len(header):
+                    yield RawRow(row_no, {"__raw__": raw}, decode_error)
                     continue
-                if len(rec) < len(header):
-                    yield RawRow(row_no, {"__raw__": delimiter.join(rec)}, decode_error)
-                    continue
-                yield RawRow(row_no, {c: rec[i] for c, i in pos.items()}, decode_error)
-        except (gzip.BadGzipFile, EOFError, OSError, csv.Error) as e:
+                yield RawRow(row_no, {c: fields[i] for c, i in pos.items()}, decode_error)
+        except (gzip.BadGzipFile, EOFError, OSError) as e:
             raise IngestError(f"{path}: unreadable after data row {row_no} ({e})") from None
 
 
@@ -221,6 +310,8 @@ def validate(row: RawRow, cfg: Data, seen, label_map: dict[str, str]) -> tuple[s
     text = "" if text is None else str(text)
     rid = _label_key(f[cfg.id_column]) if cfg.id_column else str(row.source_row)
     rec = {"id": rid, "text": text}
+    if not rid:
+        return "missing_id", rec
     if row.decode_error and cfg.encoding_errors == "strict":
         return "undecodable_bytes", rec
     text = text.strip()
@@ -238,7 +329,7 @@ def validate(row: RawRow, cfg: Data, seen, label_map: dict[str, str]) -> tuple[s
         if gold is None:
             return "unknown_gold_label", rec
         rec["gold_label"] = gold
-    if not rid or rid in seen:
+    if rid in seen:
         return "duplicate_id", rec
     seen.add(rid)
     return None, rec
@@ -276,41 +367,45 @@ def ingest(cfg: Data | Mapping[str, Any], out_db: Path, rejects_csv: Path, gold_
     has_gold = bool(cfg.gold_column)
     rejects_csv.parent.mkdir(parents=True, exist_ok=True)
     tmp_rejects = rejects_csv.with_suffix(".tmp")
-    with store.atomic_db(out_db) as con, open(tmp_rejects, "w", newline="", encoding="utf-8") as rej:
-        store.create_sentences(con)
-        seen = _SeenIds(con)
-        gold_rows: list[tuple[str, str]] = []
-        writer = csv.writer(rej)
-        writer.writerow(["source_row", "id", "reason", "text"])
-        batch: list[tuple] = []
-        for row in rows:
-            report.read += 1
-            reason, rec = validate(row, cfg, seen, label_map)
-            if reason:
-                report.rejected += 1
-                report.by_reason[reason] += 1
-                writer.writerow([row.source_row, rec.get("id"), reason, (rec.get("text") or "")[:300]])
-                continue
-            report.accepted += 1
-            report.repaired_encoding += int(row.decode_error)
-            batch.append((rec["id"], rec["text"], rec["label"]))
-            if has_gold:
-                gold_rows.append((rec["id"], rec["gold_label"]))
-            if len(batch) >= chunk_size:
-                _insert(con, batch)
-                seen.inserted()
-                batch = []
-        _insert(con, batch)
-        seen.inserted()
-        if report.accepted == 0:
-            raise IngestError(f"{path}: no row was accepted "
-                              f"({dict(report.by_reason)}); check the column and label settings")
-        report.sampled_out = _subsample(con, cfg.max_rows, seed)
-        report.kept = report.accepted - report.sampled_out
-        report.label_counts = {k: int(v) for k, v in con.execute(
-            "SELECT label, COUNT(*) FROM sentences GROUP BY label ORDER BY label")}
-        _write_gold(gold_db, gold_rows, con)
-    tmp_rejects.replace(rejects_csv)
+    try:
+        with store.atomic_db(out_db) as con, open(tmp_rejects, "w", newline="", encoding="utf-8") as rej:
+            store.create_sentences(con)
+            seen = _SeenIds(con)
+            gold_rows: list[tuple[str, str]] = []
+            writer = csv.writer(rej)
+            writer.writerow(["source_row", "id", "reason", "text"])
+            batch: list[tuple] = []
+            for row in rows:
+                report.read += 1
+                reason, rec = validate(row, cfg, seen, label_map)
+                if reason:
+                    report.rejected += 1
+                    report.by_reason[reason] += 1
+                    writer.writerow([row.source_row, rec.get("id"), reason, (rec.get("text") or "")[:300]])
+                    continue
+                report.accepted += 1
+                report.repaired_encoding += int(row.decode_error)
+                batch.append((rec["id"], rec["text"], rec["label"]))
+                if has_gold:
+                    gold_rows.append((rec["id"], rec["gold_label"]))
+                if len(batch) >= chunk_size:
+                    _insert(con, batch)
+                    seen.inserted()
+                    batch = []
+            _insert(con, batch)
+            seen.inserted()
+            if report.accepted == 0:
+                raise IngestError(f"{path}: no row was accepted "
+                                  f"({dict(report.by_reason)}); check the column and label settings")
+            report.sampled_out = _subsample(con, cfg.max_rows, seed)
+            report.kept = report.accepted - report.sampled_out
+            report.label_counts = {k: int(v) for k, v in con.execute(
+                "SELECT label, COUNT(*) FROM sentences GROUP BY label ORDER BY label")}
+            _write_gold(gold_db, gold_rows, con)
+        tmp_rejects.replace(rejects_csv)
+    except BaseException:
+        tmp_rejects.unlink(missing_ok=True)     # a failed ingest leaves no half-written rejects
+        raise
     assert report.read == report.accepted + report.rejected
     return report
 
