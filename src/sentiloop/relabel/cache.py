@@ -37,6 +37,12 @@ CREATE TABLE IF NOT EXISTS documents (
   body TEXT NOT NULL, prompt_tokens REAL NOT NULL DEFAULT 0, output_tokens REAL NOT NULL DEFAULT 0,
   created_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS spend (
+  run_key TEXT NOT NULL, iteration INTEGER NOT NULL, requests INTEGER NOT NULL,
+  prompt_tokens REAL NOT NULL, output_tokens REAL NOT NULL, cost_usd REAL NOT NULL,
+  done INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS spend_run ON spend (run_key, done);
 """
 
 
@@ -109,6 +115,33 @@ class ResponseCache:
                 "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 [(k, p, m, v, a.label, a.confidence, a.rationale, pt, ot, now, int(iteration))
                  for k, p, m, v, a, pt, ot in rows])
+
+    def record_spend(self, run_key: str, iteration: int, requests: int, prompt_tokens: float,
+                     output_tokens: float, cost_usd: float) -> None:
+        """One paid request (or its retries), committed at once: a kill -9 after it keeps it."""
+        if not self.enabled or self._con is None:
+            return
+        with self._con:
+            self._con.execute("INSERT INTO spend (run_key, iteration, requests, prompt_tokens, "
+                              "output_tokens, cost_usd, done, created_at) VALUES (?,?,?,?,?,?,0,?)",
+                              (run_key, int(iteration), int(requests), float(prompt_tokens),
+                               float(output_tokens), float(cost_usd), time.time()))
+
+    def open_spend(self, run_key: str) -> tuple[int, float, float, float]:
+        """(requests, prompt tokens, output tokens, cost) paid by unfinished runs of this queue."""
+        if not self.enabled or self._con is None:
+            return 0, 0.0, 0.0, 0.0
+        r = self._con.execute("SELECT COUNT(*), COALESCE(SUM(requests), 0), COALESCE(SUM(prompt_tokens), 0), "
+                              "COALESCE(SUM(output_tokens), 0), COALESCE(SUM(cost_usd), 0) FROM spend "
+                              "WHERE run_key = ? AND done = 0", (run_key,)).fetchone()
+        return int(r[1]), float(r[2]), float(r[3]), float(r[4])
+
+    def close_spend(self, run_key: str) -> None:
+        """The run of this queue finished: its spend was reported and is not carried again."""
+        if not self.enabled or self._con is None:
+            return
+        with self._con:
+            self._con.execute("UPDATE spend SET done = 1 WHERE run_key = ? AND done = 0", (run_key,))
 
     def get_document(self, key: str) -> tuple[str, float, float] | None:
         if not self.enabled or self._con is None:

@@ -1,0 +1,86 @@
+"""LLM spend is recorded as it is paid: a relabel run killed with SIGKILL after two answered
+batches, then resumed, reports every paid request, as the uninterrupted run does."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from fake_llm_servers import FakeOpenAI
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY_ENV = "SENTILOOP_TEST_LLM_KEY"
+TEXTS = ["a good movie", "bad acting", "it was a film", "I love it", "terrible plot", "great cast",
+         "awful ending", "excellent score"]
+
+SCRIPT = textwrap.dedent('''
+    import json, sys
+    import pandas as pd
+    sys.path[:0] = [{tests!r}]
+    from sentiloop.relabel import answer_queue
+    from sentiloop.settings import llm_config
+    texts = {texts!r}
+    n = len(texts)
+    queue = pd.DataFrame({{"id": [f"s{{i}}" for i in range(n)], "text": texts,
+                          "priority": [float(n - i) for i in range(n)]}})
+    cfg = llm_config("openai_compatible", model="m", base_url={url!r}, api_key_env=[{env!r}],
+                     batch_size=2, timeout_s=30.0,
+                     retries=dict(attempts=1, backoff_s=0.001, max_backoff_s=0.01),
+                     price=dict(input_per_mtok=1000.0, output_per_mtok=1000.0),
+                     budget=dict(max_rows=100, max_tokens=10_000_000, max_cost_usd=1000.0))
+    answers, usage = answer_queue(queue, cfg, ["negative", "neutral", "positive"], iteration=2,
+                                  cache_dir={cache!r})
+    print(json.dumps({{"usage": usage, "labels": answers["llm_label"].tolist()}}))
+''')
+
+
+def relabel(fake, cache: Path, tmp_path: Path, *, background: bool = False):
+    script = tmp_path / "relabel.py"
+    script.write_text(SCRIPT.format(tests=str(ROOT / "tests"), texts=TEXTS, url=fake.base_url,
+                                    env=KEY_ENV, cache=str(cache)))
+    env = {**os.environ, KEY_ENV: "sk-test", "PYTHONPATH": str(ROOT / "src")}
+    if background:
+        return subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_a_killed_relabel_run_keeps_its_spend(tmp_path):
+    with FakeOpenAI() as fake:
+        whole = relabel(fake, tmp_path / "cache-whole", tmp_path)
+        assert whole["usage"]["requests"] == 4 and whole["usage"]["resumed_requests"] == 0
+
+    with FakeOpenAI(faults=["ok", "ok", "stall"]) as fake:
+        proc = relabel(fake, tmp_path / "cache", tmp_path, background=True)
+        try:
+            assert fake.stalled.wait(90), proc.communicate(timeout=5)
+            time.sleep(0.2)
+            proc.send_signal(signal.SIGKILL)         # kill -9 during the third batch
+            proc.wait(30)
+        finally:
+            fake.release.set()
+        assert proc.returncode == -signal.SIGKILL
+        resumed = relabel(fake, tmp_path / "cache", tmp_path)
+    u, w = resumed["usage"], whole["usage"]
+    assert resumed["labels"] == whole["labels"]
+    assert (u["requests"], u["resumed_requests"]) == (4, 2)
+    for k in ("prompt_tokens", "output_tokens"):
+        assert u[k] == w[k]
+    assert u["est_cost_usd"] == pytest.approx(w["est_cost_usd"])
+    assert u["resumed_cost_usd"] == pytest.approx(w["est_cost_usd"] / 2, rel=0.2)
+
+    # the resumed run finished: a later identical run pays nothing and reports nothing paid
+    with FakeOpenAI() as fake:
+        again = relabel(fake, tmp_path / "cache", tmp_path)
+        assert len(fake.requests) == 0
+    assert (again["usage"]["requests"], again["usage"]["est_cost_usd"]) == (0, 0)
