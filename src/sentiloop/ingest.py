@@ -12,7 +12,6 @@ import csv
 import gzip
 import io
 import json
-import re
 import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from sentiloop import store
+from sentiloop.delimited import Records, physical_lines
 from sentiloop.errors import SentiloopError
 from sentiloop.settings._base import validate_section
 from sentiloop.settings.data import Data
@@ -87,111 +87,6 @@ def detect_format(path: Path, fmt: str | None) -> str:
     raise IngestError(f"{path}: cannot tell the format from the name; set data.format")
 
 
-# A quoted CSV field may span lines, but never more than this many characters: past it the
-# opening quote is taken as stray, its line is one malformed row, and reading resumes on the next
-# line (so a stray quote costs one row, never the rest of the file).
-MAX_RECORD_CHARS = 1 << 20
-
-
-def _physical_lines(fh) -> Iterator[tuple[str, str, bool]]:
-    """(line, its terminator, some byte was not UTF-8) per physical line: lines end at LF or
-    CRLF only, so a bare CR is text."""
-    for raw in fh:
-        eol = b"\r\n" if raw.endswith(b"\r\n") else b"\n" if raw.endswith(b"\n") else b""
-        raw = raw[:len(raw) - len(eol)]
-        try:
-            yield raw.decode("utf-8"), eol.decode(), False
-        except UnicodeDecodeError:
-            yield raw.decode("utf-8", errors="replace"), eol.decode(), True
-
-
-# a quoted field: quotes inside doubled; its closing quote is not followed by another quote
-_QUOTED = re.compile(r'"([^"]*(?:""[^"]*)*)"(?!")')
-
-
-def _split_csv(s: str, d: str) -> list[str] | None | bool:
-    """Fields of one record (RFC 4180: a field starting with a quote is quoted, its quotes doubled,
-    and its closing quote is followed by the delimiter or the end; elsewhere a quote is text).
-    None: a quoted field is not closed by the end of `s`; False: text after a closing quote."""
-    fields: list[str] = []
-    pos, n = 0, len(s)
-    while True:
-        if pos < n and s[pos] == '"':
-            m = _QUOTED.match(s, pos)
-            if m is None:
-                return None
-            fields.append(m.group(1).replace('""', '"'))
-            pos = m.end()
-            if pos == n:
-                return fields
-            if s[pos] != d:
-                return False
-        else:
-            j = s.find(d, pos)
-            if j < 0:
-                fields.append(s[pos:])
-                return fields
-            fields.append(s[pos:j])
-            pos = j
-        pos += 1                                    # past the delimiter
-        if pos == n:
-            fields.append("")
-            return fields
-
-
-class _Records:
-    """The records of a delimited file: (fields, or None when malformed; raw text; decode error).
-    Blank lines are no record. Without quoting (TSV) a record is one line. With quoting, a record
-    whose quoted field is open at the end of its line takes the following lines until it closes;
-    if it never closes cleanly (end of file, MAX_RECORD_CHARS, text after the closing quote) or
-    the record then has the wrong number of fields (`ncols`, once the header is read), its first
-    line alone is one malformed record and the lines after it are read again as records.
-    One case stays ambiguous by the CSV grammar itself: a stray quote whose field is closed by a
-    later row's opening quote directly followed by a delimiter or a line end (`,",...`), with
-    the field count coming out right; it is read the way every CSV reader reads it."""
-
-    def __init__(self, lines: Iterator[tuple[str, str, bool]], delimiter: str, quoting: bool):
-        self.lines, self.d, self.quoting = lines, delimiter, quoting
-        self.pending: list[tuple[str, str, bool]] = []
-        self.ncols: int | None = None
-
-    def _line(self):
-        return self.pending.pop() if self.pending else next(self.lines, None)
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> tuple[list[str] | None, str, bool]:
-        d = self.d
-        while (item := self._line()) is not None:
-            line, _, bad = item
-            if not line:
-                continue
-            if not self.quoting or '"' not in line:
-                return line.split(d), line, bad
-            fields = _split_csv(line, d)
-            if fields is not None:
-                return (fields or None), line, bad
-            taken, size = [item], len(line)     # a quoted field is open: take lines until it closes
-            while fields is None and size <= MAX_RECORD_CHARS:
-                more = self._line()
-                if more is None:
-                    break
-                taken.append(more)
-                size += len(more[0]) + 2
-                if '"' in more[0]:
-                    fields = _split_csv(self._join(taken), d)
-            if fields and (self.ncols is None or len(fields) == self.ncols):
-                return fields, self._join(taken), any(t[2] for t in taken)
-            self.pending.extend(reversed(taken[1:]))
-            return None, line, bad
-        raise StopIteration
-
-    @staticmethod
-    def _join(taken) -> str:
-        return "".join(t[0] + t[1] for t in taken[:-1]) + taken[-1][0]
-
-
 def read_delimited(path: Path, delimiter: str, needed: list[str], errors: str) -> Iterator[RawRow]:
     """CSV (RFC 4180 quoting, fields may span lines) or TSV (no quoting: one line, one row).
     Every record is a data row: one whose field count is not the header's is malformed_row."""
@@ -202,7 +97,7 @@ def read_delimited(path: Path, delimiter: str, needed: list[str], errors: str) -
         raise IngestError(f"{path}: cannot open ({e})") from None
     quoting = delimiter != "\t"
     with fh:
-        records = _Records(_physical_lines(fh), delimiter, quoting)
+        records = Records(physical_lines(fh), delimiter, quoting)
         try:
             first = next(records, None)
         except (gzip.BadGzipFile, EOFError, OSError) as e:

@@ -12,6 +12,7 @@ Schema of `sentences`:
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import sqlite3
@@ -178,6 +179,16 @@ def label_counts(path: str | Path, column: str = "current_label", split: str | N
         return {str(k): int(v) for k, v in con.execute(sql, args).fetchall()}
     finally:
         con.close()
+
+
+def fingerprint(path: str | Path) -> str:
+    """The corpus a store holds, as 16 hex digits: sha256 over its ids and texts in row order
+    (labels, splits and history excluded, so every iteration's store of one run agrees)."""
+    h = hashlib.sha256()
+    for chunk in iter_chunks(path, ("id", "text"), chunk_size=20_000):
+        for rid, text in zip(chunk["id"], chunk["text"]):
+            h.update(f"{rid}\x1f{text}\x1e".encode("utf-8", "surrogatepass"))
+    return h.hexdigest()[:16]
 
 
 def write_history(con: sqlite3.Connection, rows: Iterable[tuple]) -> int:
