@@ -95,3 +95,60 @@ def test_a_truncated_store_names_its_file(tmp_path):
     (tmp_path / "junk.sqlite").write_bytes(b"x" * 4096)
     with pytest.raises(store.StoreError, match=r"junk\.sqlite"):
         store.connect(tmp_path / "junk.sqlite", readonly=True)
+
+
+@pytest.fixture(scope="module")
+def refused_bundle(tmp_path_factory):
+    root = tmp_path_factory.mktemp("refused")
+    S.fit_lexicon(S.corpus(30)).save(root / "lexicon")
+    build_bundle(root / "bundle", member_dirs={"lexicon": root / "lexicon"}, weights=None,
+                 classes=S.CLASSES, language="en", gate={"passed": False, "deployable": False, "f1": 0.4})
+    return root / "bundle"
+
+
+def test_predict_says_when_the_bundle_is_not_deployable_or_the_language_differs(
+        bundle_dir, refused_bundle, tmp_path, capsys, monkeypatch):
+    import io
+    import pandas as pd
+    texts = ["i love this wonderful day", "정말 최고의 영화였어요", "12345", "awful rude service"]
+    pd.DataFrame({"text": texts}).to_csv(tmp_path / "in.csv", index=False)
+    assert main(["predict", "--bundle", str(bundle_dir), "-i", str(tmp_path / "in.csv"),
+                 "-o", str(tmp_path / "ok.csv")]) == 0
+    ok = pd.read_csv(tmp_path / "ok.csv", keep_default_na=False)
+    assert ok["warnings"].tolist() == ["", "language_mismatch", "", ""]
+    err = capsys.readouterr().err
+    assert "1 of 4 text(s) are not in the bundle's language (en)" in err and "not deployable" not in err
+
+    assert main(["predict", "--bundle", str(refused_bundle), "-i", str(tmp_path / "in.csv"),
+                 "-o", str(tmp_path / "refused.parquet")]) == 0
+    out = pd.read_parquet(tmp_path / "refused.parquet")
+    assert out["warnings"].tolist() == ["not_deployable", "not_deployable;language_mismatch",
+                                        "not_deployable", "not_deployable"]
+    assert "is not deployable" in capsys.readouterr().err
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("i love it\n최악이다\n"))
+    assert main(["predict", "--bundle", str(refused_bundle)]) == 0
+    captured = capsys.readouterr()
+    lines = [json.loads(x) for x in captured.out.splitlines()]
+    assert [x["warnings"] for x in lines] == [["not_deployable"], ["not_deployable", "language_mismatch"]]
+    assert "not deployable" in captured.err and "1 of 2 text(s)" in captured.err
+
+
+def test_serve_marks_doubtful_predictions(refused_bundle):
+    from sentiloop.serve import PredictionService
+    import http.client
+    import threading
+    from sentiloop.serve import make_server
+    srv = make_server(PredictionService(Bundle.load(refused_bundle)), port=0)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", srv.server_address[1], timeout=10)
+        c.request("POST", "/predict", json.dumps({"texts": ["good day", "좋은 날"]}),
+                  {"Content-Type": "application/json"})
+        body = json.loads(c.getresponse().read())
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert [p["warnings"] for p in body["predictions"]] == [["not_deployable"],
+                                                            ["not_deployable", "language_mismatch"]]

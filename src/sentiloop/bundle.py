@@ -277,6 +277,25 @@ class Bundle:
     def gate(self) -> dict[str, Any]:
         return dict(self.manifest.get("gate") or {})
 
+    @property
+    def deployable(self) -> bool:
+        """False only when the quality gate recorded that this bundle is not deployable."""
+        return self.gate.get("deployable", True) is not False
+
+    def warnings(self, texts: Sequence[str]) -> list[list[str]]:
+        """Per text, what makes its prediction doubtful: `not_deployable` (the gate refused this
+        bundle) and `language_mismatch` (the text's script is not the bundle's language's)."""
+        common = [] if self.deployable else [NOT_DEPLOYABLE]
+        want = LANGUAGE_SCRIPTS.get(str(self.manifest.get("language")))
+        out = []
+        for t in texts:
+            w = list(common)
+            got = text_script(t) if want else None
+            if got is not None and got != want:
+                w.append(LANGUAGE_MISMATCH)
+            out.append(w)
+        return out
+
     def info(self) -> dict[str, Any]:
         """What /version reports: enough to tell two deployed bundles apart."""
         m = self.manifest
@@ -322,6 +341,29 @@ def _load_member(directory: Path, manifest: Mapping[str, Any], name: str, path: 
         where = getattr(e, "filename", None) or path
         raise BundleError(f"{where}: member {name!r} of bundle {directory} cannot be loaded "
                           f"({type(e).__name__}: {e})") from None
+
+
+NOT_DEPLOYABLE = "not_deployable"
+LANGUAGE_MISMATCH = "language_mismatch"
+LANGUAGE_SCRIPTS = {"en": "latin", "ko": "hangul"}   # data.language -> the script its texts use
+
+
+def text_script(text: str) -> str | None:
+    """The script most of a text's letters are in: hangul, latin or other (None: no letters)."""
+    hangul = latin = other = 0
+    for ch in str(text):
+        if not ch.isalpha():
+            continue
+        o = ord(ch)
+        if 0xAC00 <= o <= 0xD7A3 or 0x1100 <= o <= 0x11FF or 0x3130 <= o <= 0x318F:
+            hangul += 1
+        elif o < 0x250:                      # Basic Latin to Latin Extended-B
+            latin += 1
+        else:
+            other += 1
+    if not (hangul or latin or other):
+        return None
+    return max((hangul, "hangul"), (latin, "latin"), (other, "other"))[1]
 
 
 def _local_encoder(pretrained: str | None) -> Path | None:

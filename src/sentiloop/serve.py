@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 import sqlite3
 import sys
 import threading
@@ -28,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from sentiloop.errors import SentiloopError
-from sentiloop.bundle import Bundle
+from sentiloop.bundle import LANGUAGE_MISMATCH, NOT_DEPLOYABLE, Bundle
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +229,9 @@ class _Handler(BaseHTTPRequestHandler):
         texts, single = parse_predict_body(body, limits)
         proba = self.service.predict(texts)
         preds = predictions_json(self.service.bundle.classes, proba)
+        for pred, w in zip(preds, self.service.bundle.warnings(texts)):
+            if w:
+                pred["warnings"] = w
         self.service.count("predictions", len(preds))
         payload: dict[str, Any] = {"predictions": preds}
         if single:
@@ -335,12 +339,38 @@ def _quote(name: str) -> str:
 
 
 def predict_frame(bundle: Bundle, chunk: pd.DataFrame) -> pd.DataFrame:
-    labels, proba = bundle.predict(chunk["text"].tolist())
+    texts = chunk["text"].tolist()
+    labels, proba = bundle.predict(texts)
     out = pd.DataFrame({"id": chunk["id"].to_numpy(), "label": labels,
                         "confidence": proba.max(axis=1) if len(proba) else []})
     for j, c in enumerate(bundle.classes):
         out[f"p_{c}"] = proba[:, j] if len(proba) else []
+    out["warnings"] = [";".join(w) for w in bundle.warnings(texts)]
     return out
+
+
+class WarningTally:
+    """Counts the rows predicted with each warning, and says so once on stderr at the end."""
+
+    def __init__(self, bundle: Bundle):
+        self.bundle, self.counts, self.rows = bundle, Counter(), 0
+
+    def add(self, warnings: Sequence[Sequence[str]]) -> None:
+        self.rows += len(warnings)
+        for w in warnings:
+            self.counts.update(w)
+
+    def report(self, err: TextIO | None = None) -> None:
+        err = err or sys.stderr
+        b = self.bundle
+        if self.counts.get(NOT_DEPLOYABLE):
+            print(f"sentiloop: warning: bundle {b.directory} is not deployable (the quality gate "
+                  f"refused it: {json.dumps(b.gate, sort_keys=True, default=str)}); every row says "
+                  f"{NOT_DEPLOYABLE}", file=err)
+        n = self.counts.get(LANGUAGE_MISMATCH, 0)
+        if n:
+            print(f"sentiloop: warning: {n} of {self.rows} text(s) are not in the bundle's language "
+                  f"({b.manifest.get('language')}): their rows say {LANGUAGE_MISMATCH}", file=err)
 
 
 def predict_file(bundle: Bundle, src: str | Path, dst: str | Path | None, *, fmt: str | None = None,
@@ -353,6 +383,7 @@ def predict_file(bundle: Bundle, src: str | Path, dst: str | Path | None, *, fmt
     n = 0
     out_fmt = None
     tmp = None
+    tally = WarningTally(bundle)
     if dst is not None:
         out_fmt = out_format or ("parquet" if Path(dst).suffix.lower() in (".parquet", ".pq") else "csv")
         if out_fmt not in ("csv", "parquet"):
@@ -364,6 +395,7 @@ def predict_file(bundle: Bundle, src: str | Path, dst: str | Path | None, *, fmt
         for chunk in iter_input(src, fmt=fmt, text_column=text_column, id_column=id_column,
                                 table=table, chunk_size=chunk_size):
             out = predict_frame(bundle, chunk)
+            tally.add([w.split(";") if w else [] for w in out["warnings"]])
             if keep_text:
                 out.insert(1, "text", chunk["text"].to_numpy())
             if dst is None:
@@ -389,12 +421,13 @@ def predict_file(bundle: Bundle, src: str | Path, dst: str | Path | None, *, fmt
         if tmp is not None:
             if n == 0:  # still write a file with the header, so downstream tools see the schema
                 empty = pd.DataFrame(columns=["id", "label", "confidence"] +
-                                     [f"p_{c}" for c in bundle.classes])
+                                     [f"p_{c}" for c in bundle.classes] + ["warnings"])
                 if out_fmt == "csv":
                     empty.to_csv(tmp, index=False)
                 else:
                     empty.astype({c: "float64" for c in empty.columns if c.startswith("p_")}).to_parquet(tmp)
             tmp.replace(dst)
+        tally.report()
     finally:
         if fh is not None:
             fh.close()
@@ -409,14 +442,17 @@ def predict_lines(bundle: Bundle, lines: TextIO, out: TextIO, chunk_size: int = 
     """One text per input line -> one JSON object per output line, in chunks."""
     n = 0
     buf: list[str] = []
+    tally = WarningTally(bundle)
 
     def flush() -> None:
         nonlocal n
         if not buf:
             return
         proba = bundle.predict_proba(buf)
-        for text, pred in zip(buf, predictions_json(bundle.classes, proba)):
-            out.write(json.dumps({"text": text, **pred}, ensure_ascii=False) + "\n")
+        warnings = bundle.warnings(buf)
+        tally.add(warnings)
+        for text, pred, w in zip(buf, predictions_json(bundle.classes, proba), warnings):
+            out.write(json.dumps({"text": text, **pred, "warnings": w}, ensure_ascii=False) + "\n")
         n += len(buf)
         buf.clear()
         out.flush()
@@ -429,4 +465,5 @@ def predict_lines(bundle: Bundle, lines: TextIO, out: TextIO, chunk_size: int = 
         if len(buf) >= chunk_size:
             flush()
     flush()
+    tally.report()
     return n
