@@ -49,6 +49,8 @@ class IngestReport:
     by_reason: Counter = field(default_factory=Counter)
     repaired_encoding: int = 0   # rows kept with undecodable bytes replaced (encoding_errors: replace)
     sampled_out: int = 0         # accepted rows dropped by data.max_rows (seeded subset)
+    filtered: int = 0            # rows outside the corpus's definition (data.filtered_labels): not read
+    filter_rule: str = ""
     kept: int = 0
     label_counts: dict[str, int] = field(default_factory=dict)
 
@@ -56,6 +58,7 @@ class IngestReport:
         return {"read": self.read, "accepted": self.accepted, "rejected": self.rejected,
                 "rejected_by_reason": {r: int(self.by_reason.get(r, 0)) for r in REJECT_REASONS},
                 "repaired_encoding": self.repaired_encoding, "sampled_out": self.sampled_out,
+                "filtered": self.filtered, "filter_rule": self.filter_rule,
                 "kept": self.kept, "label_counts": self.label_counts}
 
 
@@ -259,6 +262,9 @@ def ingest(cfg: Data | Mapping[str, Any], out_db: Path, rejects_csv: Path, gold_
     label_map = dict(cfg.label_map)
     rows = read_source(cfg, path, chunk_size)
     report = IngestReport()
+    filtered = set(cfg.filtered_labels)
+    if filtered:
+        report.filter_rule = f"{cfg.label_column} in {sorted(filtered, key=lambda v: (len(v), v))}"
     has_gold = bool(cfg.gold_column)
     rejects_csv.parent.mkdir(parents=True, exist_ok=True)
     tmp_rejects = rejects_csv.with_suffix(".tmp")
@@ -271,6 +277,10 @@ def ingest(cfg: Data | Mapping[str, Any], out_db: Path, rejects_csv: Path, gold_
             writer.writerow(["source_row", "id", "reason", "text"])
             batch: list[tuple] = []
             for row in rows:
+                if filtered and "__raw__" not in row.fields \
+                        and _label_key(row.fields.get(cfg.label_column)) in filtered:
+                    report.filtered += 1          # not part of this corpus: not a row read
+                    continue
                 report.read += 1
                 reason, rec = validate(row, cfg, seen, label_map)
                 if reason:
