@@ -243,9 +243,15 @@ def make_server(service: PredictionService, host: str = "127.0.0.1", port: int =
     # StreamRequestHandler.timeout bounds every read: a client that stops sending mid-body
     # costs one thread for read_timeout seconds, not forever
     handler = type("Handler", (_Handler,), {"service": service, "timeout": service.limits.read_timeout})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
+    server = _Server((host, port), handler)
     return server
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # the listen backlog: socketserver's default of 5 drops the SYNs of a burst of new
+    # connections, which clients see as resets and 1/2/3 s retransmit stalls
+    request_queue_size = 1024
 
 
 def serve_forever(service: PredictionService, host: str, port: int) -> None:
