@@ -84,3 +84,30 @@ def test_a_killed_relabel_run_keeps_its_spend(tmp_path):
         again = relabel(fake, tmp_path / "cache", tmp_path)
         assert len(fake.requests) == 0
     assert (again["usage"]["requests"], again["usage"]["est_cost_usd"]) == (0, 0)
+
+
+def test_open_spend_of_a_live_concurrent_run_is_not_taken_over(tmp_path, monkeypatch):
+    """Two queued experiments relabelling the same queue at once: the spend of the one still
+    running is its own; only a dead process's open spend is carried by a resumed run."""
+    import socket
+    from sentiloop.relabel import cache as C
+    cache = C.ResponseCache(tmp_path)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        host = socket.gethostname()
+        for pid, cost in ((live.pid, 1.0), (dead.pid, 0.25)):
+            monkeypatch.setattr(C, "_owner", lambda pid=pid: f"{host}:{pid}")
+            cache.record_spend("q", 1, 2, 100.0, 10.0, cost)
+        monkeypatch.undo()
+        reqs, _, _, cost, owners = cache.open_spend("q")
+        assert (reqs, cost, owners) == (2, 0.25, [f"{host}:{dead.pid}"])
+        cache.close_spend("q", owners)
+        assert cache.open_spend("q")[0] == 0                 # the dead run's spend is closed
+        live.kill()
+        live.wait()
+        assert cache.open_spend("q")[3] == 1.0               # the live one's stays open until it ends
+    finally:
+        live.kill()
+        cache.close()

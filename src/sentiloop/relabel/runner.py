@@ -222,7 +222,7 @@ class _Run:
         # spend paid by an earlier attempt at exactly this queue that never finished (killed)
         self.run_key = hashlib.sha256(json.dumps(
             [self.usage.iteration, keys], ensure_ascii=False).encode()).hexdigest()
-        reqs, pt, ot, cost = self.cache.open_spend(self.run_key)
+        reqs, pt, ot, cost, self.resumed_owners = self.cache.open_spend(self.run_key)
         u = self.usage
         u.requests, u.prompt_tokens, u.output_tokens, u.est_cost_usd = reqs, pt, ot, cost
         u.resumed_requests, u.resumed_cost_usd = reqs, cost
@@ -304,7 +304,7 @@ class _Run:
                          "rationale": a.rationale if a else None,
                          "provider": self.provider.name, "model": self.provider.model,
                          "simulated": bool(self.provider.simulated), "status": status[rid]})
-        self.cache.close_spend(self.run_key)
+        self.cache.close_spend(self.run_key, self.resumed_owners)
         answers = pd.DataFrame(rows, columns=ANSWER_COLUMNS) if rows else empty_answers()
         answers["simulated"] = answers["simulated"].astype(bool)
         answers["llm_confidence"] = answers["llm_confidence"].astype(float)
