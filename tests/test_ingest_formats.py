@@ -60,10 +60,14 @@ def _line(values, delimiter) -> str:
 
 
 def delimited(rows, delimiter, header=("id", "text", "label")) -> bytes:
-    lines = [_line(header, delimiter)]
+    lines = [_line(header, delimiter).encode()]
     for r in rows:
-        lines.append(r if isinstance(r, str) else _line(["" if v is None else v for v in r], delimiter))
-    return "".join(line + "\n" for line in lines).encode()
+        if isinstance(r, bytes):                 # raw bytes: not valid UTF-8
+            lines.append(r)
+        else:
+            lines.append((r if isinstance(r, str) else
+                          _line(["" if v is None else v for v in r], delimiter)).encode())
+    return b"".join(line + b"\n" for line in lines)
 
 
 def write(fmt: str, rows, tmp_path: Path, header=("id", "text", "label")) -> Path:
@@ -74,6 +78,8 @@ def write(fmt: str, rows, tmp_path: Path, header=("id", "text", "label")) -> Pat
         return path
     assert all(isinstance(r, tuple) for r in rows)
     df = pd.DataFrame(rows, columns=list(header)).astype(object)
+    if fmt == "parquet":
+        assert not any(isinstance(v, bytes) for r in rows for v in r)
     if fmt == "parquet":
         path = tmp_path / "in.parquet"
         df.to_parquet(path)
@@ -180,7 +186,7 @@ TEXT = st.text(st.sampled_from(list("abc xyz,\"\n'\t;é가나") + ["\r"]), min_s
 # readings are valid CSV); such texts are kept out of files that hold a stray quote.
 AMBIGUOUS_START = (",", '"')
 KINDS = ["good", "good", "good", "empty", "long", "unknown_label", "null_id", "stray_quote",
-         "extra_field", "missing_field"]
+         "extra_field", "missing_field", "bad_bytes"]
 
 
 @st.composite
@@ -198,7 +204,8 @@ def materialize(fmt, spec):
         if delim and fmt.startswith("tsv"):
             text = text.replace("\t", " ").replace("\n", " ").replace("\r", " ").strip()
         text = text or "t"
-        if kind in ("stray_quote", "extra_field", "missing_field") and not delim:
+        if kind in ("stray_quote", "extra_field", "missing_field") and not delim \
+                or kind == "bad_bytes" and fmt == "parquet":
             kind = "good"
         if kind == "good":
             rows.append((rid, text, label))
@@ -211,6 +218,11 @@ def materialize(fmt, spec):
             rows.append((rid, text, "neutral"))
         elif kind == "null_id":
             rows.append((None, text, label))
+        elif kind == "bad_bytes":                 # not UTF-8; encoding_errors: strict rejects it
+            plain = "".join(c for c in text if c not in ',"\n\r\t') or "t"
+            raw = b"caf\xe9 " + plain.encode()
+            d = b"," if fmt.startswith("csv") else b"\t"
+            rows.append(rid.encode() + d + raw + d + label.encode() if delim else (rid, raw, label))
         else:
             d = "," if fmt.startswith("csv") else "\t"
             plain = "".join(c for c in text if c not in ',"\n\r\t') or "t"
