@@ -30,7 +30,8 @@ def cfg(path, **kw):
     c = {"source": "file", "path": str(path), "format": "auto", "encoding_errors": "strict", "language": "en",
          "classes": CLASSES, "id_column": "id", "text_column": "text", "label_column": "label",
          "gold_column": None, "label_map": {"negative": "negative", "positive": "positive"},
-         "max_text_chars": LIMIT, "filtered_labels": [], "max_rows": None}
+         "max_text_chars": LIMIT, "filtered_labels": [], "max_rows": None,
+         "noise": {"rate": 0.0, "matrix": None, "seed": 17}}
     c.update(kw)
     return c
 
