@@ -152,3 +152,20 @@ def test_serve_marks_doubtful_predictions(refused_bundle):
         srv.server_close()
     assert [p["warnings"] for p in body["predictions"]] == [["not_deployable"],
                                                             ["not_deployable", "language_mismatch"]]
+
+
+def test_predict_input_with_a_stray_quote_loses_no_row(bundle_dir, tmp_path, capsys):
+    import pandas as pd
+    lines = ["id,text"] + [f"{i},i love it {i}" for i in range(1, 6)] + ['6,"a stray quote here'] + \
+        [f"{i},awful rude service {i}" for i in range(7, 11)] + ["11,too,many,fields", '12,"two\nlines, one row"']
+    (tmp_path / "in.csv").write_text("\n".join(lines) + "\n")
+    assert main(["predict", "--bundle", str(bundle_dir), "-i", str(tmp_path / "in.csv"), "--id-column", "id",
+                 "-o", str(tmp_path / "out.csv")]) == 0
+    out = pd.read_csv(tmp_path / "out.csv", keep_default_na=False, dtype=str)
+    assert len(out) == 12
+    bad = out[out["warnings"] == "malformed_row"]
+    assert bad["id"].tolist() == ["5", "10"] and (bad["label"] == "").all()     # data row numbers
+    good = out[out["warnings"] == ""]
+    assert good["id"].tolist() == [str(i) for i in range(1, 11) if i != 6] + ["12"]
+    assert set(good["label"]) <= set(S.CLASSES) and good.set_index("id").loc["7", "label"] == "negative"
+    assert "2 of 12 input row(s) are malformed" in capsys.readouterr().err

@@ -30,6 +30,7 @@ import pandas as pd
 
 from sentiloop.errors import SentiloopError
 from sentiloop.bundle import LANGUAGE_MISMATCH, NOT_DEPLOYABLE, Bundle
+from sentiloop.delimited import Records, physical_lines
 
 log = logging.getLogger(__name__)
 
@@ -312,10 +313,8 @@ def iter_input(path: str | Path, *, fmt: str | None = None, text_column: str = "
         return pd.DataFrame({"id": ids.to_numpy(), "text": texts.to_numpy()})
 
     if fmt in ("csv", "tsv"):
-        reader = pd.read_csv(path, sep="\t" if fmt == "tsv" else ",", chunksize=chunk_size,
-                             dtype=str, keep_default_na=False, encoding_errors="replace")
-        for df in reader:
-            yield shape(df)
+        yield from _iter_delimited(path, "\t" if fmt == "tsv" else ",", text_column, id_column,
+                                   chunk_size)
     elif fmt == "parquet":
         import pyarrow.parquet as pq
         pf = pq.ParquetFile(path)
@@ -340,19 +339,61 @@ def iter_input(path: str | Path, *, fmt: str | None = None, text_column: str = "
             con.close()
 
 
+def _iter_delimited(path: Path, delimiter: str, text_column: str, id_column: str | None,
+                    chunk_size: int) -> Iterator[pd.DataFrame]:
+    """CSV/TSV input through sentiloop.delimited, like ingest: a row with an unclosed quote or the
+    wrong number of fields is kept as a row flagged `malformed` (its raw line as text), never
+    swallowing the rows after it; the id of a row without one is its data row number (0-based)."""
+    with open(path, "rb") as fh:
+        records = Records(physical_lines(fh), delimiter, quoting=delimiter == ",")
+        first = next(records, None)
+        if first is None:
+            raise InputError(f"{path}: empty file, no header line")
+        header = [h.strip().lstrip("\ufeff") for h in (first[0] or first[1].split(delimiter))]
+        if text_column not in header:
+            raise InputError(f"{path}: no column {text_column!r} (columns: {header}); pass --text-column")
+        if id_column and id_column not in header:
+            raise InputError(f"{path}: no id column {id_column!r}")
+        records.ncols = len(header)
+        ti, ii = header.index(text_column), header.index(id_column) if id_column else None
+        ids, texts, bad, n = [], [], [], 0
+        for fields, raw, _ in records:
+            ok = fields is not None and len(fields) == len(header)
+            ids.append(fields[ii] if ok and ii is not None else str(n))
+            texts.append(fields[ti] if ok else raw)
+            bad.append(not ok)
+            n += 1
+            if len(ids) >= chunk_size:
+                yield pd.DataFrame({"id": ids, "text": texts, "malformed": bad})
+                ids, texts, bad = [], [], []
+        if ids:
+            yield pd.DataFrame({"id": ids, "text": texts, "malformed": bad})
+
+
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
 def predict_frame(bundle: Bundle, chunk: pd.DataFrame) -> pd.DataFrame:
+    """Predictions for a chunk of (id, text[, malformed]); a malformed input row gets no label,
+    NaN probabilities and the warning `malformed_row`."""
+    bad = chunk["malformed"].to_numpy(bool) if "malformed" in chunk else np.zeros(len(chunk), bool)
     texts = chunk["text"].tolist()
-    labels, proba = bundle.predict(texts)
+    good = [t for t, b in zip(texts, bad) if not b]
+    _, p_good = bundle.predict(good) if good else ([], np.zeros((0, len(bundle.classes))))
+    proba = np.full((len(texts), len(bundle.classes)), np.nan)
+    proba[~bad] = p_good
+    labels = [bundle.classes[int(np.argmax(p))] if not b else "" for p, b in zip(proba, bad)]
     out = pd.DataFrame({"id": chunk["id"].to_numpy(), "label": labels,
                         "confidence": proba.max(axis=1) if len(proba) else []})
     for j, c in enumerate(bundle.classes):
         out[f"p_{c}"] = proba[:, j] if len(proba) else []
-    out["warnings"] = [";".join(w) for w in bundle.warnings(texts)]
+    warn = bundle.warnings(texts)
+    out["warnings"] = [MALFORMED_ROW if b else ";".join(w) for w, b in zip(warn, bad)]
     return out
+
+
+MALFORMED_ROW = "malformed_row"
 
 
 class WarningTally:
@@ -373,6 +414,11 @@ class WarningTally:
             print(f"sentiloop: warning: bundle {b.directory} is not deployable (the quality gate "
                   f"refused it: {json.dumps(b.gate, sort_keys=True, default=str)}); every row says "
                   f"{NOT_DEPLOYABLE}", file=err)
+        n = self.counts.get(MALFORMED_ROW, 0)
+        if n:
+            print(f"sentiloop: warning: {n} of {self.rows} input row(s) are malformed (a quote never "
+                  f"closed, or not as many fields as the header): no label, warnings = {MALFORMED_ROW}",
+                  file=err)
         n = self.counts.get(LANGUAGE_MISMATCH, 0)
         if n:
             print(f"sentiloop: warning: {n} of {self.rows} text(s) are not in the bundle's language "
