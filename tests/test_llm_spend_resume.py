@@ -20,42 +20,45 @@ KEY_ENV = "SENTILOOP_TEST_LLM_KEY"
 TEXTS = ["a good movie", "bad acting", "it was a film", "I love it", "terrible plot", "great cast",
          "awful ending", "excellent score"]
 
-SCRIPT = textwrap.dedent('''
-    import json, sys
+def run_relabel(url: str, cache: str) -> dict:
+    """One relabel iteration of TEXTS (4 batches of 2) against the fake server at `url`."""
     import pandas as pd
-    sys.path[:0] = [{tests!r}]
     from sentiloop.relabel import answer_queue
     from sentiloop.settings import llm_config
-    texts = {texts!r}
-    n = len(texts)
-    queue = pd.DataFrame({{"id": [f"s{{i}}" for i in range(n)], "text": texts,
-                          "priority": [float(n - i) for i in range(n)]}})
-    cfg = llm_config("openai_compatible", model="m", base_url={url!r}, api_key_env=[{env!r}],
+    n = len(TEXTS)
+    queue = pd.DataFrame({"id": [f"s{i}" for i in range(n)], "text": TEXTS,
+                          "priority": [float(n - i) for i in range(n)]})
+    cfg = llm_config("openai_compatible", model="m", base_url=url, api_key_env=[KEY_ENV],
                      batch_size=2, timeout_s=30.0,
                      retries=dict(attempts=1, backoff_s=0.001, max_backoff_s=0.01),
                      price=dict(input_per_mtok=1000.0, output_per_mtok=1000.0),
                      budget=dict(max_rows=100, max_tokens=10_000_000, max_cost_usd=1000.0))
     answers, usage = answer_queue(queue, cfg, ["negative", "neutral", "positive"], iteration=2,
-                                  cache_dir={cache!r})
-    print(json.dumps({{"usage": usage, "labels": answers["llm_label"].tolist()}}))
+                                  cache_dir=cache)
+    return {"usage": usage, "labels": answers["llm_label"].tolist()}
+
+
+SCRIPT = textwrap.dedent('''
+    import json, sys
+    sys.path[:0] = [{tests!r}]
+    from test_llm_spend_resume import run_relabel
+    print(json.dumps(run_relabel({url!r}, {cache!r})))
 ''')
 
 
 def relabel(fake, cache: Path, tmp_path: Path, *, background: bool = False):
+    """In this process, or (background) in a child process that the test can kill -9."""
+    if not background:
+        return json.loads(json.dumps(run_relabel(fake.base_url, str(cache))))
     script = tmp_path / "relabel.py"
-    script.write_text(SCRIPT.format(tests=str(ROOT / "tests"), texts=TEXTS, url=fake.base_url,
-                                    env=KEY_ENV, cache=str(cache)))
+    script.write_text(SCRIPT.format(tests=str(ROOT / "tests"), url=fake.base_url, cache=str(cache)))
     env = {**os.environ, KEY_ENV: "sk-test", "PYTHONPATH": str(ROOT / "src")}
-    if background:
-        return subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
-    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
-                         timeout=120)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
 
 
-def test_a_killed_relabel_run_keeps_its_spend(tmp_path):
+def test_a_killed_relabel_run_keeps_its_spend(tmp_path, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, "sk-test")
     with FakeOpenAI() as fake:
         whole = relabel(fake, tmp_path / "cache-whole", tmp_path)
         assert whole["usage"]["requests"] == 4 and whole["usage"]["resumed_requests"] == 0
