@@ -169,3 +169,12 @@ def test_predict_input_with_a_stray_quote_loses_no_row(bundle_dir, tmp_path, cap
     assert good["id"].tolist() == [str(i) for i in range(1, 11) if i != 6] + ["12"]
     assert set(good["label"]) <= set(S.CLASSES) and good.set_index("id").loc["7", "label"] == "negative"
     assert "2 of 12 input row(s) are malformed" in capsys.readouterr().err
+
+
+def test_text_script_is_the_script_of_most_letters():
+    from sentiloop.bundle import text_script
+    assert text_script("정말 최고의 movie 였어요") == "hangul"
+    assert text_script("what a great day, 최고") == "latin"
+    assert text_script("café naïve") == "latin"
+    assert text_script("Отличный фильм") == "other"
+    assert text_script("12345 !!! 😀") is None
