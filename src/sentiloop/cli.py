@@ -9,6 +9,7 @@
     sentiloop review export --iteration 3 -n 200 --output review.csv
     sentiloop review check                           # validate data/feedback/ before committing
     sentiloop report --experiments                   # convergence of every `dvc exp` run
+    sentiloop app [--port 8501]                      # the review and dashboard web app (127.0.0.1)
 
 A bundle is chosen by --bundle DIR, or by --stage/--version from the GTO registry of --repo.
 Heavy imports happen inside the commands, so `sentiloop --help` is instant. A user error (bad
@@ -144,6 +145,31 @@ def cmd_report(args) -> int:
     return 0
 
 
+def app_command(root: str | Path, host: str, port: int) -> list[str]:
+    """The `streamlit run` command line of the review app."""
+    script = Path(__file__).resolve().parent / "app" / "streamlit_app.py"
+    return [sys.executable, "-m", "streamlit", "run", str(script), "--server.address", host,
+            "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+            "--server.fileWatcherType", "none"]
+
+
+def cmd_app(args) -> int:
+    import os
+    import subprocess
+    from sentiloop.errors import SentiloopError
+    root = Path(args.root).resolve()
+    if not (root / args.params).exists():
+        raise SentiloopError(f"{root / args.params}: not found; run the app in a sentiloop repository "
+                             "or pass --root")
+    try:
+        import streamlit  # noqa: F401
+    except ImportError:
+        raise SentiloopError("streamlit is not installed: pip install -e '.[dev]'") from None
+    env = {**os.environ, "SENTILOOP_ROOT": str(root)}
+    print(f"sentiloop: review app on http://{args.host}:{args.port} over {root}", file=sys.stderr)
+    return subprocess.call(app_command(root, args.host, args.port), env=env, cwd=root)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="sentiloop", description=__doc__.split("\n")[0])
     ap.add_argument("-v", "--verbose", action="store_true")
@@ -195,6 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default reports/experiments.md (metrics/report.md belongs to the report stage)")
     p.add_argument("--params", default="params.yaml")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("app", help="the review and dashboard web app (Streamlit, 127.0.0.1)")
+    p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
+    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--root", default=".", help="the repository whose outputs it shows (default .)")
+    p.add_argument("--params", default="params.yaml")
+    p.set_defaults(func=cmd_app)
 
     p = sub.add_parser("review", help="human review round trip")
     rv = p.add_subparsers(dest="action", required=True)
