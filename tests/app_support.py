@@ -17,11 +17,22 @@ def settings(**overrides):
     return S.params(loop={"max_iterations": ITERATIONS, "change_cap": 0.5}, **overrides)
 
 
+def noisy_corpus(n_per_class: int = 30) -> list[dict]:
+    """ops_support's corpus with every 5th train row's label flipped to the next class (so the
+    loop has labels to correct and the queue has rows it changed)."""
+    rows = S.corpus(n_per_class)
+    train = [r for r in rows if r["split"] == "train"]
+    for r in train[::5]:
+        wrong = S.CLASSES[(S.CLASSES.index(r["label"]) + 1) % len(S.CLASSES)]
+        r["label"] = r["current_label"] = wrong
+    return rows
+
+
 def make_run(root: Path, *, n_per_class: int = 30):
     """Run the loop (lexicon member) in `root`, write its params.yaml and data/review/."""
     root.mkdir(parents=True, exist_ok=True)
     prm = settings()
-    S.run_loop(root, S.corpus(n_per_class), prm)
+    S.run_loop(root, noisy_corpus(n_per_class), prm)
     (root / "params.yaml").write_text(yaml.safe_dump(prm.as_params(), sort_keys=False))
     (root / "data" / "feedback").mkdir(parents=True, exist_ok=True)
     L = Layout(root)

@@ -304,14 +304,18 @@ def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
 REVIEW_COMMAND = "dvc repro review_data"
 
 
+def _missing(L: Layout, path: Path) -> ReviewDataError:
+    if not L.final_store.exists():
+        return ReviewDataError("no run yet: run `make run` (or `dvc repro`) to run the pipeline, "
+                               "then reload this page")
+    return ReviewDataError(f"{path} is missing: run `{REVIEW_COMMAND}` to write the review summaries")
+
+
 def load_overview(L: Layout) -> dict:
     """overview.json, or a ReviewDataError saying which command writes it."""
     path = L.review_overview
     if not path.exists():
-        if not L.final_store.exists():
-            raise ReviewDataError("no run yet: run `make run` (or `dvc repro`) to run the pipeline, "
-                                  "then reload this page")
-        raise ReviewDataError(f"{path} is missing: run `{REVIEW_COMMAND}` to write the review summaries")
+        raise _missing(L, path)
     try:
         data = read_json(path)
     except (OSError, ValueError) as e:
@@ -322,11 +326,12 @@ def load_overview(L: Layout) -> dict:
 
 
 def load_queue(L: Layout) -> pd.DataFrame:
-    return _load_parquet(L.review_queue, ["id", "text", "label", "current_label", "score"])
+    return _load_parquet(L, L.review_queue, ["id", "text", "label", "current_label", "score", "source",
+                                             "last_iteration", "rank", "history"])
 
 
 def load_applied(L: Layout) -> pd.DataFrame:
-    return _load_parquet(L.review_applied, ["id", "label"])
+    return _load_parquet(L, L.review_applied, ["id", "label"])
 
 
 def load_iterations(L: Layout) -> list[dict]:
@@ -334,7 +339,7 @@ def load_iterations(L: Layout) -> list[dict]:
     try:
         data = read_json(path)
     except FileNotFoundError:
-        raise ReviewDataError(f"{path} is missing: run `{REVIEW_COMMAND}`") from None
+        raise _missing(L, path) from None
     except (OSError, ValueError) as e:
         raise ReviewDataError(f"{path} is corrupt ({type(e).__name__}): rerun `dvc repro -f review_data`") from None
     if not isinstance(data, list):
@@ -342,9 +347,9 @@ def load_iterations(L: Layout) -> list[dict]:
     return data
 
 
-def _load_parquet(path: Path, required: Sequence[str]) -> pd.DataFrame:
+def _load_parquet(L: Layout, path: Path, required: Sequence[str]) -> pd.DataFrame:
     if not path.exists():
-        raise ReviewDataError(f"{path} is missing: run `{REVIEW_COMMAND}`")
+        raise _missing(L, path)
     try:
         frame = pd.read_parquet(path)
     except Exception as e:    # pyarrow raises several types for a damaged file

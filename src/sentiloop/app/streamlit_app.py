@@ -67,6 +67,11 @@ def _stamp(L: Layout) -> tuple:
     return tuple(_mtime(p) for p in (L.review_overview, L.review_queue, L.review_applied, L.review_iterations))
 
 
+def _iteration_order(name: str) -> int:
+    """original, it1, it2, ... it10 (json sorts it10 before it2)."""
+    return int(name[2:]) if name.startswith("it") and name[2:].isdigit() else -1
+
+
 def _error(e: BaseException) -> None:
     st.error(one_line(e))
 
@@ -88,6 +93,7 @@ def page_overview(cfg: logic.AppConfig, L: Layout) -> None:
                f"human labels applied: {ov.get('applied_human', 0)}")
     st.subheader("Label distribution per iteration (train)")
     dist = pd.DataFrame(ov["distribution"]).T.fillna(0).astype(int)
+    dist = dist.loc[sorted(dist.index, key=_iteration_order)]
     st.bar_chart(dist)
     st.dataframe(dist, width="stretch")
     if ov.get("by_month"):
@@ -95,6 +101,7 @@ def page_overview(cfg: logic.AppConfig, L: Layout) -> None:
         st.line_chart(pd.DataFrame(ov["by_month"]).T.fillna(0))
     st.subheader("Corrections by source per iteration")
     corr = pd.DataFrame(ov.get("corrections_by_source") or {}).T.fillna(0)
+    corr = corr.loc[sorted(corr.index, key=_iteration_order)] if len(corr) else corr
     if corr.empty or not len(corr.columns):
         st.info("No corrections recorded.")
     else:
