@@ -80,7 +80,7 @@ def _error(e: BaseException) -> None:
 def page_overview(cfg: logic.AppConfig, L: Layout) -> None:
     st.header("Overview")
     ov = _overview(str(L.root), _stamp(L))
-    c = st.columns(4)
+    c = st.columns([1, 2, 1, 1])
     c[0].metric("Rows", f"{ov['rows']:,}")
     c[1].metric("Termination", str(ov.get("termination_reason") or "-"))
     c[2].metric("Converged at", str(ov.get("converged_at") if ov.get("converged_at") is not None else "-"))
@@ -94,7 +94,7 @@ def page_overview(cfg: logic.AppConfig, L: Layout) -> None:
     st.subheader("Label distribution per iteration (train)")
     dist = pd.DataFrame(ov["distribution"]).T.fillna(0).astype(int)
     dist = dist.loc[sorted(dist.index, key=_iteration_order)]
-    st.bar_chart(dist)
+    st.bar_chart(dist, sort=False, x_label="iteration")
     st.dataframe(dist, width="stretch")
     if ov.get("by_month"):
         st.subheader(f"Labels over time ({ov.get('date_column')})")
@@ -105,7 +105,7 @@ def page_overview(cfg: logic.AppConfig, L: Layout) -> None:
     if corr.empty or not len(corr.columns):
         st.info("No corrections recorded.")
     else:
-        st.bar_chart(corr)
+        st.bar_chart(corr, sort=False, x_label="iteration")
     st.subheader("Test and dev metrics")
     st.dataframe(pd.DataFrame(ov.get("metrics") or {}).T, width="stretch")
     words = ov.get("lexicon_top_words") or {}
@@ -141,7 +141,7 @@ def _session(cfg: logic.AppConfig) -> ReviewSession | None:
 def _decide(sess: ReviewSession, rid: str, action: str, label: str | None) -> None:
     try:
         sess.decide(rid, action, label)
-        st.session_state["last_decision"] = f"{action} {rid}" + (f" -> {label}" if label else "")
+        st.session_state["last_decision"] = f"{action} {rid}" + (f" → {label}" if label else "")
     except SentiloopError as e:
         st.session_state["decision_error"] = one_line(e)
 
