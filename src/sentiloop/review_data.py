@@ -215,7 +215,8 @@ def build(s: Settings, L: Layout) -> dict[str, Any]:
         top2 = np.sort(p, axis=1)[:, -2:]
         cand["margin"] = top2[:, 1] - top2[:, 0]
         if "p_wrong" in cand.columns and cand["p_wrong"].notna().any():
-            cand["score"] = pd.to_numeric(cand["p_wrong"], errors="coerce").fillna(1.0 - p_cur)
+            cand["score"] = pd.to_numeric(cand["p_wrong"], errors="coerce").fillna(
+                pd.Series(1.0 - p_cur, index=cand.index))
         else:
             cand["score"] = 1.0 - p_cur
         aside = (cand["aside"].fillna(0).astype(int) == 1) if "aside" in cand.columns else pd.Series(False, cand.index)
