@@ -7,6 +7,8 @@
     sentiloop registry rollback --stage prod [--to v0.0.2]
     sentiloop registry show
     sentiloop review export --iteration 3 -n 200 --output review.csv
+    sentiloop review export --label-studio tasks.json    # and Label Studio tasks (pre-annotated)
+    sentiloop review import export.json -o data/feedback/ls.csv   # their annotations as feedback
     sentiloop review check                           # validate data/feedback/ before committing
     sentiloop report --experiments                   # convergence of every `dvc exp` run
     sentiloop app [--port 8501]                      # the review and dashboard web app (127.0.0.1)
@@ -113,6 +115,35 @@ def cmd_review(args) -> int:
     review = export_review(predictions, store, out, classes=classes, n=args.n)
     print(f"sentiloop: wrote {len(review)} row(s) to review to {out}; fill the 'label' column, "
           "then move the file into data/feedback/", file=sys.stderr)
+    if args.label_studio:
+        from sentiloop.feedback import write_label_studio
+        tasks = write_label_studio(review, args.label_studio, classes)
+        print(f"sentiloop: wrote {len(review)} Label Studio task(s) to {tasks} (labeling config: "
+              f"{tasks.with_name(tasks.stem + '.config.xml')}); import their JSON export with "
+              "`sentiloop review import`", file=sys.stderr)
+    return 0
+
+
+def cmd_review_import(args) -> int:
+    """A Label Studio JSON export -> a feedback CSV (validated like every feedback file)."""
+    from sentiloop.feedback import feedback_stats, load_feedback, read_label_studio
+    rows = read_label_studio(args.label_studio)
+    out = Path(args.output)
+    if out.exists() and not args.force:
+        from sentiloop.errors import SentiloopError
+        raise SentiloopError(f"{out}: exists; choose another --output or pass --force")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    rows.to_csv(tmp, index=False)
+    tmp.replace(out)
+    print(f"sentiloop: wrote {len(rows)} annotated row(s) to {out}", file=sys.stderr)
+    if args.classes or Path(args.params).exists():
+        s = None if args.classes else _settings(args, "")
+        acc, rej = load_feedback(out.parent, args.classes or s.classes, args.store)
+        mine = rej[rej["file"] == out.name] if len(rej) else rej
+        for r in mine.itertuples(index=False):
+            print(f"REJECTED {r.file}:{r.line} id={r.id} label={r.label}: {r.reason}")
+        return 1 if len(mine) else 0
     return 0
 
 
@@ -239,7 +270,18 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--store", help="default data/itK/sentences.sqlite")
     q.add_argument("--classes", nargs="+")
     q.add_argument("--params", default="params.yaml")
+    q.add_argument("--label-studio", metavar="TASKS.json",
+                   help="also write Label Studio tasks (proposed label as a pre-annotation) and "
+                        "TASKS.config.xml, the labeling interface")
     q.set_defaults(func=cmd_review)
+    q = rv.add_parser("import", help="a Label Studio JSON export of the tasks -> a feedback CSV")
+    q.add_argument("label_studio", metavar="EXPORT.json")
+    q.add_argument("--output", "-o", required=True, help="e.g. data/feedback/labelstudio-2025-01.csv")
+    q.add_argument("--force", action="store_true", help="overwrite --output")
+    q.add_argument("--store", default=str(_final_store()), help="store to validate the ids against")
+    q.add_argument("--classes", nargs="+")
+    q.add_argument("--params", default="params.yaml")
+    q.set_defaults(func=cmd_review_import)
     q = rv.add_parser("check", help="validate reviewed files (exit 1 when any row is rejected)")
     q.add_argument("--dir", help="default: feedback.dir from params.yaml (data/feedback)")
     q.add_argument("--store", default=str(_final_store()),
