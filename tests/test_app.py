@@ -249,3 +249,43 @@ def test_experiments_table_and_overlaid_curves(root, monkeypatch):
     frame = logic.overlay(runs, "label_change_rate")
     assert frame["my-exp"].tolist() == [0.5, 0.25] and frame.index.tolist() == [1, 2]
     assert frame["workspace"].notna().all()
+
+
+def test_sentiloop_app_command_serves_on_localhost_and_refuses_a_non_repository(tmp_path, capsys):
+    from sentiloop.cli import app_command, main
+    cmd = app_command(tmp_path, "127.0.0.1", 8765)
+    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4] == SCRIPT
+    assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1" and cmd[cmd.index("--server.port") + 1] == "8765"
+    assert main(["app", "--root", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == (f"sentiloop: error: {tmp_path.resolve() / 'params.yaml'}: not found; "
+                                               "run the app in a sentiloop repository or pass --root")
+
+
+def test_rev_serves_a_commits_outputs_and_writes_feedback_to_the_repository(root, monkeypatch):
+    """`sentiloop app --rev`: params, metrics (git) and the review summaries and final store (DVC
+    cache) of a commit, in a directory of their own; decisions still go to the repository."""
+    from sentiloop.app.logic import AppError, materialize_rev
+    _git(root, "init", "-q")
+    _git(root, "config", "user.email", "t@example.com")
+    _git(root, "config", "user.name", "t")
+    subprocess.run([A.S.tool("dvc"), "init", "-q"], cwd=root, check=True)
+    subprocess.run([A.S.tool("dvc"), "add", "-q", "data/review", "data/final"], cwd=root, check=True)
+    (root / ".gitignore").write_text("/models/\n/data/it*/\n/data/ingested.sqlite\n")
+    _git(root, "add", "-A")
+    _git(root, "commit", "-qm", "run")
+    committed = Layout(root).review_overview.read_text()
+    q = queue(root)
+    Layout(root).review_overview.write_text("{}")                     # the workspace moves on
+    with pytest.raises(AppError, match="no such git revision or DVC experiment"):
+        materialize_rev(root, "nope")
+    shown = materialize_rev(root, "HEAD")
+    assert shown.parent == root / ".sentiloop" / "app"
+    assert Layout(shown).review_overview.read_text() == committed
+    assert (shown / "params.yaml").exists() and Layout(shown).final_store.exists()
+    monkeypatch.setenv("SENTILOOP_FEEDBACK_ROOT", str(root))
+    at = app(shown, monkeypatch, "Review queue", reviewer="ann")
+    at.button(key="btn_skip_None").click().run()
+    assert [p.name.startswith("app-ann-") for p in (root / "data/feedback").iterdir()] == [True]
+    assert (root / "data/feedback").glob("app-ann-*.csv").__next__().read_text() == \
+        f"id,label,reviewer,action\n{q.id[0]},,ann,skip\n"
+    assert not (shown / "data/feedback").exists() or not list((shown / "data/feedback").iterdir())

@@ -197,7 +197,12 @@ def cmd_app(args) -> int:
     except ImportError:
         raise SentiloopError("streamlit is not installed: pip install -e '.[dev]'") from None
     env = {**os.environ, "SENTILOOP_ROOT": str(root)}
-    print(f"sentiloop: review app on http://{args.host}:{args.port} over {root}", file=sys.stderr)
+    shown = root
+    if args.rev:
+        from sentiloop.app.logic import materialize_rev
+        shown = materialize_rev(root, args.rev)
+        env.update(SENTILOOP_ROOT=str(shown), SENTILOOP_FEEDBACK_ROOT=str(root), SENTILOOP_REV=args.rev)
+    print(f"sentiloop: review app on http://{args.host}:{args.port} over {shown}", file=sys.stderr)
     return subprocess.call(app_command(root, args.host, args.port), env=env, cwd=root)
 
 
@@ -257,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
     p.add_argument("--port", type=int, default=8501)
     p.add_argument("--root", default=".", help="the repository whose outputs it shows (default .)")
+    p.add_argument("--rev", help="show the outputs of this git revision or `dvc exp` instead of the "
+                                 "workspace's (read from git and the DVC cache; decisions still go to "
+                                 "the repository's data/feedback)")
     p.add_argument("--params", default="params.yaml")
     p.set_defaults(func=cmd_app)
 

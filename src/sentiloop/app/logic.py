@@ -36,15 +36,66 @@ class AppConfig:
     members: list[str]
 
 
-def load_config(root: str | Path, params: str = "params.yaml") -> AppConfig:
+def load_config(root: str | Path, params: str = "params.yaml", feedback_root: str | Path | None = None
+                ) -> AppConfig:
+    """The app's settings from `root`'s params.yaml; decisions go to feedback.dir under
+    `feedback_root` (the repository, also when `root` holds another revision's outputs)."""
     from sentiloop.settings import load
     root = Path(root)
     path = root / params
     if not path.exists():
         raise AppError(f"{path}: not found; start the app in a sentiloop repository (or pass --root)")
     s = load(path)
-    return AppConfig(root=root, classes=s.classes, feedback_dir=Layout(root).feedback(s.feedback.dir),
-                     members=s.members)
+    return AppConfig(root=root, classes=s.classes,
+                     feedback_dir=Layout(Path(feedback_root or root)).feedback(s.feedback.dir), members=s.members)
+
+
+# --- another revision's outputs --------------------------------------------------------------------
+REV_OUTPUTS = ("data/review/overview.json", "data/review/iterations.json", "data/review/queue.parquet",
+               "data/review/applied.parquet", "data/final/sentences.sqlite", "data/final/predictions.parquet")
+
+
+def materialize_rev(repo: str | Path, rev: str, dest_base: str | Path | None = None) -> Path:
+    """The outputs of a git revision or `dvc exp` (its commit) in a directory the app can serve:
+    params.yaml and metrics/ from git, the review summaries and the final store from the DVC
+    cache (nothing is checked out in the repository)."""
+    import tarfile
+
+    import dvc.api
+    repo = Path(repo).resolve()
+    try:
+        sha = _git(repo, "rev-parse", "--verify", f"{rev}^{{commit}}").strip()
+    except AppError:
+        exps = experiments(repo)
+        match = [c for name, c in exps.items() if name == rev or name.split(" (")[0] == rev]
+        if not match:
+            raise AppError(f"--rev {rev}: no such git revision or DVC experiment in {repo}") from None
+        sha = match[0]
+    dest = Path(dest_base or repo / ".sentiloop" / "app") / sha[:12]
+    if (dest / ".complete").exists():
+        return dest
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "-C", str(repo), "archive", sha, "params.yaml", "metrics"],
+                             capture_output=True)
+    if archive.returncode != 0:
+        raise AppError(f"--rev {rev}: git archive failed: {archive.stderr.decode(errors='replace').strip()}")
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(dest, filter="data")
+        else:                                              # Python < 3.10.12: git's own archive
+            tar.extractall(dest)
+    for rel in REV_OUTPUTS:
+        out = dest / rel
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with dvc.api.open(rel, repo=str(repo), rev=sha, mode="rb") as src, open(out, "wb") as dst:
+                while chunk := src.read(1 << 20):
+                    dst.write(chunk)
+        except Exception as e:      # dvc raises many types: not tracked, not in the cache, ...
+            raise AppError(f"--rev {rev}: {rel} is not available from the DVC cache ({type(e).__name__}); "
+                           f"`dvc pull` it, or `dvc exp apply {rev}` and `dvc repro review_data`") from None
+    (dest / ".complete").write_text(sha + "\n")
+    return dest
 
 
 # --- review queue --------------------------------------------------------------------------------

@@ -26,6 +26,13 @@ def _root() -> Path:
     return Path(os.environ.get("SENTILOOP_ROOT") or ".").resolve()
 
 
+def _feedback_root() -> Path | None:
+    """The repository whose data/feedback receives decisions, when SENTILOOP_ROOT holds another
+    revision's outputs (sentiloop app --rev)."""
+    value = os.environ.get("SENTILOOP_FEEDBACK_ROOT")
+    return Path(value).resolve() if value else None
+
+
 def _mtime(path: Path) -> float:
     try:
         return path.stat().st_mtime_ns
@@ -268,11 +275,13 @@ def main() -> None:
     st.set_page_config(page_title="sentiloop review", layout="wide")
     root = _root()
     try:
-        cfg = logic.load_config(root)
+        cfg = logic.load_config(root, feedback_root=_feedback_root())
     except SentiloopError as e:
         _error(e)
         return
     L = Layout(root)
+    if os.environ.get("SENTILOOP_REV"):
+        st.sidebar.caption(f"Outputs of revision `{os.environ['SENTILOOP_REV']}`")
     page = st.sidebar.radio("Page", PAGES, key="page")
     fn = {"Overview": page_overview, "Review queue": page_queue, "Experiments": page_experiments,
           "Row lookup": page_lookup}[page]
