@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -62,8 +63,9 @@ def test_overview_shows_the_run(root, monkeypatch):
     frames = [d.value for d in at.dataframe]
     dist = frames[0]
     assert list(dist.index) == ["original", "it1", "it2"] and dist.loc["it2"].sum() == 54
-    assert "ensemble" in frames[1].index and frames[1].loc["ensemble", "test_macro_f1"] == pytest.approx(1.0)
-    assert any("awful" in set(f.get("word", [])) for f in frames[2:])          # lexicon top words
+    assert frames[1]["k"].tolist() == [1, 2] and frames[1]["changes"].tolist() == [11, 0]
+    assert "ensemble" in frames[2].index and frames[2].loc["ensemble", "test_macro_f1"] == pytest.approx(1.0)
+    assert any("awful" in set(f.get("word", [])) for f in frames[3:])          # lexicon top words
     assert "train 54" in at.caption[0].value
 
 
@@ -83,6 +85,8 @@ def test_no_run_yet_says_which_command_to_run(tmp_path, run_dir, monkeypatch):
 
 def test_missing_or_corrupt_summaries_name_the_command(root, monkeypatch):
     L = Layout(root)
+    assert errors(app(root, monkeypatch)) == [] and errors(app(root, monkeypatch, "Review queue")) == []
+    time.sleep(0.01)              # a new mtime: the app's caches are keyed by the files' mtimes
     L.review_overview.write_text("{not json")
     at = app(root, monkeypatch)
     assert errors(at) == [f"{L.review_overview} is corrupt (JSONDecodeError): rerun `dvc repro -f review_data`"]

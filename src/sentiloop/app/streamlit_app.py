@@ -41,22 +41,34 @@ def _mtime(path: Path) -> float:
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
-def _overview(root: str, _stamp) -> dict:
+def _overview(root: str, stamp) -> dict:
     return load_overview(Layout(Path(root)))
 
 
-@st.cache_data(show_spinner=False, max_entries=4)
-def _queue(root: str, _stamp) -> pd.DataFrame:
+# the queue and the applied labels are read-only frames: shared across sessions without a copy
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _queue(root: str, stamp) -> pd.DataFrame:
     return load_queue(Layout(Path(root)))
 
 
-@st.cache_data(show_spinner=False, max_entries=4)
-def _applied(root: str, _stamp) -> pd.DataFrame:
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _applied(root: str, stamp) -> pd.DataFrame:
     return load_applied(Layout(Path(root)))
 
 
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _config(root: str, feedback_root: str | None, stamp) -> logic.AppConfig:
+    """params.yaml validated once per change (validation costs ~0.3 s: not on every rerun)."""
+    return logic.load_config(Path(root), feedback_root=feedback_root)
+
+
+@st.cache_data(show_spinner=False, ttl=60)
+def _versions(root: str) -> list[str]:
+    return logic.registered_versions(Path(root))
+
+
 @st.cache_data(show_spinner=False, max_entries=4)
-def _iterations(root: str, _stamp) -> list[dict]:
+def _iterations(root: str, stamp) -> list[dict]:
     return load_iterations(Layout(Path(root)))
 
 
@@ -94,7 +106,7 @@ def page_overview(cfg: logic.AppConfig, L: Layout) -> None:
     gate = ov.get("gate") or {}
     verdict = "-" if not gate else ("deployable" if gate.get("deployable") else "failed")
     c[3].metric("Gate", verdict, help=f"macro-F1 {gate.get('f1')} vs threshold {gate.get('threshold')}")
-    versions = logic.registered_versions(L.root)
+    versions = _versions(str(L.root))
     st.caption(f"Splits: {', '.join(f'{k} {v:,}' for k, v in sorted(ov['splits'].items()))} · "
                f"registered version: {versions[-1] if versions else 'none'} · "
                f"human labels applied: {ov.get('applied_human', 0)}")
@@ -106,6 +118,11 @@ def page_overview(cfg: logic.AppConfig, L: Layout) -> None:
     if ov.get("by_month"):
         st.subheader(f"Labels over time ({ov.get('date_column')})")
         st.line_chart(pd.DataFrame(ov["by_month"]).T.fillna(0))
+    its = pd.DataFrame(_iterations(str(L.root), _stamp(L)))
+    if len(its):
+        st.subheader("Per iteration")
+        st.dataframe(its[["k", "changes", "label_change_rate", "dev_macro_f1", "locked", "passed_through"]],
+                     hide_index=True, width="stretch")
     st.subheader("Corrections by source per iteration")
     corr = pd.DataFrame(ov.get("corrections_by_source") or {}).T.fillna(0)
     corr = corr.loc[sorted(corr.index, key=_iteration_order)] if len(corr) else corr
@@ -275,7 +292,8 @@ def main() -> None:
     st.set_page_config(page_title="sentiloop review", layout="wide")
     root = _root()
     try:
-        cfg = logic.load_config(root, feedback_root=_feedback_root())
+        fb_root = _feedback_root()
+        cfg = _config(str(root), str(fb_root) if fb_root else None, _mtime(root / "params.yaml"))
     except SentiloopError as e:
         _error(e)
         return
