@@ -113,11 +113,12 @@ def test_review_queue_records_accept_choose_skip_in_rank_order(root, monkeypatch
     assert at.subheader[0].value == f"#1 · id {q.id[0]}"
     labels = [b.label for b in at.button]
     assert labels == ["Accept current [a]", "Label negative [1]", "Label neutral [2]", "Label positive [3]", "Skip [s]"]
-    probs = at.dataframe[0].value
+    probs = at.table[0].value
     assert list(probs.index) == ["lexicon", "ensemble"] and list(probs.columns) == A.S.CLASSES
     assert probs.loc["ensemble", q.current_label[0]] == pytest.approx(1 - q.score[0], abs=1e-4)
-    hist = at.dataframe[1].value                                  # row 1 was changed by the loop
+    hist = at.table[1].value                                      # row 1 was changed by the loop
     assert hist["source"].tolist() == ["ensemble"] and hist["new_label"].tolist() == [q.current_label[0]]
+    assert hist.index.tolist() == [1]
 
     other = next(c for c in A.S.CLASSES if c != q.current_label[1])
     at.button(key=f"btn_accept_{q.current_label[0]}").click().run()
@@ -128,6 +129,9 @@ def test_review_queue_records_accept_choose_skip_in_rank_order(root, monkeypatch
                                 f"{q.id[1]},{other},ann,choose\n{q.id[2]},,ann,skip\n")
     assert at.subheader[0].value == f"#4 · id {q.id[3]}"
     assert "2 pending for the next run" in at.caption[0].value
+    at.toggle(key="show_pending").set_value(True).run()
+    pending = at.dataframe[0].value
+    assert sorted(pending["id"]) == sorted([q.id[0], q.id[1]]) and set(pending["reviewer"]) == {"ann"}
     acc, rej = load_feedback(root / "data/feedback", A.S.CLASSES, Layout(root).final_store)
     assert rej.empty and sorted(acc["id"]) == sorted([q.id[0], q.id[1]]) and acc.attrs["unreviewed"] == 1
 

@@ -185,13 +185,6 @@ def page_queue(cfg: logic.AppConfig, L: Layout) -> None:
     queue = _queue(str(L.root), _stamp(L))
     applied = _applied(str(L.root), _stamp(L))
     sess = _session(cfg)
-    pending, _, rejects = logic.feedback_status(cfg, applied)
-    if len(rejects):
-        st.warning(f"{len(rejects)} feedback row(s) or file(s) would be rejected by the next run "
-                   "(nothing from them is applied):")
-        st.dataframe(rejects, hide_index=True, width="stretch")
-    if st.session_state.get("decision_error"):
-        st.error(st.session_state.pop("decision_error"))
     with st.sidebar:
         st.subheader("Filters")
         f_cls = st.multiselect("Current label", cfg.classes, key="f_cls")
@@ -199,13 +192,29 @@ def page_queue(cfg: logic.AppConfig, L: Layout) -> None:
         f_it = st.multiselect("Last changed in iteration", sorted(int(i) for i in queue["last_iteration"].unique()),
                               key="f_it")
         f_text = st.text_input("Text contains", key="f_text")
+    filters = {"classes": f_cls, "sources": f_src, "iterations": f_it, "text": f_text}
+    _queue_row(cfg, queue, applied, sess, filters)
+
+
+@st.fragment
+def _queue_row(cfg: logic.AppConfig, queue: pd.DataFrame, applied: pd.DataFrame, sess: ReviewSession | None,
+               filters: dict) -> None:
+    """The current row and its actions: a decision reruns this part of the page only."""
+    pending, _, rejects = logic.feedback_status(cfg, applied)
+    if len(rejects):
+        st.warning(f"{len(rejects)} feedback row(s) or file(s) would be rejected by the next run "
+                   "(nothing from them is applied):")
+        st.dataframe(rejects, hide_index=True, width="stretch")
+    if st.session_state.get("decision_error"):
+        st.error(st.session_state.pop("decision_error"))
     if sess is None:
         return
     done = sess.decided | logic.decided_elsewhere(cfg, sess.path) | set(applied["id"].astype(str))
-    rows = logic.filter_queue(queue, classes=f_cls, sources=f_src, iterations=f_it, text=f_text, exclude=done)
-    st.caption(f"Session file: `{sess.path.relative_to(cfg.root) if sess.path.is_relative_to(cfg.root) else sess.path}`"
-               f" · {len(sess.decisions)} decision(s) this session · {len(rows)} row(s) left in this view · "
-               f"{len(pending)} pending for the next run · {len(applied)} applied by the last run")
+    rows = logic.filter_queue(queue, exclude=done, **filters)
+    shown = sess.path.relative_to(cfg.root) if sess.path.is_relative_to(cfg.root) else sess.path
+    st.caption(f"Session file: `{shown}` · {len(sess.decisions)} decision(s) this session · {len(rows)} row(s) "
+               f"left in this view · {len(pending)} pending for the next run · {len(applied)} applied by the "
+               "last run")
     if st.session_state.get("last_decision"):
         st.success(f"Saved: {st.session_state['last_decision']}")
     if rows.empty:
@@ -221,7 +230,7 @@ def page_queue(cfg: logic.AppConfig, L: Layout) -> None:
         c[3].metric("Why queued", row["reason"], help=f"source of the current label: {row['source']}")
         _buttons(sess, row, cfg.classes)
         st.markdown("**Probabilities**")
-        st.dataframe(logic.probability_table(row, cfg.members, cfg.classes), width="stretch")
+        st.table(logic.probability_table(row, cfg.members, cfg.classes))       # static: cheap to draw
         if isinstance(row.get("llm_label"), str) and row.get("llm_label"):
             st.markdown(f"**LLM answer:** {row['llm_label']} (confidence {row.get('llm_confidence')}) — "
                         f"{row.get('llm_rationale') or 'no rationale'}")
@@ -232,10 +241,11 @@ def page_queue(cfg: logic.AppConfig, L: Layout) -> None:
         if hist.empty:
             st.caption("No changes: the label is the original one.")
         else:
-            st.dataframe(hist, hide_index=True, width="stretch")
-    with st.expander(f"Pending for the next run ({len(pending)})"):
+            st.table(hist.set_index("iteration"))
+    # drawn on request only: an expander would send its tables on every decision
+    if st.toggle(f"Show the {len(pending)} decision(s) pending for the next run", key="show_pending"):
         st.dataframe(pending, hide_index=True, width="stretch")
-    with st.expander(f"Already applied by the last run ({len(applied)})"):
+    if st.toggle(f"Show the {len(applied)} human label(s) the last run applied", key="show_applied"):
         st.dataframe(applied, hide_index=True, width="stretch")
 
 
