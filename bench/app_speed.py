@@ -181,6 +181,29 @@ def browser_figures(root: Path, next_rows: int, loads: int) -> dict:
         log.close()
 
 
+def server_cpu(root: Path, next_rows: int) -> dict:
+    """CPU seconds of the app's script runs (streamlit.testing, in this process): what the server
+    spends per page, less sensitive to a shared machine's load than wall time."""
+    from streamlit.testing.v1 import AppTest
+    os.environ["SENTILOOP_ROOT"] = str(root)
+    at = AppTest.from_file(str(ROOT / "src/sentiloop/app/streamlit_app.py"), default_timeout=300)
+    out = {}
+    for name in ("overview_cold_cpu_s", "overview_warm_cpu_s"):
+        c0 = time.process_time()
+        at.run()
+        out[name] = round(time.process_time() - c0, 3)
+    at.sidebar.radio(key="page").set_value("Review queue").run()
+    at.sidebar.text_input(key="reviewer").set_value("bench-cpu").run()
+    cpu = []
+    for _ in range(next_rows):
+        c0 = time.process_time()
+        at.button(key="btn_skip_None").click().run()
+        cpu.append(time.process_time() - c0)
+    out["next_row_cpu_ms_median"] = round(1000 * statistics.median(cpu))
+    out["next_row_cpu_ms_max"] = round(1000 * max(cpu))
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, default=712_383)
@@ -221,6 +244,10 @@ def main(argv=None) -> int:
             result["browser"] = "playwright not installed"
     else:
         result["browser"] = "no chromium"
+    try:
+        result.update(server_cpu(work, args.next_rows))
+    except ImportError:
+        result["server_cpu"] = "streamlit not installed"
     result["load_after"] = os.getloadavg()
     (work / "result.json").write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
