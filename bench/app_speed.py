@@ -157,12 +157,12 @@ def browser_figures(root: Path, next_rows: int, loads: int) -> dict:
                 t0 = time.perf_counter()
                 page.goto(url)
                 # first paint: the page's headline figures (rows, termination, gate) are on screen
-                expect(page.get_by_role("heading", name="Overview")).to_be_visible()
-                expect(page.get_by_text("max_iterations").first).to_be_visible()
+                expect(page.get_by_role("heading", name="Overview")).to_be_visible(timeout=120_000)
+                expect(page.get_by_text("max_iterations").first).to_be_visible(timeout=120_000)
                 out["first_paint_s"].append(time.perf_counter() - t0)
                 # complete: the script has finished and the last section is drawn
-                expect(page.get_by_role("heading", name="Test and dev metrics")).to_be_visible()
-                expect(page.get_by_test_id("stStatusWidget")).to_have_count(0)
+                expect(page.get_by_role("heading", name="Test and dev metrics")).to_be_visible(timeout=120_000)
+                expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=120_000)
                 out["complete_s"].append(time.perf_counter() - t0)
                 page.close()
             page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -171,12 +171,16 @@ def browser_figures(root: Path, next_rows: int, loads: int) -> dict:
             page.get_by_text("Review queue", exact=True).click()
             page.get_by_role("textbox", name="Reviewer").fill("bench")
             page.get_by_role("textbox", name="Reviewer").press("Enter")
-            expect(page.get_by_text("#1 · id")).to_be_visible()
+            expect(page.get_by_text("#1 · id")).to_be_visible(timeout=120_000)
+            # focus off the text field (its blur can start a rerun that swallows a key pressed meanwhile)
+            page.get_by_role("heading", name="Review queue").click()
+            page.wait_for_timeout(1000)
             for i in range(next_rows):
-                page.get_by_role("heading", name="Review queue").click()
+                # the previous rerun has finished: its shortcuts are live
+                expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=60_000)
                 t0 = time.perf_counter()
                 page.keyboard.press("s")
-                expect(page.get_by_text(f"#{i + 2} · id")).to_be_visible()
+                expect(page.get_by_text(f"#{i + 2} · id")).to_be_visible(timeout=60_000)
                 out["next_row_ms"].append((time.perf_counter() - t0) * 1000)
             browser.close()
         return out

@@ -181,6 +181,11 @@ def test_bad_reviewer_name_is_refused(root, monkeypatch):
     at = app(root, monkeypatch, "Review queue", reviewer="../etc")
     assert errors(at) and errors(at)[0].startswith("reviewer name '../etc': use 1-40 letters")
     assert not list((root / "data/feedback").glob("app-*"))
+    # a damaged session id in the URL starts a new session, and says so
+    at = app(root, monkeypatch, "Review queue", reviewer="ann", session="../../x")
+    assert at.warning[0].value == ("session id '../../x' is malformed (expected YYYYMMDDTHHMMSS-xxxxxx, as the "
+                                   "app writes it); started a new session")
+    assert at.query_params["session"] != "../../x" and at.subheader[0].value.startswith("#1 · id")
 
 
 def test_queue_filters(root, monkeypatch):

@@ -110,6 +110,7 @@ def _history(db: Path, ids: list[str]) -> list[tuple]:
 
 def test_review_three_rows_by_keyboard_then_the_next_run_locks_them(server):
     from playwright.sync_api import expect, sync_playwright
+    expect.set_options(timeout=30_000)            # a shared 2-core machine can be slow
     url, root, prm, L = server
     q = pd.read_parquet(L.review_queue)
     classes = A.S.CLASSES
@@ -143,8 +144,11 @@ def test_review_three_rows_by_keyboard_then_the_next_run_locks_them(server):
         page.get_by_role("textbox", name="Reviewer").press("Enter")
         expect(page.get_by_text(f"#1 · id {q.id[0]}")).to_be_visible()
         _shot(page, "queue")
+        # focus off the text field (its blur can start a rerun that swallows a key pressed meanwhile)
+        page.get_by_role("heading", name="Review queue").click()
+        page.wait_for_timeout(1000)
         for i, label in enumerate(picks):
-            page.get_by_role("heading", name="Review queue").click()       # focus off the text input
+            _settled(page)                                                  # the rerun is over: keys are live
             page.keyboard.press(str(classes.index(label) + 1))
             expect(page.get_by_text(f"#{i + 2} · id {q.id[i + 1]}")).to_be_visible()
             expect(page.get_by_text(f"Saved: choose {q.id[i]} → {label}")).to_be_visible()

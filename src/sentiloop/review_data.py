@@ -361,7 +361,7 @@ def _load_parquet(L: Layout, path: Path, required: Sequence[str]) -> pd.DataFram
     return frame
 
 
-def row_details(L: Layout, rid: str, classes: Sequence[str]) -> dict | None:
+def row_details(L: Layout, rid: str) -> dict | None:
     """One row by id from the final store (primary key), its predictions and its history."""
     con = store.connect(L.final_store, readonly=True)
     try:

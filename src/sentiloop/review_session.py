@@ -58,7 +58,8 @@ class ReviewSession:
         self.reviewer = check_reviewer(reviewer)
         self.session_id = session_id or new_session_id()
         if not _SESSION.match(self.session_id):
-            raise ReviewSessionError(f"session id {self.session_id!r} is malformed; start a new session")
+            raise ReviewSessionError(f"session id {self.session_id!r} is malformed (expected "
+                                     "YYYYMMDDTHHMMSS-xxxxxx, as the app writes it)")
         self.classes = list(classes)
         self.directory = Path(directory)
         slug = re.sub(r"[^A-Za-z0-9._-]", "_", self.reviewer)

@@ -152,7 +152,13 @@ def _session(cfg: logic.AppConfig) -> ReviewSession | None:
     try:
         check_reviewer(name)
         sid = qp.get("session") if qp.get("reviewer") == name else None
-        sess = ReviewSession(cfg.feedback_dir, name, cfg.classes, session_id=sid)
+        try:
+            sess = ReviewSession(cfg.feedback_dir, name, cfg.classes, session_id=sid)
+        except SentiloopError as e:
+            if sid is None:
+                raise
+            st.warning(f"{one_line(e)}; started a new session")       # a damaged or edited URL
+            sess = ReviewSession(cfg.feedback_dir, name, cfg.classes)
     except SentiloopError as e:
         _error(e)
         return None
@@ -287,7 +293,7 @@ def page_lookup(cfg: logic.AppConfig, L: Layout) -> None:
     rid = st.text_input("Row id", key="lookup_id").strip()
     if not rid:
         return
-    details = row_details(L, rid, cfg.classes)
+    details = row_details(L, rid)
     if details is None:
         st.warning(f"No row with id {rid!r} in {L.final_store}.")
         return
