@@ -113,15 +113,16 @@ def synthetic_run(root: Path, n: int, n_iter: int, seed: int) -> tuple[object, L
 
 
 STAGE = """
-import json, resource, time
+import json, time
 from pathlib import Path
 from sentiloop.layout import Layout
 from sentiloop.review_data import build
 from sentiloop.settings import load
 c0 = time.process_time()
 build(load("params.yaml"), Layout(Path(".")))
-print(json.dumps({"cpu_s": round(time.process_time() - c0, 1),
-                  "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}))
+# VmHWM: this process's own peak (ru_maxrss would carry the parent's across fork + exec)
+hwm = next(int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmHWM:"))
+print(json.dumps({"cpu_s": round(time.process_time() - c0, 1), "peak_rss_mib": round(hwm / 1024)}))
 """
 
 

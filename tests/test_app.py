@@ -93,6 +93,11 @@ def test_missing_or_corrupt_summaries_name_the_command(root, monkeypatch):
     L.review_queue.write_bytes(b"PAR1 garbage")
     at = app(root, monkeypatch, "Review queue", reviewer="ann")
     assert len(errors(at)) == 1 and "queue.parquet is corrupt" in errors(at)[0]
+    L.final_store.write_bytes(b"not a database" * 100)
+    at = app(root, monkeypatch, "Row lookup")
+    at.text_input(key="lookup_id").set_value("t1").run()
+    assert errors(at) == [f"{L.final_store}: unreadable (file is not a database); restore it with `dvc checkout` "
+                          "or rerun `dvc repro`"]
     shutil.rmtree(L.review_dir)
     at = app(root, monkeypatch)
     assert errors(at) == [f"{L.review_overview} is missing: run `dvc repro review_data` to write the review summaries"]

@@ -361,6 +361,10 @@ def _load_parquet(L: Layout, path: Path, required: Sequence[str]) -> pd.DataFram
     return frame
 
 
+def _corrupt_store(L: Layout, e: Exception) -> ReviewDataError:
+    return ReviewDataError(f"{L.final_store}: unreadable ({e}); restore it with `dvc checkout` or rerun `dvc repro`")
+
+
 def row_details(L: Layout, rid: str) -> dict | None:
     """One row by id from the final store (primary key), its predictions and its history."""
     con = store.connect(L.final_store, readonly=True)
@@ -371,6 +375,8 @@ def row_details(L: Layout, rid: str) -> dict | None:
             return None
         hist = con.execute(f"SELECT {', '.join(HISTORY_COLUMNS)} FROM label_history WHERE sentence_id = ? "
                            "ORDER BY rowid", (str(rid),)).fetchall()
+    except sqlite3.DatabaseError as e:
+        raise _corrupt_store(L, e) from None
     finally:
         con.close()
     import pyarrow.parquet as pq
@@ -389,6 +395,8 @@ def search_text(L: Layout, query: str, limit: int = 50) -> pd.DataFrame:
         escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         rows = con.execute("SELECT id, text, label, current_label, split, locked FROM sentences "
                            "WHERE text LIKE ? ESCAPE '\\' LIMIT ?", (f"%{escaped}%", int(limit))).fetchall()
+    except sqlite3.DatabaseError as e:
+        raise _corrupt_store(L, e) from None
     finally:
         con.close()
     return pd.DataFrame(rows, columns=["id", "text", "label", "current_label", "split", "locked"])

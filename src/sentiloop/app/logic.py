@@ -144,7 +144,11 @@ def feedback_status(cfg: AppConfig, applied: pd.DataFrame) -> tuple[pd.DataFrame
     store = Layout(cfg.root).final_store
     if not store.exists():
         raise AppError("no run yet: run `make run` (or `dvc repro`), then reload")
-    acc, rej = load_feedback(cfg.feedback_dir, cfg.classes, store)
+    import sqlite3
+    try:
+        acc, rej = load_feedback(cfg.feedback_dir, cfg.classes, store)
+    except sqlite3.DatabaseError as e:
+        raise AppError(f"{store}: unreadable ({e}); restore it with `dvc checkout` or rerun `dvc repro`") from None
     done = set(zip(applied["id"].astype(str), applied["label"].astype(str))) if len(applied) else set()
     pending = acc[[(str(i), str(l)) not in done for i, l in zip(acc["id"], acc["label"])]] if len(acc) else acc
     return pending.reset_index(drop=True), applied, rej
