@@ -80,7 +80,8 @@ def synthetic_run(root: Path, n: int, n_iter: int, seed: int) -> tuple[object, L
     hist = [(ids[i], int(k), label[i], current[i], "ensemble", float(rng.uniform(0.8, 1.0)), "threshold 0.8")
             for i, k in zip(changed, it_of)]
     hist += [(ids[i], 1, label[i], current[i], "human", 1.0, "reviewer=ann;file=r.csv") for i in human]
-    con.executemany("INSERT INTO label_history VALUES (?,?,?,?,?,?,?)", hist)
+    con.executemany("INSERT INTO label_history (sentence_id, iteration, old_label, new_label, source, confidence, "
+                    "detail) VALUES (?,?,?,?,?,?,?)", hist)
     con.commit()
     con.close()
     p_pos = np.clip(np.where(current == "positive", rng.beta(5, 2, size=n), rng.beta(2, 5, size=n)), 1e-4, 1 - 1e-4)

@@ -43,10 +43,11 @@ def make_run(root: Path, *, n_per_class: int = 30):
 def rerun_loop_from(prm, L: Layout, k: int = 1) -> None:
     """The next `dvc repro` after new feedback: correct@it<k> onwards (feedback.dir is a dep of
     every correct stage), with the loop's own step functions."""
-    from sentiloop.steps import correct, predict, publish, relabel, train
+    from sentiloop.steps import correct, judge, predict, publish, relabel, train
     for i in range(k, prm.loop.max_iterations + 1):
         if i > k:
             predict.run(prm, L, i)
+            judge.run(prm, L, i)
             relabel.run(prm, L, i)
         correct.run(prm, L, i)
         train.retrain(prm, L, i, "lexicon")

@@ -118,7 +118,9 @@ class Reads:
     # helpers on the settings that read params on the caller's behalf
     DERIVED_READS = {"members": ["ensemble.members"], "classes": ["data.classes"],
                      "enabled": ["llm.provider"], "has_gold": ["data.gold_column"],
-                     "api_key": ["llm.api_key_env"]}
+                     "api_key": ["llm.api_key_env"],
+                     "active": ["data.noise.rate", "data.noise.matrix"],
+                     "fold_members": ["loop.cross_fit", "loop.cross_fit_members", "ensemble.members"]}
 
     def __init__(self, obj, path: str, log: set[str]):
         object.__setattr__(self, "_obj", obj)
@@ -166,7 +168,7 @@ def _tiny_settings(tmp_path) -> Settings:
         "source": "file", "path": str(csv), "format": "csv", "encoding_errors": "strict", "language": "en",
         "classes": ["negative", "positive"], "id_column": "id", "text_column": "text", "label_column": "label",
         "gold_column": "gold", "label_map": {"negative": "negative", "positive": "positive"},
-        "max_text_chars": 500, "max_rows": None}, "schedule": {"start": 0.66, "end": 0.6}})
+        "max_text_chars": 500, "filtered_labels": [], "max_rows": None}, "schedule": {"start": 0.66, "end": 0.6}})
 
 
 @pytest.fixture(scope="module")

@@ -91,11 +91,17 @@ def _top(frame: pd.DataFrame, n: int) -> pd.DataFrame:
                              kind="mergesort").head(n)
 
 
+def history_columns(store_db: Path) -> list[str]:
+    """label_history's columns this store has (newer stores add `action`)."""
+    have = store_columns(store_db, "label_history")
+    return HISTORY_COLUMNS + [c for c in ("action",) if c in have]
+
+
 def _history_for(store_db: Path, ids: set[str], chunk: int) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     if not ids:
         return out
-    for part in store.iter_chunks(store_db, ["sentence_id", *HISTORY_COLUMNS], table="label_history",
+    for part in store.iter_chunks(store_db, ["sentence_id", *history_columns(store_db)], table="label_history",
                                   chunk_size=chunk):
         part = part[part["sentence_id"].astype(str).isin(ids)]
         for rec in part.to_dict("records"):
@@ -373,7 +379,9 @@ def row_details(L: Layout, rid: str) -> dict | None:
         row = con.execute("SELECT * FROM sentences WHERE id = ?", (str(rid),)).fetchone()
         if row is None:
             return None
-        hist = con.execute(f"SELECT {', '.join(HISTORY_COLUMNS)} FROM label_history WHERE sentence_id = ? "
+        cols = [r[1] for r in con.execute("PRAGMA table_info(label_history)").fetchall()]
+        cols = HISTORY_COLUMNS + [c for c in ("action",) if c in cols]
+        hist = con.execute(f"SELECT {', '.join(cols)} FROM label_history WHERE sentence_id = ? "
                            "ORDER BY rowid", (str(rid),)).fetchall()
     except sqlite3.DatabaseError as e:
         raise _corrupt_store(L, e) from None

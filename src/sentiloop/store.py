@@ -7,11 +7,15 @@ an atomic rename). Every read goes through `iter_chunks`, so memory stays flat i
 Schema of `sentences`:
   id TEXT PRIMARY KEY, text TEXT, label TEXT (the original label, never changed),
   split TEXT (train/dev/test), current_label TEXT (the refined label), locked INTEGER
-  (1 = a human label: no automatic step may change it).
+  (1 = a human label: no automatic step may change it; 2 = settled by an annotator (LLM): the
+  ensemble no longer judges it, a human still may), aside INTEGER (1 = suspect: not trained
+  on, queued for review, judged again next iteration), p_wrong REAL (the correction rule's
+  estimate that the original label is wrong; NULL until judged).
 `label_history`: every change with its provenance.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import sqlite3
@@ -24,9 +28,9 @@ import pandas as pd
 
 from sentiloop.errors import SentiloopError
 
-SENTENCE_COLUMNS = ("id", "text", "label", "split", "current_label", "locked")
+SENTENCE_COLUMNS = ("id", "text", "label", "split", "current_label", "locked", "aside", "p_wrong")
 HISTORY_COLUMNS = ("sentence_id", "iteration", "old_label", "new_label", "source", "confidence",
-                   "detail")
+                   "detail", "action")
 
 CREATE_SENTENCES = """
 CREATE TABLE IF NOT EXISTS sentences (
@@ -35,7 +39,9 @@ CREATE TABLE IF NOT EXISTS sentences (
   label TEXT NOT NULL,
   split TEXT,
   current_label TEXT,
-  locked INTEGER NOT NULL DEFAULT 0
+  locked INTEGER NOT NULL DEFAULT 0,
+  aside INTEGER NOT NULL DEFAULT 0,
+  p_wrong REAL
 )"""
 CREATE_HISTORY = """
 CREATE TABLE IF NOT EXISTS label_history (
@@ -45,12 +51,29 @@ CREATE TABLE IF NOT EXISTS label_history (
   new_label TEXT NOT NULL,
   source TEXT NOT NULL,
   confidence REAL,
-  detail TEXT
+  detail TEXT,
+  action TEXT
 )"""
 
 
 class StoreError(SentiloopError, RuntimeError):
     pass
+
+
+def unreadable(path: str | Path, e: BaseException) -> StoreError:
+    return StoreError(f"{path}: not a readable SQLite database ({e}): truncated or corrupted; "
+                      "rerun the stage that writes it (dvc repro --force <stage>)")
+
+
+def check_readable(con: sqlite3.Connection, path: str | Path) -> None:
+    """Read the header and the page count (SQLite compares it with the file's size): a file
+    that is not a database or was cut short fails here, naming the file, not in a later query."""
+    try:
+        con.execute("PRAGMA page_count").fetchone()
+        con.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.DatabaseError as e:
+        con.close()
+        raise unreadable(path, e) from None
 
 
 def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -59,6 +82,7 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
         if not path.exists():
             raise StoreError(f"{path}: no such database")
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        check_readable(con, path)
     else:
         con = sqlite3.connect(path)
         con.execute("PRAGMA journal_mode=OFF")
@@ -75,6 +99,7 @@ def atomic_db(path: str | Path, *, copy_from: str | Path | None = None) -> Itera
     os.close(fd)
     try:
         if copy_from is not None:
+            connect(copy_from, readonly=True).close()     # a truncated source names itself
             shutil.copyfile(copy_from, tmp)
         else:
             os.unlink(tmp)
@@ -110,12 +135,21 @@ def iter_chunks(path: str | Path, columns: Sequence[str] = ("id", "text", "curre
             sql += f" WHERE {where}"
         if order_by:
             sql += f" ORDER BY {order_by}"
-        cur = con.execute(sql, tuple(params))
-        while True:
+        try:
+            cur = con.execute(sql, tuple(params))
             rows = cur.fetchmany(chunk_size)
-            if not rows:
-                break
+        except sqlite3.DatabaseError as e:
+            if type(e) is not sqlite3.DatabaseError:   # no such table/column: a bug, not the file
+                raise
+            raise unreadable(path, e) from None
+        while rows:
             yield pd.DataFrame.from_records(rows, columns=list(columns))
+            try:
+                rows = cur.fetchmany(chunk_size)
+            except sqlite3.DatabaseError as e:
+                if type(e) is not sqlite3.DatabaseError:
+                    raise
+                raise unreadable(path, e) from None
     finally:
         con.close()
 
@@ -153,11 +187,42 @@ def label_counts(path: str | Path, column: str = "current_label", split: str | N
         con.close()
 
 
+def fingerprint(path: str | Path) -> str:
+    """The corpus a store holds, as 16 hex digits: sha256 over its ids and texts in row order
+    (labels, splits and history excluded, so every iteration's store of one run agrees)."""
+    h = hashlib.sha256()
+    for chunk in iter_chunks(path, ("id", "text"), chunk_size=20_000):
+        for rid, text in zip(chunk["id"], chunk["text"]):
+            h.update(f"{rid}\x1f{text}\x1e".encode("utf-8", "surrogatepass"))
+    return h.hexdigest()[:16]
+
+
 def write_history(con: sqlite3.Connection, rows: Iterable[tuple]) -> int:
+    """Append history rows (sentence_id, iteration, old_label, new_label, source, confidence,
+    detail[, action]). `action` says what happened: relabel (a label changed), restore (an earlier
+    correction undone), aside / unaside (set aside or brought back; the label is unchanged)."""
     con.execute(CREATE_HISTORY)
     cur = con.executemany(
         "INSERT INTO label_history (sentence_id, iteration, old_label, new_label, source, "
-        "confidence, detail) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        "confidence, detail, action) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (tuple(r) + (None,) * (8 - len(r)) if len(r) < 8 else tuple(r) for r in rows))
+    return cur.rowcount
+
+
+def settle(con: sqlite3.Connection, ids: Iterable[str]) -> int:
+    """Mark free train rows as settled by an annotator (locked = 2)."""
+    cur = con.executemany("UPDATE sentences SET locked = 2, aside = 0 WHERE id = ? AND locked = 0 AND split = 'train'",
+                          ((str(i),) for i in ids))
+    return cur.rowcount
+
+
+def set_judgement(con: sqlite3.Connection, ids: Sequence[str], aside: Sequence[int],
+                  p_wrong: Sequence[float]) -> int:
+    """Record the correction rule's view of free train rows: aside (excluded from training,
+    queued for review) and the estimated probability that the original label is wrong."""
+    cur = con.executemany(
+        "UPDATE sentences SET aside = ?, p_wrong = ? WHERE id = ? AND locked = 0 AND split = 'train'",
+        ((int(a), float(p), str(i)) for i, a, p in zip(ids, aside, p_wrong)))
     return cur.rowcount
 
 

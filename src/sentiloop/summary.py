@@ -86,9 +86,9 @@ def collect(s: Settings, L: Layout) -> list[dict[str, Any]]:
             total = sum(dist.values()) or 1
             for c in s.classes:
                 rec[f"class_share/{c}"] = dist.get(c, 0) / total
-            th = [v for v in (it.get("thresholds") or {}).values() if v is not None and np.isfinite(v)]
-            if th:
-                rec["threshold_min"] = float(min(th))
+            for key in ("flip_at", "estimated_noise_rate", "residual_noise", "aside"):
+                if it.get(key) is not None:
+                    rec[f"rule/{key}"] = it[key]
             rec["passed_through"] = int(bool(it.get("passed_through")))
         llm = _read(L.llm_usage(k))
         for key, v in llm.items():

@@ -133,6 +133,8 @@ def history_table(history_json: str | None) -> pd.DataFrame:
         rows = json.loads(history_json) if history_json else []
     except ValueError:
         rows = []
+    if any("action" in r for r in rows):
+        cols.append("action")
     return pd.DataFrame(rows, columns=cols)
 
 
