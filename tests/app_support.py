@@ -14,7 +14,7 @@ ITERATIONS = 2
 
 
 def settings(**overrides):
-    return S.params(loop={"max_iterations": ITERATIONS, "change_cap": 0.5}, **overrides)
+    return S.params(loop={"max_iterations": ITERATIONS}, **overrides)
 
 
 def noisy_corpus(n_per_class: int = 30) -> list[dict]:

@@ -47,8 +47,16 @@ def test_queue_ranks_unlocked_train_rows_by_the_chance_the_label_is_wrong(run):
     train = [i for i, (split, locked, *_) in store.items() if split == "train" and not locked]
     assert sorted(q["id"]) == sorted(train) and q["rank"].tolist() == list(range(1, len(q) + 1))
     preds = pd.read_parquet(L.final_predictions).set_index("id")
-    expected = [1 - preds.loc[i, f"p_ens_{c}"] for i, c in zip(q["id"], q["current_label"])]
-    assert q["score"].to_numpy() == pytest.approx(expected)
+    have = {r[1] for r in _store(L, "PRAGMA table_info(sentences)")}
+    p_wrong = dict(_store(L, "SELECT id, p_wrong FROM sentences")) if "p_wrong" in have else {}
+
+    def expected(rid, label, current):       # docs/review.md: how likely the current label is wrong
+        ens = 1 - preds.loc[rid, f"p_ens_{current}"]
+        pw = p_wrong.get(rid)
+        if pw is None:
+            return ens
+        return pw if label == current else max(1 - pw, ens)
+    assert q["score"].to_numpy() == pytest.approx([expected(*r) for r in zip(q["id"], q["label"], q["current_label"])])
     assert (np.diff(q["score"].to_numpy()) <= 1e-12).all()
     changed = q[q["label"] != q["current_label"]]
     assert len(changed) and (changed["reason"] == "changed").all() and (changed["source"] == "ensemble").all()
@@ -66,25 +74,48 @@ def test_overview_and_iterations(run):
     assert ov["rows"] == 90 and ov["splits"] == {"train": 54, "dev": 18, "test": 18}
     assert set(ov["distribution"]) == {"original", "it1", "it2"}
     assert ov["distribution"]["original"] == {"negative": 18, "neutral": 19, "positive": 17}
-    assert ov["corrections_by_source"]["it1"]["ensemble"] == ov["queue"]["changed"] == 11
+    changed = _store(L, "SELECT COUNT(*) FROM sentences WHERE split = 'train' AND label != current_label")[0][0]
+    assert ov["queue"]["changed"] == changed > 0
+    final = dict(_store(L, "SELECT current_label, COUNT(*) FROM sentences WHERE split = 'train' GROUP BY 1"))
+    assert ov["distribution"]["it2"] == ov["final_distribution"] == final
+    for k, rec in zip((1, 2), its):
+        metrics = json.loads(L.iteration_metrics(k).read_text())
+        assert ov["corrections_by_source"][f"it{k}"] == metrics["corrections_by_source"] == rec["corrections_by_source"]
+        assert rec["changes"] == metrics["changes"] and rec["label_change_rate"] == metrics["label_change_rate"]
+    assert sum(v for r in its for v in r["corrections_by_source"].values()) >= changed
     assert ov["termination_reason"] == "max_iterations" and ov["lexicon_top_words"]["negative"]
-    assert [i["k"] for i in its] == [1, 2] and its[0]["changes"] == 11
+    assert [i["k"] for i in its] == [1, 2]
 
 
 def test_newer_store_columns_p_wrong_aside_source_are_used_when_present(run):
+    """p_wrong estimates that the original label is wrong: the score of a row on its original
+    label; for a changed row 1 - p_wrong is a floor under the ensemble's 1 - P(current)."""
     prm, L = run
-    _store(L, "ALTER TABLE sentences ADD COLUMN aside INTEGER NOT NULL DEFAULT 0")
-    _store(L, "ALTER TABLE sentences ADD COLUMN p_wrong REAL")
-    _store(L, "ALTER TABLE sentences ADD COLUMN source TEXT")
-    ids = [r[0] for r in _store(L, "SELECT id FROM sentences WHERE split = 'train' ORDER BY rowid")]
-    _store(L, "UPDATE sentences SET p_wrong = 0.01")
-    _store(L, "UPDATE sentences SET p_wrong = 0.99, aside = 1, source = 'llm' WHERE id = ?", (ids[7],))
-    _store(L, "UPDATE sentences SET p_wrong = 0.5 WHERE id = ?", (ids[3],))
+    have = {r[1] for r in _store(L, "PRAGMA table_info(sentences)")}
+    for col, kind in (("aside", "INTEGER NOT NULL DEFAULT 0"), ("p_wrong", "REAL"), ("source", "TEXT")):
+        if col not in have:
+            _store(L, f"ALTER TABLE sentences ADD COLUMN {col} {kind}")
+    rows = _store(L, "SELECT id, label, current_label FROM sentences WHERE split = 'train' ORDER BY rowid")
+    same = [i for i, lab, cur in rows if lab == cur]
+    changed = [i for i, lab, cur in rows if lab != cur]
+    _store(L, "UPDATE sentences SET p_wrong = CASE WHEN label = current_label THEN 0.01 ELSE 0.99 END")
+    _store(L, "UPDATE sentences SET p_wrong = 0.98, aside = 1, source = 'llm' WHERE id = ?", (same[7],))
+    _store(L, "UPDATE sentences SET p_wrong = 0.5 WHERE id = ?", (same[3],))
+    _store(L, "UPDATE sentences SET p_wrong = 0.2 WHERE id = ?", (changed[0],))     # original likely right
     ov = build(prm, L)
-    q = load_queue(L)
-    assert q["id"].tolist()[:2] == [ids[7], ids[3]]
-    assert q.loc[0, "reason"] == "set aside" and q.loc[0, "source"] == "llm"
-    assert q["score"].tolist()[:2] == [0.99, 0.5]
+    q = load_queue(L).set_index("id")
+    preds = pd.read_parquet(L.final_predictions).set_index("id")
+    p_cur = {i: preds.loc[i, f"p_ens_{c}"] for i, c in zip(q.index, q["current_label"])}
+    assert q.loc[same[7], "score"] == 0.98 and q.loc[same[3], "score"] == 0.5
+    assert q.loc[same[7], "reason"] == "set aside" and q.loc[same[7], "source"] == "llm"
+    assert q.loc[changed[0], "score"] == pytest.approx(max(0.8, 1 - p_cur[changed[0]]))
+    for i in changed[1:]:
+        assert q.loc[i, "score"] == pytest.approx(max(0.01, 1 - p_cur[i]))
+    for i in same:
+        if i not in (same[3], same[7]):
+            assert q.loc[i, "score"] == 0.01
+    ranked = load_queue(L)["id"].tolist()
+    assert ranked.index(same[7]) < ranked.index(same[3]) and ranked[0] in (same[7], changed[0])
     assert ov["queue"]["aside"] == 1 and ov["queue"]["store_columns"] == ["aside", "p_wrong", "source"]
 
 

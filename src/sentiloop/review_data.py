@@ -12,9 +12,10 @@ scans the store on a rerun.
                                  and rationale, and the row's label_history (JSON)
     data/review/applied.parquet  human labels the run already locked (id, label, iteration, detail)
 
-How likely the current label is wrong: the store's `p_wrong` column where the correction step
-writes one, else 1 - the ensemble's probability of the current label; ties go to the smaller
-ensemble margin (top-1 minus top-2). Rows flagged `aside` (set aside from training), queued for
+How likely the current label is wrong (`wrong_score`): the store's `p_wrong` (the correction
+rule's estimate that the original label is wrong) for rows on their original label; for changed
+rows at least 1 - p_wrong, or the ensemble's 1 - P(current label) when higher; without p_wrong,
+1 - P(current label). Ties go to the smaller ensemble margin (top-1 minus top-2). Rows flagged `aside` (set aside from training), queued for
 relabelling in the last iteration, or changed by the loop carry that as their `reason`.
 
 Everything is read in chunks (store and predictions in lockstep, as the correction step reads
@@ -81,6 +82,22 @@ def _lockstep(store_db: Path, predictions: Path, columns: list[str], pred_column
         yield pd.concat([part.reset_index(drop=True), head.drop(columns="id")], axis=1)
     if have or next(batches, None) is not None:
         raise ReviewDataError(f"{predictions} has more rows than {store_db}: rerun predict_final")
+
+
+def wrong_score(rows: pd.DataFrame, p_current: np.ndarray) -> np.ndarray:
+    """How likely each row's current label is wrong.
+
+    The store's `p_wrong` (newer correction steps) estimates that the *original* label is wrong:
+    for a row still on its original label that is the answer; for a changed row the current
+    label is wrong at least when the original was right, so 1 - p_wrong is a floor, raised to the
+    ensemble's 1 - P(current label) when that is higher. Rows without p_wrong: 1 - P(current)."""
+    fallback = 1.0 - np.asarray(p_current, dtype=np.float64)
+    if "p_wrong" not in rows.columns:
+        return fallback
+    pw = pd.to_numeric(rows["p_wrong"], errors="coerce").to_numpy(dtype=np.float64)
+    changed = (rows["label"] != rows["current_label"]).to_numpy()
+    judged = ~np.isnan(pw)
+    return np.where(judged & ~changed, pw, np.where(judged & changed, np.maximum(1.0 - pw, fallback), fallback))
 
 
 def _top(frame: pd.DataFrame, n: int) -> pd.DataFrame:
@@ -220,11 +237,7 @@ def build(s: Settings, L: Layout) -> dict[str, Any]:
         p_cur = np.where(idx >= 0, p[np.arange(len(p)), np.maximum(idx, 0)], 0.0)
         top2 = np.sort(p, axis=1)[:, -2:]
         cand["margin"] = top2[:, 1] - top2[:, 0]
-        if "p_wrong" in cand.columns and cand["p_wrong"].notna().any():
-            cand["score"] = pd.to_numeric(cand["p_wrong"], errors="coerce").fillna(
-                pd.Series(1.0 - p_cur, index=cand.index))
-        else:
-            cand["score"] = 1.0 - p_cur
+        cand["score"] = wrong_score(cand, p_cur)
         aside = (cand["aside"].fillna(0).astype(int) == 1) if "aside" in cand.columns else pd.Series(False, cand.index)
         queued = cand["id"].astype(str).isin(relabel_ids)
         changed = cand["label"] != cand["current_label"]
