@@ -129,7 +129,7 @@ def cmd_review(args) -> int:
 
 def cmd_review_import(args) -> int:
     """A Label Studio JSON export -> a feedback CSV (validated like every feedback file)."""
-    from sentiloop.feedback import feedback_stats, load_feedback, read_label_studio
+    from sentiloop.feedback import load_feedback, read_label_studio
     rows = read_label_studio(args.label_studio)
     out = Path(args.output)
     if out.exists() and not args.force:
