@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-all params bench bench-detail bench-scale clean-venv
+.PHONY: run test test-all params app bench bench-detail bench-scale clean-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ test-all: $(STAMP)
 # every parameter is validated: a bad one is one line and params.yaml stays as it was
 params: $(STAMP)
 	. $(BIN)/activate && python -m sentiloop.config $(ARGS)
+
+# The review and dashboard web app on http://127.0.0.1:8501 over the last `dvc repro`'s outputs
+# (stage review_data writes what it reads), e.g. make app ARGS="--port 8600"
+app: $(STAMP)
+	. $(BIN)/activate && sentiloop app $(ARGS)
 
 # The planted-noise benchmarks (need ../shared/data/nsmc). `make bench`: every noise setting x
 # noise seeds 17,18,19, no correction vs cleanlab vs the loop at its defaults vs the gold ceiling

@@ -84,7 +84,7 @@ def test_editing_a_members_predict_code_reruns_the_stages_that_run_it(repo):
     finally:
         lexicon.write_text(original)
     runs_lexicon = {"train@lexicon", "retrain@it1-lexicon", "retrain@it2-lexicon", "predict@it1", "predict@it2",
-                    "predict_final", "gate", "bundle", "report"}
+                    "predict_final", "gate", "bundle", "report", "review_data"}
     assert changed == runs_lexicon
 
 

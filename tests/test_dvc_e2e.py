@@ -80,8 +80,10 @@ def test_dvc_repro_then_exp_run(repo):
 
     dag = sh([py, "-m", "dvc", "dag"], repo)
     for stage in ("predict@it1", "relabel@it2", "correct@it2", "retrain@it2-lexicon", "publish", "summarize",
-                  "gate", "bundle", "report"):
+                  "gate", "bundle", "report", "review_data"):
         assert stage in dag
+    overview = json.loads((repo / "data/review/overview.json").read_text())
+    assert overview["termination_reason"] == summary["termination_reason"] and (repo / "data/review/queue.parquet").exists()
 
     sh(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], repo)
     sh(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "run"], repo)

@@ -92,10 +92,15 @@ def test_review_export_lists_most_uncertain_unlocked_train_rows(tmp_path):
     out = export_review(preds, root / "data/it1/sentences.sqlite", root / "review.csv", classes=S.CLASSES, n=5)
     review = pd.read_csv(root / "review.csv", keep_default_na=False)
     assert len(review) == len(out) == 5
-    assert review.columns.tolist() == ["id", "text", "current_label", "confidence", "margin",
-                                       "p_ens_negative", "p_ens_neutral", "p_ens_positive", "label", "reviewer", "corpus"]
+    assert review.columns.tolist() == ["id", "text", "original_label", "current_label", "proposed_label",
+                                       "confidence", "margin", "p_ens_negative", "p_ens_neutral",
+                                       "p_ens_positive", "label", "reviewer", "corpus"]
     assert set(review["corpus"]) == {fingerprint(root / "data/it1/sentences.sqlite")}
     assert (review["label"] == "").all() and "t0" not in set(review["id"])
+    original = {r["id"]: r["label"] for r in rows}
+    assert review["original_label"].tolist() == [original[i] for i in review["id"]]
+    pcols = [f"p_ens_{c}" for c in S.CLASSES]
+    assert review["proposed_label"].tolist() == [S.CLASSES[i] for i in review[pcols].to_numpy().argmax(axis=1)]
     p = pd.read_parquet(preds)
     p = p[(p["split"] == "train") & (p["id"] != "t0")]
     probs = p[[f"p_ens_{c}" for c in S.CLASSES]].to_numpy()

@@ -7,8 +7,11 @@
     sentiloop registry rollback --stage prod [--to v0.0.2]
     sentiloop registry show
     sentiloop review export --iteration 3 -n 200 --output review.csv
+    sentiloop review export --label-studio tasks.json    # and Label Studio tasks (pre-annotated)
+    sentiloop review import export.json -o data/feedback/ls.csv   # their annotations as feedback
     sentiloop review check                           # validate data/feedback/ before committing
     sentiloop report --experiments                   # convergence of every `dvc exp` run
+    sentiloop app [--port 8501]                      # the review and dashboard web app (127.0.0.1)
 
 A bundle is chosen by --bundle DIR, or by --stage/--version from the GTO registry of --repo.
 Heavy imports happen inside the commands, so `sentiloop --help` is instant. A user error (bad
@@ -115,6 +118,35 @@ def cmd_review(args) -> int:
     review = export_review(predictions, store, out, classes=classes, n=args.n)
     print(f"sentiloop: wrote {len(review)} row(s) to review to {out}; fill the 'label' column, "
           "then move the file into data/feedback/", file=sys.stderr)
+    if args.label_studio:
+        from sentiloop.feedback import write_label_studio
+        tasks = write_label_studio(review, args.label_studio, classes)
+        print(f"sentiloop: wrote {len(review)} Label Studio task(s) to {tasks} (labeling config: "
+              f"{tasks.with_name(tasks.stem + '.config.xml')}); import their JSON export with "
+              "`sentiloop review import`", file=sys.stderr)
+    return 0
+
+
+def cmd_review_import(args) -> int:
+    """A Label Studio JSON export -> a feedback CSV (validated like every feedback file)."""
+    from sentiloop.feedback import load_feedback, read_label_studio
+    rows = read_label_studio(args.label_studio)
+    out = Path(args.output)
+    if out.exists() and not args.force:
+        from sentiloop.errors import SentiloopError
+        raise SentiloopError(f"{out}: exists; choose another --output or pass --force")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    rows.to_csv(tmp, index=False)
+    tmp.replace(out)
+    print(f"sentiloop: wrote {len(rows)} annotated row(s) to {out}", file=sys.stderr)
+    if args.classes or Path(args.params).exists():
+        s = None if args.classes else _settings(args, "")
+        acc, rej = load_feedback(out.parent, args.classes or s.classes, args.store)
+        mine = rej[rej["file"] == out.name] if len(rej) else rej
+        for r in mine.itertuples(index=False):
+            print(f"REJECTED {r.file}:{r.line} id={r.id} label={r.label}: {r.reason}")
+        return 1 if len(mine) else 0
     return 0
 
 
@@ -145,6 +177,36 @@ def cmd_report(args) -> int:
     print(f"sentiloop: wrote {args.output} ({len(figures)} figures; {len(revs)} experiment(s) compared)",
           file=sys.stderr)
     return 0
+
+
+def app_command(root: str | Path, host: str, port: int) -> list[str]:
+    """The `streamlit run` command line of the review app."""
+    script = Path(__file__).resolve().parent / "app" / "streamlit_app.py"
+    return [sys.executable, "-m", "streamlit", "run", str(script), "--server.address", host,
+            "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+            "--server.fileWatcherType", "none"]
+
+
+def cmd_app(args) -> int:
+    import os
+    import subprocess
+    from sentiloop.errors import SentiloopError
+    root = Path(args.root).resolve()
+    if not (root / args.params).exists():
+        raise SentiloopError(f"{root / args.params}: not found; run the app in a sentiloop repository "
+                             "or pass --root")
+    try:
+        import streamlit  # noqa: F401
+    except ImportError:
+        raise SentiloopError("streamlit is not installed: pip install -e '.[dev]'") from None
+    env = {**os.environ, "SENTILOOP_ROOT": str(root)}
+    shown = root
+    if args.rev:
+        from sentiloop.app.logic import materialize_rev
+        shown = materialize_rev(root, args.rev)
+        env.update(SENTILOOP_ROOT=str(shown), SENTILOOP_FEEDBACK_ROOT=str(root), SENTILOOP_REV=args.rev)
+    print(f"sentiloop: review app on http://{args.host}:{args.port} over {shown}", file=sys.stderr)
+    return subprocess.call(app_command(root, args.host, args.port), env=env, cwd=root)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -199,6 +261,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", default="params.yaml")
     p.set_defaults(func=cmd_report)
 
+    p = sub.add_parser("app", help="the review and dashboard web app (Streamlit, 127.0.0.1)")
+    p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
+    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--root", default=".", help="the repository whose outputs it shows (default .)")
+    p.add_argument("--rev", help="show the outputs of this git revision or `dvc exp` instead of the "
+                                 "workspace's (read from git and the DVC cache; decisions still go to "
+                                 "the repository's data/feedback)")
+    p.add_argument("--params", default="params.yaml")
+    p.set_defaults(func=cmd_app)
+
     p = sub.add_parser("review", help="human review round trip")
     rv = p.add_subparsers(dest="action", required=True)
     q = rv.add_parser("export", help="write the N most uncertain train rows to a review CSV")
@@ -209,7 +281,18 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--store", help="default data/itK/sentences.sqlite")
     q.add_argument("--classes", nargs="+")
     q.add_argument("--params", default="params.yaml")
+    q.add_argument("--label-studio", metavar="TASKS.json",
+                   help="also write Label Studio tasks (proposed label as a pre-annotation) and "
+                        "TASKS.config.xml, the labeling interface")
     q.set_defaults(func=cmd_review)
+    q = rv.add_parser("import", help="a Label Studio JSON export of the tasks -> a feedback CSV")
+    q.add_argument("label_studio", metavar="EXPORT.json")
+    q.add_argument("--output", "-o", required=True, help="e.g. data/feedback/labelstudio-2025-01.csv")
+    q.add_argument("--force", action="store_true", help="overwrite --output")
+    q.add_argument("--store", default=str(_final_store()), help="store to validate the ids against")
+    q.add_argument("--classes", nargs="+")
+    q.add_argument("--params", default="params.yaml")
+    q.set_defaults(func=cmd_review_import)
     q = rv.add_parser("check", help="validate reviewed files (exit 1 when any row is rejected)")
     q.add_argument("--dir", help="default: feedback.dir from params.yaml (data/feedback)")
     q.add_argument("--store", default=str(_final_store()),

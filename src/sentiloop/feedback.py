@@ -106,14 +106,19 @@ def _store_rows(store: str | Path, ids: Sequence[str], columns: Sequence[str],
 
 def export_review(predictions: str | Path, store: str | Path, out: str | Path, *,
                   classes: Sequence[str], n: int = 200, split: str = "train") -> pd.DataFrame:
-    """Write the review file for the `n` most uncertain unlocked rows; returns what was written."""
+    """Write the review file for the `n` most uncertain unlocked rows; returns what was written.
+
+    Each row carries its original label (as ingested), its current label (after the loop) and
+    the proposed one (the ensemble's most probable class)."""
     locked = {str(df_id) for chunk in iter_chunks(store, ("id",), where="locked = 1")
               for df_id in chunk["id"]}
     top = most_uncertain(predictions, classes, n, split=split, exclude=locked)
-    info = _store_rows(store, top["id"].tolist(), ("id", "text", "current_label"))
-    merged = top.merge(info, on="id", how="inner")
+    info = _store_rows(store, top["id"].tolist(), ("id", "text", "label", "current_label"))
+    merged = top.merge(info.rename(columns={"label": "original_label"}), on="id", how="inner")
     pcols = [f"p_ens_{c}" for c in classes]
-    review = merged[["id", "text", "current_label", "confidence", "margin", *pcols]].copy()
+    merged["proposed_label"] = [classes[i] for i in merged[pcols].to_numpy().argmax(axis=1)] if len(merged) else []
+    review = merged[["id", "text", "original_label", "current_label", "proposed_label", "confidence", "margin",
+                     *pcols]].copy()
     review[pcols + ["confidence", "margin"]] = review[pcols + ["confidence", "margin"]].round(4)
     review["label"] = ""       # the reviewer's answer: one of the classes
     review["reviewer"] = ""    # optional: who reviewed it
@@ -122,6 +127,75 @@ def export_review(predictions: str | Path, store: str | Path, out: str | Path, *
     out.parent.mkdir(parents=True, exist_ok=True)
     review.to_csv(out, index=False)
     return review
+
+
+# --- Label Studio ----------------------------------------------------------------------------
+LS_FROM_NAME = "sentiment"
+LS_TO_NAME = "text"
+
+
+def label_studio_config(classes: Sequence[str]) -> str:
+    """The labeling interface the tasks are written for (paste it into the project's settings)."""
+    from xml.sax.saxutils import quoteattr
+    choices = "\n".join(f"    <Choice value={quoteattr(c)}/>" for c in classes)
+    return (f'<View>\n  <Text name="{LS_TO_NAME}" value="$text"/>\n'
+            f'  <Choices name="{LS_FROM_NAME}" toName="{LS_TO_NAME}" choice="single" showInline="true">\n'
+            f"{choices}\n  </Choices>\n</View>\n")
+
+
+def write_label_studio(review: pd.DataFrame, out: str | Path, classes: Sequence[str]) -> Path:
+    """Label Studio tasks for an exported review (JSON import): the row's text and labels as data,
+    the proposed label as a pre-annotation (a prediction with the ensemble's confidence)."""
+    import json
+    tasks = []
+    for r in review.itertuples(index=False):
+        tasks.append({
+            "data": {"text": r.text, "sentiloop_id": str(r.id), "original_label": r.original_label,
+                     "current_label": r.current_label, "proposed_label": r.proposed_label},
+            "predictions": [{"model_version": "sentiloop-ensemble", "score": float(r.confidence),
+                             "result": [{"from_name": LS_FROM_NAME, "to_name": LS_TO_NAME, "type": "choices",
+                                         "value": {"choices": [r.proposed_label]}}]}]})
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(tasks, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    out.with_name(out.stem + ".config.xml").write_text(label_studio_config(classes), encoding="utf-8")
+    return out
+
+
+def read_label_studio(path: str | Path) -> pd.DataFrame:
+    """A Label Studio JSON export of those tasks as feedback rows (id, label, reviewer): per task
+    the last annotation that was not cancelled; tasks nobody annotated are left out. Labels are
+    checked later, by load_feedback, like any feedback file's."""
+    import json
+    path = Path(path)
+    try:
+        tasks = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise FeedbackError(f"{path}: not a Label Studio JSON export ({type(e).__name__}: {e})") from None
+    if not isinstance(tasks, list):
+        raise FeedbackError(f"{path}: a Label Studio JSON export is a list of tasks; got {type(tasks).__name__}")
+    rows = []
+    for i, task in enumerate(tasks):
+        if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
+            raise FeedbackError(f"{path}: task {i} has no 'data' object; export with the JSON format")
+        rid = task["data"].get("sentiloop_id")
+        if rid in (None, ""):
+            raise FeedbackError(f"{path}: task {i} has no data.sentiloop_id; import tasks written by "
+                                "`sentiloop review export --label-studio`")
+        done = [a for a in task.get("annotations") or [] if isinstance(a, dict) and not a.get("was_cancelled")]
+        if not done:
+            continue
+        ann = done[-1]
+        choices = [c for res in ann.get("result") or [] if isinstance(res, dict)
+                   and res.get("from_name") == LS_FROM_NAME for c in (res.get("value") or {}).get("choices") or []]
+        if len(choices) != 1:
+            raise FeedbackError(f"{path}: task {i} (id {rid}): expected one '{LS_FROM_NAME}' choice, "
+                                f"got {choices}")
+        who = ann.get("completed_by")
+        who = who.get("email") or who.get("id") if isinstance(who, dict) else who
+        rows.append({"id": str(rid), "label": str(choices[0]), "reviewer": f"labelstudio:{who}" if who is not None
+                     else "labelstudio"})
+    return pd.DataFrame(rows, columns=["id", "label", "reviewer"])
 
 
 # --- import ------------------------------------------------------------------------------

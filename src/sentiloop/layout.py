@@ -13,6 +13,7 @@ models k. Everything is relative to `root` (the repository, or a benchmark's wor
     models/it<k>/<member>/  models/gate/<member>/  models/bundle/   train/retrain, gate, bundle
     metrics/ingest.json  split.json  eval/it<k>.json  llm/it<k>.json  iterations/it<k>.json
     metrics/analysis/it<k>.{md,json}  summary.json  live/  gate.json  alerts.jsonl  report.md  report/
+    data/review/overview.json  iterations.json  queue.parquet  applied.parquet  review_data (the app)
 """
 from __future__ import annotations
 
@@ -92,6 +93,27 @@ class Layout:
     @property
     def final_predictions(self) -> Path:
         return self.final_dir / PREDICTIONS
+
+    @property
+    def review_dir(self) -> Path:
+        """The review app's precomputed summaries (stage review_data)."""
+        return self.data / "review"
+
+    @property
+    def review_overview(self) -> Path:
+        return self.review_dir / "overview.json"
+
+    @property
+    def review_iterations(self) -> Path:
+        return self.review_dir / "iterations.json"
+
+    @property
+    def review_queue(self) -> Path:
+        return self.review_dir / "queue.parquet"
+
+    @property
+    def review_applied(self) -> Path:
+        return self.review_dir / "applied.parquet"
 
     def feedback(self, directory: str | Path) -> Path:
         """feedback.dir (relative to the root unless absolute)."""

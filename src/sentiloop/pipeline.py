@@ -2,7 +2,7 @@
 
 `plan(settings)` lists the unrolled stages by their DVC names (ingest, split, train@<member>,
 predict@it<k>, judge@it<k>, relabel@it<k>, correct@it<k>, analyze@it<k>, retrain@it<k>-<member>,
-predict_final, publish, summarize, gate, bundle, report), each bound to the same function of
+predict_final, publish, summarize, gate, bundle, report, review_data), each bound to the same function of
 sentiloop.steps that its stage script calls. `run_loop` runs them in one process (tests and
 benchmarks), so what they measure is what `dvc repro` runs; tests/test_dag.py checks that this
 plan and dvc.yaml name the same stages, in an order dvc.yaml's dependencies allow.
@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping
 from sentiloop.layout import Layout
 from sentiloop.settings import Settings, validate_composed
 from sentiloop.steps import (analyze, bundle, correct, gate, ingest, judge, predict, publish, relabel,
-                             report, split, summarize, train)
+                             report, review_data, split, summarize, train)
 
 LOOP_END = "summarize"      # run_loop's default last stage: the loop and its metrics, not the ops after it
 
@@ -47,7 +47,7 @@ def plan(s: Settings) -> list[Stage]:
                    for m in members]
     stages += [Stage("predict_final", predict.final), Stage("publish", publish.run),
                Stage("summarize", summarize.run), Stage("gate", gate.run), Stage("bundle", bundle.run),
-               Stage("report", report.run)]
+               Stage("report", report.run), Stage("review_data", review_data.run)]
     return stages
 
 

@@ -10,7 +10,7 @@ value may be. Validation runs twice, with the same one-line messages
 
 Sections: data.py (data, split), loop.py (schedule, loop, correction, analysis, convergence:
 the loop's policy, kept apart because it changes most), members.py (models.<member>),
-llm.py, ops.py (ensemble, gate, feedback, report, profile).
+llm.py, ops.py (ensemble, gate, feedback, report, review, profile).
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from sentiloop.settings.data import Data, Split
 from sentiloop.settings.llm import LLM
 from sentiloop.settings.loop import Analysis, Convergence, Correction, Loop, Schedule
 from sentiloop.settings.members import MEMBER_CONFIGS, Models
-from sentiloop.settings.ops import Ensemble, Feedback, Gate, Profile, Report
+from sentiloop.settings.ops import Ensemble, Feedback, Gate, Profile, Report, Review
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 PARAMS_FILE = "params.yaml"
@@ -85,6 +85,7 @@ class Settings(Section):
     gate: Gate
     feedback: Feedback
     report: Report
+    review: Review
     iterations: dict[str, Iteration]
     retrain_items: dict[str, RetrainItem]
     _tree: dict = PrivateAttr(default_factory=dict)     # the params as read (see as_params)

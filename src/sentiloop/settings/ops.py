@@ -57,6 +57,10 @@ class Report(Section):
     compare: dict[str, str]
 
 
+class Review(Section):
+    queue_size: PosInt                          # rows in the review app's ranked queue
+
+
 class Profile(Section):
     name: str
     device: str
