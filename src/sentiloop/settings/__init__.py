@@ -96,10 +96,11 @@ class Settings(Section):
             raise fail(f"llm.provider = 'simulated' answers from gold labels, but data={self.data.source} "
                        "has none (data.gold_column = null): choose another llm= (none, gemini, "
                        "openai_compatible), or a corpus with a gold column")
-        stray = sorted(set(self.loop.cross_fit_members) - set(MEMBER_CONFIGS))
-        if stray:
-            raise fail(f"loop.cross_fit_members = {self.loop.cross_fit_members}: {stray} are not members; "
-                       f"choose among {sorted(MEMBER_CONFIGS)}")
+        for key in ("cross_fit_members", "guard_scratch"):
+            names = getattr(self.loop, key)
+            stray = sorted(set(names) - set(MEMBER_CONFIGS))
+            if stray:
+                raise fail(f"loop.{key} = {names}: {stray} are not members; choose among {sorted(MEMBER_CONFIGS)}")
         n, s = self.loop.max_iterations, self.schedule
         chain = iteration_chain(n, s.start, s.end)
         items = retrain_chain(n, self.ensemble.members)

@@ -42,6 +42,7 @@ class Loop(Section):
     cross_fit_members: list[str]  # members refitted on the folds; the others are not evidence on train rows
     chunk_size: PosInt
     guard: bool                   # retrain keeps the best on dev of strategy / scratch / previous model
+    guard_scratch: list[str]      # members whose guard also fits a scratch model (a second full fit)
 
     @model_validator(mode="after")
     def _folds(self):

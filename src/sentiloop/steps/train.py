@@ -59,7 +59,8 @@ def corrected_accuracy(pred: np.ndarray, noisy: np.ndarray, matrix: np.ndarray) 
 
 def guard(s: Settings, member: str, store_db: Path, out_dir: Path, prev_dir: Path, *, noise_json: Path) -> dict:
     """Keep the best on dev of: the strategy's model (already in out_dir), one trained from
-    scratch on the same rows, and the previous iteration's model. Dev labels are the original
+    scratch on the same rows (for the members in loop.guard_scratch: a second full fit), and the
+    previous iteration's model. Dev labels are the original
     (noisy) ones, so candidates are scored by `corrected_accuracy` under the noise matrix
     judge@it<k> estimated (identity when there is none). The fold models stay the strategy's."""
     chunk = s.loop.chunk_size
@@ -77,7 +78,7 @@ def guard(s: Settings, member: str, store_db: Path, out_dir: Path, prev_dir: Pat
     texts = dev["text"].tolist()
     candidates = {"strategy": load_model(out_dir), "previous": load_model(prev_dir)}
     cfg = s.member_config(member)
-    if cfg.get("strategy") != "scratch":
+    if member in s.loop.guard_scratch and cfg.get("strategy") != "scratch":
         train = _read_split(store_db, "train", chunk)
         scratch = build_model(member, s.classes, cfg, language=s.data.language, seed=s.seed)
         candidates["scratch"] = scratch.fit(train["text"].tolist(), train["current_label"].map(index).to_numpy(),
