@@ -9,6 +9,7 @@
     sentiloop review export --iteration 3 -n 200 --output review.csv
     sentiloop review check                           # validate data/feedback/ before committing
     sentiloop report --experiments                   # convergence of every `dvc exp` run
+    sentiloop review-report --base main              # reports/review.md for a pull request
 
 A bundle is chosen by --bundle DIR, or by --stage/--version from the GTO registry of --repo.
 Heavy imports happen inside the commands, so `sentiloop --help` is instant. A user error (bad
@@ -144,6 +145,14 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_review_report(args) -> int:
+    from sentiloop.review_report import write
+    out = write(args.repo, args.base, args.target, args.output)
+    print(f"sentiloop: wrote {out['output']} ({len(out['figures'])} figure(s)): {args.target} vs {args.base}",
+          file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="sentiloop", description=__doc__.split("\n")[0])
     ap.add_argument("-v", "--verbose", action="store_true")
@@ -195,6 +204,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default reports/experiments.md (metrics/report.md belongs to the report stage)")
     p.add_argument("--params", default="params.yaml")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("review-report", help="Markdown for a pull request: params/metrics diff, "
+                       "figures side by side, label changes by source, gate verdict")
+    p.add_argument("--base", required=True, help="git revision to compare against (e.g. main, HEAD~1)")
+    p.add_argument("--target", default="workspace",
+                   help="workspace (default), a git revision, or a `dvc exp` name")
+    p.add_argument("--repo", default=".")
+    p.add_argument("--output", "-o", default="reports/review.md", help="default reports/review.md "
+                   "(figures in reports/review/)")
+    p.set_defaults(func=cmd_review_report)
 
     p = sub.add_parser("review", help="human review round trip")
     rv = p.add_subparsers(dest="action", required=True)
