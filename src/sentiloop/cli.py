@@ -10,6 +10,7 @@
     sentiloop review check                           # validate data/feedback/ before committing
     sentiloop report --experiments                   # convergence of every `dvc exp` run
     sentiloop review-report --base main              # reports/review.md for a pull request
+    sentiloop daily [--date 2026-01-31]              # seed 002's daily cycle (docs/ops.md)
 
 A bundle is chosen by --bundle DIR, or by --stage/--version from the GTO registry of --repo.
 Heavy imports happen inside the commands, so `sentiloop --help` is instant. A user error (bad
@@ -153,6 +154,12 @@ def cmd_review_report(args) -> int:
     return 0
 
 
+def cmd_daily(args) -> int:
+    from sentiloop.daily import run_daily
+    return run_daily(args.repo, args.date, incoming=Path(args.incoming),
+                     log=lambda m: print(m, file=sys.stderr, flush=True))
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="sentiloop", description=__doc__.split("\n")[0])
     ap.add_argument("-v", "--verbose", action="store_true")
@@ -214,6 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", default="reports/review.md", help="default reports/review.md "
                    "(figures in reports/review/)")
     p.set_defaults(func=cmd_review_report)
+
+    p = sub.add_parser("daily", help="the daily job: ingest data/incoming/, evaluate prod, retrain "
+                       "below the gate, alert or promote, the day's report (once per day)")
+    p.add_argument("--date", help="the day (YYYY-MM-DD; default today): one run per day")
+    p.add_argument("--repo", default=".")
+    p.add_argument("--incoming", default="data/incoming", help="where today's files are dropped")
+    p.set_defaults(func=cmd_daily)
 
     p = sub.add_parser("review", help="human review round trip")
     rv = p.add_subparsers(dest="action", required=True)
