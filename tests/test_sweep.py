@@ -24,6 +24,9 @@ def test_a_grid_names_only_the_varied_keys_and_brackets_keep_their_commas():
     assert split_choices("a,[b,c],{d: 1, e: 2}") == ["a", "[b,c]", "{d: 1, e: 2}"]
     # a single value varies nothing: it still names the run
     assert plan(["schedule=curriculum"])[0][0] == "schedule-curriculum"
+    # a generic last part names nothing alone
+    assert [n for n, _ in plan(["schedule.name=constant,linear"])] == ["schedule-constant", "schedule-linear"]
+    assert plan(["models/bert=head,finetune"])[0][0] == "bert-head"
 
 
 @pytest.mark.parametrize("axes, message", [

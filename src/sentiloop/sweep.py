@@ -71,10 +71,21 @@ def _slug(text: str) -> str:
     return re.sub(r"-{2,}", "-", re.sub(r"[^A-Za-z0-9._]+", "-", text)).strip("-.") or "x"
 
 
+GENERIC = {"name", "value", "type", "kind", "strategy"}   # say nothing alone: schedule.name -> schedule
+
+
+def short_key(key: str) -> str:
+    """The part of a key that names it: its last part (`loop.max_iterations` -> max_iterations),
+    or the one before a generic last part (`schedule.name` -> schedule)."""
+    parts = [p for p in key.lstrip("+~").replace("/", ".").split(".") if p]
+    while len(parts) > 1 and parts[-1] in GENERIC:
+        parts.pop()
+    return parts[-1]
+
+
 def name_of(choice: Sequence[tuple[str, str]], varied: set[str]) -> str:
-    """The experiment's name: `<last key part>-<value>` for each varied key, joined by `_`."""
-    parts = [f"{_slug(key.split('.')[-1].split('/')[-1])}-{_slug(value)}"
-             for key, value in choice if key in varied]
+    """The experiment's name: `<short key>-<value>` for each varied key, joined by `_`."""
+    parts = [f"{_slug(short_key(key))}-{_slug(value)}" for key, value in choice if key in varied]
     return "_".join(parts)[:MAX_NAME] or "baseline"
 
 
