@@ -129,4 +129,6 @@ def test_the_report_says_when_cleaning_did_not_improve_over_iteration_0(tmp_path
     write_report(data, tmp_path / "r.md")
     assert "Cleaning did not improve dev or test macro-F1" in (tmp_path / "r.md").read_text()
     g = {"passed": True, "f1": 0.76, "threshold": 0.75, "attempts": 2, "selected_attempt": 2, "dev_f1": 0.74}
-    assert "compared on dev macro-F1 only (0.74 for retraining attempt 2, the best of 3)" in gate_sentence(g)
+    assert "compared on dev macro-F1 only (0.74 for retraining attempt 2, the best of 3)" in gate_sentence(
+        {**g, "selected_on": "dev"})
+    assert "Retraining attempt 2 was chosen on its test score" in gate_sentence(g)   # an older gate.json

@@ -323,11 +323,14 @@ def gate_sentence(g: Mapping[str, Any]) -> str:
     verdict = "PASSED, deployable" if g.get("passed") else "FAILED, not deployable"
     out = (f"**{verdict}**: test macro-F1 {g.get('f1')} vs threshold {g.get('threshold')}, "
            f"{g.get('attempts', 0)} retraining attempt(s).")
-    if g.get("attempts"):
-        chosen = g.get("selected_attempt", 0)
-        which = "the loop's own models" if not chosen else f"retraining attempt {chosen}"
+    chosen = g.get("selected_attempt", 0)
+    which = "the loop's own models" if not chosen else f"retraining attempt {chosen}"
+    if g.get("attempts") and g.get("selected_on") == "dev":
         out += (f" Attempts were compared on dev macro-F1 only ({g.get('dev_f1')} for {which}, the "
                 f"best of {g['attempts'] + 1}); test scored the chosen models once.")
+    elif g.get("attempts"):   # a gate.json written before the gate chose on dev
+        out += (f" {which.capitalize()} was chosen on its test score, so this test figure is "
+                "optimistic (a verdict from before the gate chose on dev).")
     return out
 
 
