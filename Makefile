@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-all params sweep plots push pull review daily bench bench-scale clean-venv
+.PHONY: run test test-all params sweep plots push pull review daily bench bench-detail bench-scale clean-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -66,10 +66,15 @@ review: $(STAMP)
 daily: $(STAMP) $(SAMPLE)
 	. $(BIN)/activate && sentiloop daily $(if $(DATE),--date $(DATE))
 
-# The planted-noise benchmark (needs ../shared/data/nsmc): no correction vs cleanlab vs the loop
-# per schedule vs the gold ceiling; writes docs/benchmarks.md and docs/img/bench_quality.png.
-# e.g. make bench ARGS="--train 5000 --test 2000 --members lexicon,bilstm"
+# The planted-noise benchmarks (need ../shared/data/nsmc). `make bench`: every noise setting x
+# noise seeds 17,18,19, no correction vs cleanlab vs the loop at its defaults vs the gold ceiling
+# (docs/benchmarks.md, section bench:suite; --resume reuses finished runs).
+# `make bench-detail`: one setting, every schedule, per-iteration table and plot,
+# e.g. make bench-detail ARGS="--train 5000 --test 2000 --members lexicon,bilstm"
 bench: $(STAMP)
+	. $(BIN)/activate && python bench/suite.py $(ARGS)
+
+bench-detail: $(STAMP)
 	. $(BIN)/activate && python bench/quality.py $(ARGS)
 
 # Peak memory per stage at 71k and 712k NSMC rows, and per-member throughput (slow: ~20+ min).

@@ -8,7 +8,7 @@ OmegaConf containers, not plain dicts.
 
 `${chain:...}` also receives the whole tree being composed (`_root_`) and validates it against
 sentiloop.settings first: a bad or unknown parameter, or a combination that cannot work, stops
-the composition with one line (`params.yaml: loop.change_cap = -0.05: must be between 0 and 1`)
+the composition with one line (`params.yaml: correction.queue_at = -0.05: must be between 0 and 1`)
 and params.yaml is not written, so no stage ever runs on it.
 """
 import sys

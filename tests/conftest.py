@@ -67,12 +67,12 @@ def tiny_params(base: dict, csv_path: Path, *, gold: bool = True, iterations: in
                  "language": "en", "classes": ["negative", "positive"], "id_column": "id", "text_column": "text",
                  "label_column": "label", "gold_column": "gold" if gold else None,
                  "label_map": {"negative": "negative", "positive": "positive"}, "max_text_chars": 500,
-                 "max_rows": None}
+                 "max_rows": None, "noise": {"rate": 0.0, "matrix": None, "seed": 17}}
     p["loop"] = {**p["loop"], "max_iterations": iterations, "chunk_size": 257, **loop}
     p["models"]["lexicon"] = {**p["models"]["lexicon"], "seed_lexicon": "none", "min_count": 2}
     p["ensemble"]["members"] = members or ["lexicon"]
     p["schedule"] = {"max_drift": 0.02, **(schedule or {"name": "linear", "start": 0.66, "end": 0.6})}
-    p["convergence"] = {"min_iterations": 0, "label_change_eps": 0.0, "dict_change_eps": 0.0, "patience": 10,
+    p["convergence"] = {"min_iterations": 0, "label_change_eps": 0.0, "dict_change_eps": 0.0, "patience": 10, "noise_eps": 0.0,
                         "min_delta": 0.0}
     return p      # a params tree: pipeline.run_loop validates it and derives the iteration chain
 

@@ -76,10 +76,10 @@ def params(**overrides):
         "seed": 7,
         "data": {"classes": CLASSES, "language": "en", "source": "test", "path": "unused.csv",
                  "max_text_chars": 1000, "label_map": {c: c for c in CLASSES}},
-        "loop": {"max_iterations": 3, "cross_fit": 0, "chunk_size": 16, "change_cap": 0.5},
-        "correction": {"relabel_below": 0.6, "relabel_queue_max": 50},
+        "loop": {"max_iterations": 3, "cross_fit": 0, "chunk_size": 16},
+        "correction": {"relabel_queue_max": 50},
         "convergence": {"min_iterations": 0, "label_change_eps": 0.0, "dict_change_eps": 0.0, "patience": 10,
-                        "min_delta": 0.0},
+                        "min_delta": 0.0, "noise_eps": 0.0},
         "schedule": {"name": "constant", "start": 0.01, "end": 0.01},
         "ensemble": {"members": ["lexicon"], "weights": {"lexicon": 1.0}, "fit_weights": False},
         "models": {"lexicon": dict(LEX_CONFIG)},
@@ -94,10 +94,10 @@ def params(**overrides):
 
 def run_loop(root: Path, rows: list[dict], prm, *, feedback_dir: Path | None = None) -> dict:
     """Chain the loop's own step functions (what the DVC stages call) in `root`: it0 store and
-    model, then predict/relabel/correct/retrain for every iteration, predict_final, publish."""
+    model, then predict/judge/relabel/correct/retrain for every iteration, predict_final, publish."""
     from sentiloop.jsonio import write_json
     from sentiloop.layout import Layout
-    from sentiloop.steps import correct, predict, publish, relabel, train
+    from sentiloop.steps import correct, judge, predict, publish, relabel, train
     if feedback_dir is not None:
         prm = prm.merged({"feedback": {"dir": str(feedback_dir)}})
     L = Layout(root)
@@ -107,6 +107,7 @@ def run_loop(root: Path, rows: list[dict], prm, *, feedback_dir: Path | None = N
     train.run(prm, L, "lexicon")
     for k in range(1, n + 1):
         predict.run(prm, L, k)
+        judge.run(prm, L, k)
         relabel.run(prm, L, k)
         correct.run(prm, L, k)
         train.retrain(prm, L, k, "lexicon")

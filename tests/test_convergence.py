@@ -8,7 +8,8 @@ from sentiloop import convergence, pipeline
 from sentiloop.convergence import LoopState
 from sentiloop.settings.loop import Convergence
 
-CFG = Convergence(min_iterations=0, label_change_eps=0.01, dict_change_eps=0.001, patience=2, min_delta=0.01)
+CFG = Convergence(min_iterations=0, label_change_eps=0.01, dict_change_eps=0.001, patience=2, min_delta=0.01,
+                  noise_eps=0.0)
 
 
 def test_label_change_rate_stops():
@@ -34,6 +35,15 @@ def test_plateau_needs_patience():
     assert not convergence.plateaued([0.70, 0.72, 0.74], 2, 0.01)
 
 
+def test_stops_when_the_verdicts_expected_gain_is_negligible():
+    cfg = CFG.model_copy(update={"noise_eps": 0.002})
+    moving = LoopState(expected_gain=[0.08, 0.03])
+    assert convergence.check(moving, cfg, last_label_change=0.5, last_dict_change=0.5) == (False, None)
+    still = LoopState(expected_gain=[0.08, 0.03, 0.001])
+    assert convergence.check(still, cfg, last_label_change=0.5, last_dict_change=0.5) == (True, "expected_gain")
+    assert convergence.check(still, CFG, last_label_change=0.5, last_dict_change=0.5) == (False, None)   # 0 = off
+
+
 def test_max_iterations_when_nothing_else():
     state = convergence.finish(LoopState(k=3, dev_f1=[0.6, 0.7, 0.8, 0.9]), CFG, 3,
                                last_label_change=0.5, last_dict_change=0.5)
@@ -48,7 +58,7 @@ def test_max_iterations_when_nothing_else():
 ])
 def test_loop_records_reason_and_passes_through(noisy_corpus, base_params, tmp_path, convergence_cfg, reason):
     csv_path, _ = noisy_corpus
-    params = tiny_params(base_params, csv_path, iterations=3, change_cap=0.2)
+    params = tiny_params(base_params, csv_path, iterations=3)
     params["convergence"] = {**params["convergence"], **convergence_cfg}
     summary = pipeline.run_loop(params, tmp_path / "run")
     assert summary["termination_reason"] == reason

@@ -118,7 +118,9 @@ class Reads:
     # helpers on the settings that read params on the caller's behalf
     DERIVED_READS = {"members": ["ensemble.members"], "classes": ["data.classes"],
                      "enabled": ["llm.provider"], "has_gold": ["data.gold_column"],
-                     "api_key": ["llm.api_key_env"]}
+                     "api_key": ["llm.api_key_env"],
+                     "active": ["data.noise.rate", "data.noise.matrix"],
+                     "fold_members": ["loop.cross_fit", "loop.cross_fit_members", "ensemble.members"]}
 
     def __init__(self, obj, path: str, log: set[str]):
         object.__setattr__(self, "_obj", obj)

@@ -43,7 +43,7 @@ def repo(tmp_path_factory):
         "source": "file", "path": "tiny.csv", "format": "csv", "encoding_errors": "strict", "language": "en",
         "classes": ["negative", "positive"], "id_column": "id", "text_column": "text", "label_column": "label",
         "gold_column": "gold", "label_map": {"negative": "negative", "positive": "positive"},
-        "max_text_chars": 500, "max_rows": None}))
+        "max_text_chars": 500, "max_rows": None, "noise": {"rate": 0.0, "matrix": None, "seed": 17}}))
     py = sys.executable
     sh([py, "-m", "sentiloop.config", *OVERRIDES], dst)
     params = yaml.safe_load((dst / "params.yaml").read_text())
@@ -103,10 +103,10 @@ def test_a_bad_parameter_stops_dvc_exp_run_before_any_stage(repo):
     import subprocess
     import sys
     before = (repo / "params.yaml").read_text()
-    r = subprocess.run([sys.executable, "-m", "dvc", "exp", "run", "-S", "loop.change_cap=-0.05"],
+    r = subprocess.run([sys.executable, "-m", "dvc", "exp", "run", "-S", "correction.aside_at=-0.05"],
                        cwd=repo, capture_output=True, text=True)
     out = r.stdout + r.stderr
     assert r.returncode != 0
-    assert "params.yaml: loop.change_cap = -0.05: must be between 0 and 1" in out
+    assert "params.yaml: correction.aside_at = -0.05: must be in (0, 1]" in out
     assert "Running stage" not in out and (repo / "params.yaml").read_text() == before
     assert (repo / "data/ingested.sqlite").read_text() == "placeholder\n"

@@ -123,7 +123,7 @@ def test_locked_human_label_survives_every_later_iteration(tmp_path):
     (control run), with the lock every iteration's store keeps it, and the final one too."""
     rows = S.corpus(30)
     target = next(r for r in rows if r["split"] == "train" and r["label"] == "positive")
-    prm = S.params(loop={"max_iterations": 3, "change_cap": 1.0})
+    prm = S.params(loop={"max_iterations": 3})
 
     control = tmp_path / "control"
     fb_empty = control / "feedback"

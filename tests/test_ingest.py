@@ -19,7 +19,7 @@ def cfg(path, **kw):
     c = {"source": "file", "path": str(path), "format": "auto", "encoding_errors": "strict", "language": "en",
          "classes": CLASSES, "id_column": "id", "text_column": "text", "label_column": "label",
          "gold_column": None, "label_map": {"neg": "negative", "pos": "positive"}, "max_text_chars": 50,
-         "max_rows": None}
+         "max_rows": None, "noise": {"rate": 0.0, "matrix": None, "seed": 17}}
     c.update(kw)
     return c
 

@@ -22,7 +22,7 @@ def run(base_params, tmp_path):
     names = np.array(["negative", "positive"])
     csv_path = write_csv(tmp_path / "c.csv", [{"id": f"s{i}", "text": t, "label": names[y], "gold": names[g]}
                                               for i, (t, y, g) in enumerate(zip(texts, noisy, gold))])
-    p = tiny_params(base_params, csv_path, iterations=1, members=MEMBERS, cross_fit=2, change_cap=0.25)
+    p = tiny_params(base_params, csv_path, iterations=1, members=MEMBERS, cross_fit=2)
     small = {"threads": 1, "epochs": 2, "batch_size": 64, "min_count": 1, "max_len": 16}
     p["models"]["lstm"] = {**p["models"]["lstm"], **small, "embedding_dim": 16, "units": 16}
     p["models"]["bilstm"] = {**p["models"]["bilstm"], **small, "embedding_dim": 16, "hidden_size": 16,

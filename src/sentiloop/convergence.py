@@ -6,6 +6,9 @@ least `min_iterations` have run:
   dictionary_change_rate  the lexicon's dictionary changed less than eps in the last retrain
   plateau                 dev macro-F1 of the ensemble has not improved by min_delta for
                           `patience` iterations
+  expected_gain           applying this iteration's verdicts would raise the expected label
+                          accuracy (under the noise model's posteriors) by less than noise_eps:
+                          the rule has nothing left worth changing
   max_iterations          none of the above before the last iteration
 Once converged, later iterations pass their inputs through unchanged and keep the reason.
 """
@@ -16,7 +19,7 @@ from typing import Any
 
 from sentiloop.settings.loop import Convergence
 
-REASONS = ("label_change_rate", "dictionary_change_rate", "plateau", "max_iterations")
+REASONS = ("label_change_rate", "dictionary_change_rate", "plateau", "expected_gain", "max_iterations")
 
 
 @dataclass
@@ -27,6 +30,9 @@ class LoopState:
     converged_at: int | None = None
     history: list[dict[str, Any]] = field(default_factory=list)  # one record per finished iteration
     dev_f1: list[float] = field(default_factory=list)            # ensemble dev macro-F1 of models it0, it1, ...
+    noise_rate: list[float] = field(default_factory=list)        # estimated noise rate of the original labels, it1, it2, ...
+    expected_gain: list[float] = field(default_factory=list)     # expected label-accuracy gain of it1's, it2's, ... verdicts
+    residual_noise: list[float] = field(default_factory=list)    # estimated wrong-label share left in training, it1, ...
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,6 +67,8 @@ def check(state: LoopState, cfg: Convergence, *, last_label_change: float | None
         return True, "dictionary_change_rate"
     if plateaued(state.dev_f1, cfg.patience, cfg.min_delta):
         return True, "plateau"
+    if cfg.noise_eps > 0 and state.expected_gain and state.expected_gain[-1] < cfg.noise_eps:
+        return True, "expected_gain"
     return False, None
 
 

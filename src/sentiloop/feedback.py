@@ -286,7 +286,7 @@ def apply_feedback(con: sqlite3.Connection, accepted: pd.DataFrame, iteration: i
             if rid in current and current[rid] != label:
                 changed.append((rid, iteration, current[rid], label, HUMAN_SOURCE, 1.0,
                                 f"reviewer={reviewer or ''};file={file}"))
-    con.executemany("UPDATE sentences SET current_label = ?, locked = 1 WHERE id = ?",
+    con.executemany("UPDATE sentences SET current_label = ?, locked = 1, aside = 0 WHERE id = ?",
                     list(zip(accepted["label"].astype(str), accepted["id"].astype(str))))
     if changed:
         write_history(con, changed)

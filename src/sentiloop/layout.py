@@ -8,6 +8,7 @@ models k. Everything is relative to `root` (the repository, or a benchmark's wor
     data/ingested.sqlite  data/gold.sqlite  data/rejects.csv        ingest
     data/it<k>/sentences.sqlite  data/it<k>/loop_state.json        split (k=0), correct (k>=1)
     data/it<k>/predictions.parquet  relabel.parquet                 predict, relabel (k>=1)
+    data/it<k>/judgement.parquet  metrics/noise/it<k>.json          judge (k>=1)
     data/final/predictions.parquet  data/final/sentences.sqlite     predict_final, publish
     models/it<k>/<member>/  models/gate/<member>/  models/bundle/   train/retrain, gate, bundle
     metrics/ingest.json  split.json  eval/it<k>.json  llm/it<k>.json  iterations/it<k>.json
@@ -23,6 +24,7 @@ STORE = "sentences.sqlite"
 STATE = "loop_state.json"
 PREDICTIONS = "predictions.parquet"
 RELABEL = "relabel.parquet"
+JUDGEMENT = "judgement.parquet"
 FOLDS = "folds"          # models/it<k>/<member>/folds/f<i>: cross-fitting models
 
 
@@ -71,6 +73,14 @@ class Layout:
 
     def relabel(self, k: int) -> Path:
         return self.iteration_dir(k) / RELABEL
+
+    def judgement(self, k: int) -> Path:
+        """judge@it<k>: per free train row, the posterior, P(label wrong) and the rule's verdict."""
+        return self.iteration_dir(k) / JUDGEMENT
+
+    def noise(self, k: int) -> Path:
+        """judge@it<k>: the estimated noise matrix, true class mix and noise rate."""
+        return self.metrics / "noise" / f"{it(k)}.json"
 
     @property
     def final_dir(self) -> Path:

@@ -175,3 +175,44 @@ def plant(labels, n_classes: int, *, kind: str = "symmetric", rate: float = 0.3,
             raise NoiseError("kind='matrix' needs a noise matrix (rows = true, cols = noisy)")
         return plant_matrix(labels, check_noise_matrix(matrix, n_classes), seed=seed)
     raise NoiseError(f"unknown noise kind {kind!r}; use 'symmetric' or 'matrix'")
+
+
+def plant_into_store(ingested_db, gold_db, classes: list[str], *, rate: float, matrix, seed: int) -> dict:
+    """Plant noise into an ingested store (data.noise): its labels become the gold labels
+    (gold_db, which the loop never reads), the store gets the noisy ones. Returns what was planted."""
+    from sentiloop import store
+    k = len(classes)
+    index = {c: i for i, c in enumerate(classes)}
+    frame = store.read_column_values(ingested_db, ["id", "label"], chunk_size=50_000)
+    true = frame["label"].map(index).to_numpy()
+    planted = (plant_matrix(true, check_noise_matrix(matrix, k), seed=seed) if matrix is not None
+               else plant_symmetric(true, k, rate, seed=seed))
+    names = np.asarray(classes, dtype=object)
+    noisy = names[planted.labels]
+    with store.atomic_db(gold_db) as g:
+        g.execute("CREATE TABLE gold (id TEXT PRIMARY KEY, gold_label TEXT NOT NULL)")
+        g.executemany("INSERT INTO gold VALUES (?, ?)", zip(frame["id"].astype(str), frame["label"].astype(str)))
+    with store.atomic_db(ingested_db, copy_from=ingested_db) as con:
+        con.executemany("UPDATE sentences SET label = ? WHERE id = ?",
+                        ((str(n), str(i)) for n, i, f in zip(noisy, frame["id"], planted.flipped) if f))
+    return {"planted": int(planted.n_flipped), "planted_rate": round(planted.rate, 6),
+            "planted_matrix": [[round(float(v), 4) for v in row]
+                               for row in realised_matrix(true, planted.labels, k)]}
+
+
+def restore_test_labels(store_db, gold_db) -> int:
+    """Give the test split its true labels back: a planted-noise run scores on clean labels."""
+    from sentiloop import store
+    import pandas as pd
+    parts = list(store.iter_chunks(gold_db, ["id", "gold_label"], table="gold", chunk_size=50_000))
+    if not parts:
+        return 0
+    gold = pd.concat(parts, ignore_index=True)
+    with store.atomic_db(store_db, copy_from=store_db) as con:
+        con.execute("CREATE TEMP TABLE g (id TEXT PRIMARY KEY, gold_label TEXT)")
+        con.executemany("INSERT INTO g VALUES (?, ?)", gold.itertuples(index=False, name=None))
+        cur = con.execute("UPDATE sentences SET label = (SELECT gold_label FROM g WHERE g.id = sentences.id), "
+                          "current_label = (SELECT gold_label FROM g WHERE g.id = sentences.id) "
+                          "WHERE split = 'test' AND id IN (SELECT id FROM g) AND label != "
+                          "(SELECT gold_label FROM g WHERE g.id = sentences.id)")
+        return cur.rowcount

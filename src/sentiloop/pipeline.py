@@ -1,7 +1,7 @@
 """The iteration driver: every DVC stage of dvc.yaml as one call, in dvc.yaml's order.
 
 `plan(settings)` lists the unrolled stages by their DVC names (ingest, split, train@<member>,
-predict@it<k>, relabel@it<k>, correct@it<k>, analyze@it<k>, retrain@it<k>-<member>,
+predict@it<k>, judge@it<k>, relabel@it<k>, correct@it<k>, analyze@it<k>, retrain@it<k>-<member>,
 predict_final, publish, summarize, gate, bundle, report), each bound to the same function of
 sentiloop.steps that its stage script calls. `run_loop` runs them in one process (tests and
 benchmarks), so what they measure is what `dvc repro` runs; tests/test_dag.py checks that this
@@ -18,8 +18,8 @@ from typing import Any, Callable, Mapping
 
 from sentiloop.layout import Layout
 from sentiloop.settings import Settings, validate_composed
-from sentiloop.steps import (analyze, bundle, correct, gate, ingest, predict, publish, relabel, report,
-                             split, summarize, train)
+from sentiloop.steps import (analyze, bundle, correct, gate, ingest, judge, predict, publish, relabel,
+                             report, split, summarize, train)
 
 LOOP_END = "summarize"      # run_loop's default last stage: the loop and its metrics, not the ops after it
 
@@ -39,6 +39,7 @@ def plan(s: Settings) -> list[Stage]:
     stages += [Stage(f"train@{m}", partial(train.run, member=m), member=m) for m in members]
     for k in range(1, s.loop.max_iterations + 1):
         stages += [Stage(f"predict@it{k}", partial(predict.run, k=k), k=k),
+                   Stage(f"judge@it{k}", partial(judge.run, k=k), k=k),
                    Stage(f"relabel@it{k}", partial(relabel.run, k=k), k=k),
                    Stage(f"correct@it{k}", partial(correct.run, k=k), k=k),
                    Stage(f"analyze@it{k}", partial(analyze.run, k=k), k=k)]

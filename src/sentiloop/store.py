@@ -7,7 +7,10 @@ an atomic rename). Every read goes through `iter_chunks`, so memory stays flat i
 Schema of `sentences`:
   id TEXT PRIMARY KEY, text TEXT, label TEXT (the original label, never changed),
   split TEXT (train/dev/test), current_label TEXT (the refined label), locked INTEGER
-  (1 = a human label: no automatic step may change it).
+  (1 = a human label: no automatic step may change it; 2 = settled by an annotator (LLM): the
+  ensemble no longer judges it, a human still may), aside INTEGER (1 = suspect: not trained
+  on, queued for review, judged again next iteration), p_wrong REAL (the correction rule's
+  estimate that the original label is wrong; NULL until judged).
 `label_history`: every change with its provenance.
 """
 from __future__ import annotations
@@ -24,9 +27,9 @@ import pandas as pd
 
 from sentiloop.errors import SentiloopError
 
-SENTENCE_COLUMNS = ("id", "text", "label", "split", "current_label", "locked")
+SENTENCE_COLUMNS = ("id", "text", "label", "split", "current_label", "locked", "aside", "p_wrong")
 HISTORY_COLUMNS = ("sentence_id", "iteration", "old_label", "new_label", "source", "confidence",
-                   "detail")
+                   "detail", "action")
 
 CREATE_SENTENCES = """
 CREATE TABLE IF NOT EXISTS sentences (
@@ -35,7 +38,9 @@ CREATE TABLE IF NOT EXISTS sentences (
   label TEXT NOT NULL,
   split TEXT,
   current_label TEXT,
-  locked INTEGER NOT NULL DEFAULT 0
+  locked INTEGER NOT NULL DEFAULT 0,
+  aside INTEGER NOT NULL DEFAULT 0,
+  p_wrong REAL
 )"""
 CREATE_HISTORY = """
 CREATE TABLE IF NOT EXISTS label_history (
@@ -45,7 +50,8 @@ CREATE TABLE IF NOT EXISTS label_history (
   new_label TEXT NOT NULL,
   source TEXT NOT NULL,
   confidence REAL,
-  detail TEXT
+  detail TEXT,
+  action TEXT
 )"""
 
 
@@ -154,10 +160,31 @@ def label_counts(path: str | Path, column: str = "current_label", split: str | N
 
 
 def write_history(con: sqlite3.Connection, rows: Iterable[tuple]) -> int:
+    """Append history rows (sentence_id, iteration, old_label, new_label, source, confidence,
+    detail[, action]). `action` says what happened: relabel (a label changed), restore (an earlier
+    correction undone), aside / unaside (set aside or brought back; the label is unchanged)."""
     con.execute(CREATE_HISTORY)
     cur = con.executemany(
         "INSERT INTO label_history (sentence_id, iteration, old_label, new_label, source, "
-        "confidence, detail) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        "confidence, detail, action) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (tuple(r) + (None,) * (8 - len(r)) if len(r) < 8 else tuple(r) for r in rows))
+    return cur.rowcount
+
+
+def settle(con: sqlite3.Connection, ids: Iterable[str]) -> int:
+    """Mark free train rows as settled by an annotator (locked = 2)."""
+    cur = con.executemany("UPDATE sentences SET locked = 2, aside = 0 WHERE id = ? AND locked = 0 AND split = 'train'",
+                          ((str(i),) for i in ids))
+    return cur.rowcount
+
+
+def set_judgement(con: sqlite3.Connection, ids: Sequence[str], aside: Sequence[int],
+                  p_wrong: Sequence[float]) -> int:
+    """Record the correction rule's view of free train rows: aside (excluded from training,
+    queued for review) and the estimated probability that the original label is wrong."""
+    cur = con.executemany(
+        "UPDATE sentences SET aside = ?, p_wrong = ? WHERE id = ? AND locked = 0 AND split = 'train'",
+        ((int(a), float(p), str(i)) for i, a, p in zip(ids, aside, p_wrong)))
     return cur.rowcount
 
 

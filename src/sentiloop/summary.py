@@ -88,9 +88,9 @@ def collect(s: Settings, L: Layout) -> list[dict[str, Any]]:
             total = sum(dist.values()) or 1
             for c in s.classes:
                 rec[f"class_share/{c}"] = dist.get(c, 0) / total
-            th = [v for v in (it.get("thresholds") or {}).values() if v is not None and np.isfinite(v)]
-            if th:
-                rec["threshold_min"] = float(min(th))
+            for key in ("flip_at", "estimated_noise_rate", "residual_noise", "aside"):
+                if it.get(key) is not None:
+                    rec[f"rule/{key}"] = it[key]
             rec["passed_through"] = int(bool(it.get("passed_through")))
         llm = _read(L.llm_usage(k)) if with_llm else {}   # llm=none: every counter is 0 by construction
         for key, v in llm.items():
@@ -118,7 +118,8 @@ def write_plot_tables(steps: list[dict[str, Any]], members: list[str], convergen
                       members_csv: Path) -> None:
     """convergence.csv: iteration + the convergence series this run has (gold only with gold
     labels, the dictionary change only with a lexicon); members.csv: iteration + each member's
-    and the ensemble's test accuracy, one column per member name (and `ensemble`). Iteration 0 has no label change: its cell is left empty."""
+    and the ensemble's test accuracy, one column per member name (and `ensemble`). Iteration 0
+    has no label change: its cell is left empty."""
     import csv
 
     def write(path: Path, names: list[str], column) -> None:

@@ -16,13 +16,14 @@ measured each iteration:
 
 Evidence rows (`ensemble.weights_from`, `auto` by default):
 - `dev` (auto without cross-fitting): the dev split, predicted by the full models.
-- `oof` (auto when `loop.cross_fit` >= 2): the train rows' out-of-fold predictions against
+- `oof` (auto when every member is cross-fitted: `loop.cross_fit` >= 2 and all in
+  `loop.cross_fit_members`): the train rows' out-of-fold predictions against
   their current labels. Reasons: there are ~8x more train rows than dev rows (the weights and
   the baseline check are less noisy); they are exactly the predictions the weights combine to
   decide corrections; and the dev split stays out of the fit, so the dev macro-F1 that drives
   the plateau criterion and the gate is not measured on the rows that chose the weights.
-  The caveat: current train labels include the loop's own earlier corrections (at most
-  `loop.change_cap` per iteration), which agree with the ensemble by construction.
+  The caveat: current train labels include the loop's own earlier corrections, which agree
+  with the ensemble by construction.
 """
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ def evidence_source(weights_from: str | None, cross_fit: int) -> str:
     if w not in WEIGHTS_FROM:
         raise ensemble.EnsembleError(f"ensemble.weights_from must be one of {WEIGHTS_FROM}, got {weights_from!r}")
     if w == "oof" and cross_fit < 2:
-        raise ensemble.EnsembleError("ensemble.weights_from=oof needs loop.cross_fit >= 2 "
+        raise ensemble.EnsembleError("ensemble.weights_from=oof needs loop.cross_fit >= 2 with every member in loop.cross_fit_members "
                                      "(out-of-fold predictions exist only when cross-fitting)")
     if w == "auto":
         return "oof" if cross_fit >= 2 else "dev"

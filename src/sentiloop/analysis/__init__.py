@@ -2,9 +2,9 @@
 
 Self-training drifts: an ensemble that is slightly better at one class "corrects" rows into that
 class, retrains on them and becomes more so (confirmation bias). The statistics here make that
-visible per iteration, and `mitigation.engage` tells the correct stage to switch on class-balanced
-per-class thresholds and per-class caps when the class distribution has drifted from the original
-labels by more than a bound. Inputs are plain DataFrames so stages can build them from the store
+visible per iteration and flags (`mitigation.engage`) a class distribution that drifted from the
+original labels by more than analysis.max_drift; the correction rule's own guard compares with
+the *estimated true* class mix (sentiloop.judgement). Inputs are plain DataFrames so stages can build them from the store
 and the predictions parquet:
 
   labels       id, label (original), current_label (after this iteration), [split], [text]
@@ -14,6 +14,6 @@ and the predictions parquet:
 
 stats.bias_stats computes the numbers; report.bias_report also writes metrics/analysis/itK.md +
 itK.json and, with a real provider, appends the LLM review (review.py: same cache, budget and
-redaction as relabeling); mitigation.py is what the correct stage applies. Import the submodule
+redaction as relabeling). Import the submodule
 you need: this package imports nothing itself, so the correct stage does not load the LLM code.
 """

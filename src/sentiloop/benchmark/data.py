@@ -28,6 +28,9 @@ CLASSES = ("negative", "positive")
 NSMC_FILE = "nsmc_reviews.tsv.gz"
 NSMC_ENV = "SENTILOOP_NSMC"
 BINARY_MAP = {1: 0, 2: 0, 3: 0, 4: 0, 9: 1, 10: 1}
+# conf/data/nsmc3.yaml's classes: 1-4 negative, 5-8 neutral, 9-10 positive
+THREE_CLASSES = ("negative", "neutral", "positive")
+THREE_MAP = {1: 0, 2: 0, 3: 0, 4: 0, 5: 1, 6: 1, 7: 1, 8: 1, 9: 2, 10: 2}
 
 
 class BenchmarkDataError(SentiloopError, RuntimeError):
@@ -66,8 +69,10 @@ def iter_nsmc(path: str | Path, *, chunk_size: int = 100_000) -> Iterator[pd.Dat
                             "rating": rating.astype(np.int16).to_numpy()})
 
 
-def load_nsmc_binary(path: str | Path, *, max_rows: int | None = None) -> pd.DataFrame:
-    """All binary-mappable rows: id, text, gold (0 negative / 1 positive); empty texts dropped."""
+def load_nsmc_binary(path: str | Path, *, max_rows: int | None = None, mapping: dict | None = None) -> pd.DataFrame:
+    """All mappable rows: id, text, gold (class index; binary by default: 0 negative / 1
+    positive, or THREE_MAP's three classes); empty texts dropped."""
+    mapping = BINARY_MAP if mapping is None else mapping
     parts, seen = [], 0
     for chunk in iter_nsmc(path):
         if max_rows is not None and seen >= max_rows:
@@ -75,7 +80,7 @@ def load_nsmc_binary(path: str | Path, *, max_rows: int | None = None) -> pd.Dat
         if max_rows is not None:
             chunk = chunk.iloc[: max_rows - seen]
         seen += len(chunk)
-        gold = chunk["rating"].map(BINARY_MAP)
+        gold = chunk["rating"].map(mapping)
         keep = gold.notna() & (chunk["text"].str.strip() != "")
         parts.append(pd.DataFrame({"id": chunk.loc[keep, "id"], "text": chunk.loc[keep, "text"],
                                    "gold": gold[keep].astype(np.int64)}))
@@ -153,6 +158,7 @@ def plant_on_train(subset: pd.DataFrame, spec: SubsetSpec) -> tuple[pd.DataFrame
 
 
 def build_benchmark_frame(nsmc_path: str | Path, spec: SubsetSpec) -> pd.DataFrame:
-    corpus = load_nsmc_binary(nsmc_path, max_rows=spec.pool_rows)
+    mapping = THREE_MAP if len(spec.classes) == 3 else BINARY_MAP
+    corpus = load_nsmc_binary(nsmc_path, max_rows=spec.pool_rows, mapping=mapping)
     frame, _ = plant_on_train(draw_subset(corpus, spec), spec)
     return frame

@@ -95,15 +95,22 @@ def arm_sentiloop(ctx, schedule: str, tag: str | None = None) -> dict:
         elif name in ("predict", "predict_final"):
             trace[-1].update(_test_of(result))
         elif name == "correct":
-            thresholds = result.get("thresholds") or {}
-            trace.append({"iteration": stage.k, "threshold": min(thresholds.values()) if thresholds else None,
-                          "thresholds": thresholds, "n_changed": int(result.get("changes", 0)),
-                          "passed_through": bool(result.get("passed_through")), "capped": result.get("capped"),
+            trace.append({"iteration": stage.k, "threshold": result.get("flip_at"),
+                          "n_changed": int(result.get("changes", 0)), "aside": result.get("aside"),
+                          "estimated_noise_rate": result.get("estimated_noise_rate"),
+                          "passed_through": bool(result.get("passed_through")),
                           **label_state(L.store(stage.k))})
 
     with fixed_splits(dict(zip(source["id"], split))):
         summary = pipeline.run_loop(s, L, until="publish", on_stage=on_stage)
     final = label_state(L.final_store)
+    # what the final models trained on: the rows not set aside (cleanlab prune's "rows kept")
+    kept = store.read_column_values(L.final_store, ["id", "current_label", "aside"],
+                                    where="split = 'train' AND aside = 0", chunk_size=chunk)
+    kept_gold = gold.reindex(kept["id"].astype(str)).to_numpy()
+    final["training_label_accuracy"] = float(np.mean(kept["current_label"].map(index).to_numpy() == kept_gold)) \
+        if len(kept) else None
+    final["aside"] = int(len(gold) - len(kept))
     return {**final, **_test_of_summary(summary), "trace": trace,
             "termination_reason": summary.get("termination_reason"),
             "iterations_run": summary.get("iterations_run"), "max_iterations": n}

@@ -16,19 +16,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
-from sentiloop.benchmark.data import (BenchmarkDataError, SubsetSpec, build_benchmark_frame,
+from sentiloop.benchmark.data import (THREE_CLASSES, BenchmarkDataError, SubsetSpec, build_benchmark_frame,
                                       find_nsmc)
 from sentiloop.benchmark.report import markdown_table, plot_iterations, replace_section
 from sentiloop.benchmark.runner import (REPO_ROOT, TOKEN_CACHE, machine_description, pretokenize,
                                         run_arm, write_workdir)
 
 SCHEDULES = ("constant", "linear", "curriculum", "class_balanced")
-# Extra rows per schedule: the loop with cross-fitted (out-of-fold) judgements, as cleanlab gets,
-# and that plus more iterations and a looser per-iteration change cap.
-DEFAULT_VARIANTS = {
-    "oof": ("loop.cross_fit=5",),
-    "oof_long": ("loop.cross_fit=5", "loop.max_iterations=5", "loop.change_cap=0.1"),
-}
+# Extra rows per schedule (--variant NAME=OVERRIDE,...): none by default, the configured loop
+# already judges out-of-fold with the same number of folds as the cleanlab arm.
+DEFAULT_VARIANTS: dict[str, tuple[str, ...]] = {}
 SECTION = "bench:quality"
 
 
@@ -54,7 +51,8 @@ class QualityRun:
 
     def hydra_overrides(self) -> list[str]:
         members = ",".join(self.members)
-        return ["data=nsmc", f"ensemble.members=[{members}]", f"seed={self.model_seed}",
+        data = "nsmc3" if len(self.subset.classes) == 3 else "nsmc"
+        return [f"data={data}", f"ensemble.members=[{members}]", f"seed={self.model_seed}",
                 *self.overrides]
 
 
@@ -151,8 +149,8 @@ def render_section(summary: dict, *, command: str, plot_ref: str) -> str:
         command,
         "```",
         "",
-        f"- Corpus: NSMC (`{Path(spec['nsmc']).name}`), binary (ratings 1-4 negative, 9-10 "
-        f"positive, 5-8 dropped), {'balanced per class' if s['balanced'] else 'natural class mix'}; "
+        f"- Corpus: NSMC (`{Path(spec['nsmc']).name}`), {len(s['classes'])} classes (ratings 1-4 negative, {'5-8 neutral, ' if len(s['classes']) == 3 else ''}9-10 "
+        f"positive{'' if len(s['classes']) == 3 else ', 5-8 dropped'}), {'balanced per class' if s['balanced'] else 'natural class mix'}; "
         f"{s['n_train']:,} train + {s['n_test']:,} test rows drawn with seed {s['seed']}"
         + (f" from the first {s['pool_rows']:,} raw rows." if s.get("pool_rows") else " from the whole file."),
         f"- Noise: {noise}, planted on train rows only with seed {s['noise_seed']}; test labels "
@@ -224,7 +222,7 @@ def parse_matrix(text: str) -> list[list[float]]:
 
 
 def parse_variant(text: str) -> tuple[str, tuple[str, ...]]:
-    """'oof=loop.cross_fit=5,loop.change_cap=0.1' -> ('oof', ('loop.cross_fit=5', 'loop.change_cap=0.1'))."""
+    """'long=loop.max_iterations=5,loop.cross_fit=3' -> ('long', ('loop.max_iterations=5', 'loop.cross_fit=3'))."""
     name, sep, rest = text.partition("=")
     if not sep or not name or not rest or "@" in name or ":" in name:
         raise argparse.ArgumentTypeError(f"variant must look like NAME=key=value[,key=value], got {text!r}")
@@ -237,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", type=int, default=5_000, help="test rows (clean)")
     p.add_argument("--subset-seed", type=int, default=13)
     p.add_argument("--imbalanced", action="store_true", help="keep NSMC's natural class mix")
+    p.add_argument("--three-class", action="store_true",
+                   help="nsmc3: ratings 1-4 negative, 5-8 neutral, 9-10 positive (data=nsmc3)")
     p.add_argument("--pool-rows", type=int, default=None,
                    help="draw from the first N raw rows only (quick runs); default: the whole file")
     p.add_argument("--noise", choices=("symmetric", "matrix"), default="symmetric")
@@ -279,7 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         subset=SubsetSpec(n_train=args.train, n_test=args.test, seed=args.subset_seed,
                           balanced=not args.imbalanced, noise_kind=args.noise,
                           noise_rate=args.rate, noise_matrix=args.matrix, noise_seed=args.noise_seed,
-                          pool_rows=args.pool_rows),
+                          pool_rows=args.pool_rows,
+                          **({"classes": THREE_CLASSES} if args.three_class else {})),
         members=tuple(m.strip() for m in args.members.split(",") if m.strip()),
         schedules=tuple(s.strip() for s in args.schedules.split(",") if s.strip()),
         variants=({} if args.no_variants else

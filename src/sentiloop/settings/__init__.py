@@ -2,7 +2,7 @@
 
 Defaults live in conf/ only (Hydra composes them into params.yaml); these classes say what each
 value may be. Validation runs twice, with the same one-line messages
-(`params.yaml: loop.change_cap = -0.05: must be between 0 and 1`):
+(`params.yaml: correction.queue_at = -0.05: must be between 0 and 1`):
   - when params are composed (`make params`, `dvc exp run`): the ${chain:} resolver in
     hydra_plugins/ validates the whole composed tree before params.yaml is written, so a bad
     value stops there, before any stage runs;
@@ -95,6 +95,10 @@ class Settings(Section):
             raise fail(f"llm.provider = 'simulated' answers from gold labels, but data={self.data.source} "
                        "has none (data.gold_column = null): choose another llm= (none, gemini, "
                        "openai_compatible), or a corpus with a gold column")
+        stray = sorted(set(self.loop.cross_fit_members) - set(MEMBER_CONFIGS))
+        if stray:
+            raise fail(f"loop.cross_fit_members = {self.loop.cross_fit_members}: {stray} are not members; "
+                       f"choose among {sorted(MEMBER_CONFIGS)}")
         n, s = self.loop.max_iterations, self.schedule
         chain = iteration_chain(n, s.start, s.end)
         items = retrain_chain(n, self.ensemble.members)
@@ -108,6 +112,14 @@ class Settings(Section):
     @property
     def members(self) -> list[str]:
         return list(self.ensemble.members)
+
+    @property
+    def fold_members(self) -> list[str]:
+        """The members refitted on cross-fitting folds (none when loop.cross_fit < 2): only their
+        train-row predictions are out-of-fold, so only they are evidence for judging labels."""
+        if self.loop.cross_fit < 2:
+            return []
+        return [m for m in self.members if m in self.loop.cross_fit_members]
 
     @property
     def classes(self) -> list[str]:

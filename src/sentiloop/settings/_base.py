@@ -2,7 +2,7 @@
 
 A section has no defaults of its own: conf/ is the one place where a default lives, so a field
 here only says what a value may be. Ranges are written with the helpers below so a bad value is
-reported as `loop.change_cap = -0.05: must be between 0 and 1`, not pydantic's prose.
+reported as `correction.queue_at = -0.05: must be between 0 and 1`, not pydantic's prose.
 """
 from __future__ import annotations
 

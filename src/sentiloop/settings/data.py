@@ -8,6 +8,20 @@ from pydantic import field_validator, model_validator
 from sentiloop.settings._base import PosInt, Section, Share, fail
 
 
+class Noise(Section):
+    """data.noise: label noise planted at ingest (planted-noise experiments through the real
+    pipeline). The accepted labels become the gold labels (data/gold.sqlite, scored only); the
+    loop sees the noisy ones; the test split gets its true labels back at split."""
+
+    rate: Share                          # symmetric: this share of every class flipped (0 = off)
+    matrix: list[list[float]] | None     # class-conditional T[true, noisy] over data.classes (overrides rate)
+    seed: int
+
+    @property
+    def active(self) -> bool:
+        return self.matrix is not None or self.rate > 0
+
+
 class Data(Section):
     """conf/data/<choice>.yaml: where the corpus is and how to read it."""
 
@@ -24,11 +38,12 @@ class Data(Section):
     label_map: dict[str, str]
     max_text_chars: PosInt
     max_rows: PosInt | None
+    noise: Noise
 
     @property
     def has_gold(self) -> bool:
         """True labels are known (planted-noise benchmarks): the simulated annotator needs them."""
-        return self.gold_column is not None
+        return self.gold_column is not None or self.noise.active
 
     @field_validator("label_map", mode="before")
     @classmethod
@@ -43,6 +58,17 @@ class Data(Section):
                        "(a file inside the repository, added with `dvc add`)")
         if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
             raise fail(f"data.classes = {self.classes}: must be two or more distinct class names")
+        m = self.noise.matrix
+        if m is not None:
+            k = len(self.classes)
+            if len(m) != k or any(len(row) != k for row in m):
+                raise fail(f"data.noise.matrix = {m}: must be {k} x {k} (rows = true class, columns = "
+                           f"noisy class, over data.classes = {self.classes})")
+            if any(v < 0 for row in m for v in row) or any(abs(sum(row) - 1) > 1e-6 for row in m):
+                raise fail(f"data.noise.matrix = {m}: entries must be >= 0 and every row must sum to 1")
+        if self.noise.active and self.gold_column is not None:
+            raise fail(f"data.noise: data={self.source} already has gold labels (data.gold_column = "
+                       f"{self.gold_column!r}); plant noise only into a corpus whose labels are taken as true")
         bad = sorted(set(self.label_map.values()) - set(self.classes))
         if bad:
             raise fail(f"data.label_map maps to {bad}, which are not in data.classes = {self.classes}")

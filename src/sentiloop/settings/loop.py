@@ -16,28 +16,32 @@ SCHEDULES = ("constant", "linear", "curriculum", "class_balanced")
 
 
 class Schedule(Section):
-    """conf/schedule/<name>.yaml. For curriculum, start/end are shares of the candidate
-    corrections; for the others, confidence thresholds."""
+    """conf/schedule/<name>.yaml: the correction rule's scale-free knob per iteration. For
+    constant, linear and class_balanced, start/end are the posterior bar P(true class | x, label)
+    a flip needs; for curriculum, the share of the estimated wrong labels that may be flipped
+    (surest first, never below correction.flip_floor)."""
 
     name: Literal["constant", "linear", "curriculum", "class_balanced"]
     start: Threshold
     end: Threshold
-    # class_balanced: a class's share may grow by at most this per iteration; constant and
-    # linear use it when bias mitigation switches them to class-balanced thresholds; curriculum: null
+    # drift guard: flips may not lift a class's share above its estimated true share + max_drift
     max_drift: Share | None
 
     @model_validator(mode="after")
     def _drift(self):
         if self.max_drift is None and self.name != "curriculum":
             raise fail(f"schedule.max_drift = null: schedule={self.name} needs a per-class drift bound in [0, 1]")
+        if self.name == "curriculum" and self.start > self.end:
+            raise fail(f"schedule.start = {self.start}: a curriculum's share must not shrink (end = {self.end})")
         return self
 
 
 class Loop(Section):
     max_iterations: PosInt
     cross_fit: NonNegInt          # 0 = judge in-sample; K >= 2 folds
+    cross_fit_members: list[str]  # members refitted on the folds; the others are not evidence on train rows
     chunk_size: PosInt
-    change_cap: Share
+    guard: bool                   # retrain keeps the best on dev of strategy / scratch / previous model
 
     @model_validator(mode="after")
     def _folds(self):
@@ -47,8 +51,20 @@ class Loop(Section):
 
 
 class Correction(Section):
-    relabel_below: Share
+    aside_at: Threshold           # P(label wrong) at which an unflipped row is set aside
+    hold_at: Threshold            # posterior an earlier flip needs to stay
+    agree: bool                   # every weighted member must predict a flip's class out-of-fold
+    flip_floor: Threshold         # curriculum: the lowest posterior bar a flip may have
+    anchor_share: Share           # rows per class that anchor the noise matrix estimate
+    em_steps: NonNegInt           # EM refinements of the noise matrix
+    queue_at: Share               # P(label wrong) at which a row is queued for the annotator
     relabel_queue_max: NonNegInt
+
+    @model_validator(mode="after")
+    def _anchors(self):
+        if self.anchor_share <= 0:
+            raise fail(f"correction.anchor_share = {self.anchor_share}: must be in (0, 1]")
+        return self
 
 
 class Analysis(Section):
@@ -61,3 +77,4 @@ class Convergence(Section):
     dict_change_eps: Share
     patience: NonNegInt
     min_delta: NonNegFloat
+    noise_eps: Share              # stop when the verdicts' expected label-accuracy gain is below this (0 = off)

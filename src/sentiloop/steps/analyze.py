@@ -20,7 +20,8 @@ def run(s: Settings, L: Layout, k: int) -> dict:
     labels = store.read_column_values(store_db, ["id", "label", "current_label", "split"],
                                       where="split = 'train'", chunk_size=chunk)
     hist = list(store.iter_chunks(store_db, ["sentence_id", "old_label", "new_label", "source"],
-                                  table="label_history", where="iteration = ?", params=(int(k),),
+                                  table="label_history", params=(int(k),),
+                                  where="iteration = ? AND (old_label IS NULL OR old_label != new_label)",
                                   chunk_size=chunk))
     changes = pd.concat(hist, ignore_index=True).rename(columns={"sentence_id": "id"}) if hist else None
     preds = pq.read_table(L.predictions(k), filters=[("split", "=", "train")]).to_pandas()

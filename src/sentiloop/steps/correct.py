@@ -1,5 +1,6 @@
-"""Stage correct@it<k>: human labels (locked) first, then LLM answers, then ensemble labels above
-this iteration's threshold, at most loop.change_cap of the train rows; the convergence check.
+"""Stage correct@it<k>: human labels (locked) first, then the annotator's (LLM's) confident
+answers, then the correction rule's verdicts (judge@it<k>: flips, holds, reverts, rows set
+aside); every change and every aside move in label_history; the convergence check.
 
 Human feedback (reviewed files under feedback.dir) is applied in every iteration, converged or
 not, so no later automatic step can change those rows. Once converged, labels pass through."""
@@ -8,16 +9,14 @@ from __future__ import annotations
 import pandas as pd
 
 from sentiloop import convergence, correction, feedback, store
-from sentiloop.analysis.mitigation import apply_class_caps, mitigated_schedule, store_mitigation
 from sentiloop.jsonio import read_json, write_json
 from sentiloop.layout import Layout
-from sentiloop.predictions import train_chunks
 from sentiloop.settings import Settings
 
 
 def run(s: Settings, L: Layout, k: int) -> dict:
-    prev_store, predictions, out_store = L.store(k - 1), L.predictions(k), L.store(k)
-    n, chunk, classes = s.loop.max_iterations, s.loop.chunk_size, s.classes
+    prev_store, out_store = L.store(k - 1), L.store(k)
+    chunk, classes = s.loop.chunk_size, s.classes
     accepted, rejects = feedback.load_feedback(L.feedback(s.feedback.dir), classes, prev_store,
                                                allowed_splits=tuple(s.feedback.splits))
     human = feedback.feedback_stats(accepted, rejects)
@@ -25,7 +24,11 @@ def run(s: Settings, L: Layout, k: int) -> dict:
         print(f"feedback rejected: {r.file}:{r.line} id={r.id} label={r.label}: {r.reason}")
     state = convergence.LoopState.from_dict(read_json(L.state(k - 1)))
     ev = read_json(L.eval(k - 1))
+    noise = read_json(L.noise(k))
     state.dev_f1.append(float(ev["ensemble"]["dev"]["macro_f1"]))
+    state.noise_rate.append(float(noise["noise_rate"]))
+    state.residual_noise.append(float(noise["residual_noise"]))
+    state.expected_gain.append(float(noise["expected_gain"]))
     last = state.history[-1] if state.history else {}
     lex = ev["members"].get("lexicon", {})
     done, reason = convergence.check(state, s.convergence,
@@ -38,40 +41,41 @@ def run(s: Settings, L: Layout, k: int) -> dict:
     if state.converged:
         with store.atomic_db(out_store, copy_from=prev_store) as con:
             human_changes = _apply_human(con, accepted, k)
-        record = {"k": k, "passed_through": True, "label_change_rate": 0.0, "changes": 0,
-                  "corrections_by_source": {"human": human_changes} if human_changes else {},
-                  "thresholds": {}}
+        record = {"k": k, "passed_through": True, "label_change_rate": human_changes / max(n_train, 1),
+                  "changes": human_changes,
+                  "corrections_by_source": {"human": human_changes} if human_changes else {}}
     else:
-        human_locked = set(accepted["id"]) if len(accepted) else set()
+        human_locked = set(accepted["id"].astype(str)) if len(accepted) else set()
         answers = pd.read_parquet(L.relabel(k))
-        answers = answers[answers["status"].notna()] if "status" in answers else answers.iloc[0:0]
-        # bias mitigation: drift of the labels so far beyond analysis.max_drift engages
-        # class-balanced thresholds and per-class caps (reported in metrics/analysis/itK.md)
-        mitigation = store_mitigation(prev_store, classes, s.analysis.max_drift, chunk)
-        decision = correction.decide_streaming(
-            lambda: train_chunks(prev_store, predictions, ["id", "current_label", "locked"], chunk), classes,
-            mitigated_schedule(s.schedule, mitigation), k, n,
-            change_cap=s.loop.change_cap, llm_answers=answers, llm_min_confidence=s.llm.min_confidence,
-            n_train=n_train, extra_locked=human_locked)
-        ch, dropped = decision.changes, 0
-        if mitigation["engage"]:
-            ch, dropped = apply_class_caps(ch, mitigation["class_caps"])
+        judged = pd.read_parquet(L.judgement(k))
+        before = store.read_column_values(prev_store, ["id", "aside"], where="split = 'train' AND locked = 0",
+                                          chunk_size=chunk).set_index("id")["aside"]
+        judged = judged[judged["id"].isin(before.index)]      # rows locked since judge ran stay as they are
+        d = correction.decide(judged, before, classes, llm_answers=answers,
+                              llm_min_confidence=s.llm.min_confidence, human_locked=human_locked)
         with store.atomic_db(out_store, copy_from=prev_store) as con:
             human_changes = _apply_human(con, accepted, k)
-            applied = store.apply_label_changes(con, ch)
-            if applied != len(ch):
-                raise correction.CorrectionError(f"{len(ch)} changes decided but {applied} applied")
-            store.write_history(con, ((r.id, k, r.old_label, r.new_label, r.source, float(r.confidence), r.detail)
-                                      for r in ch.itertuples(index=False)))
-        record = {"k": k, "passed_through": False, "changes": int(len(ch)),
-                  "label_change_rate": float(len(ch) / max(n_train, 1)),
+            applied = store.apply_label_changes(con, d.changes)
+            if applied != len(d.changes):
+                raise correction.CorrectionError(f"{len(d.changes)} changes decided but {applied} applied")
+            store.set_judgement(con, d.aside["id"], d.aside["aside"], d.aside["p_wrong"])
+            store.settle(con, d.settled)
+            store.write_history(con, (tuple(r) [:1] + (k,) + tuple(r)[1:] for r in
+                                      pd.concat([d.changes, d.aside_moves]).itertuples(index=False)))
+        auto = d.changes["source"].value_counts()
+        total = int(len(d.changes)) + human_changes
+        record = {"k": k, "passed_through": False, "changes": total,
+                  "label_change_rate": float(total / max(n_train, 1)),
                   "corrections_by_source": {**({"human": human_changes} if human_changes else {}),
-                                            **{src: int(v) for src, v in ch["source"].value_counts().items()}},
-                  "thresholds": decision.thresholds, "capped": decision.capped, "eligible": decision.eligible,
-                  "mitigation_engaged": int(bool(mitigation["engage"])), "dropped_by_class_caps": dropped,
-                  "max_abs_drift_before": mitigation["max_abs_drift"]}
+                                            **{src: int(v) for src, v in auto.items()}},
+                  "restored": int((d.changes["action"] == "restore").sum()),
+                  "set_aside": int((d.aside_moves["action"] == "aside").sum()),
+                  "brought_back": int((d.aside_moves["action"] == "unaside").sum()),
+                  "settled_by_llm": len(d.settled), "flip_at": noise.get("flip_at"),
+                  "estimated_noise_rate": noise["noise_rate"], "residual_noise": noise["residual_noise"]}
     correction.assert_test_unchanged(out_store, chunk)
     record["class_distribution"] = store.label_counts(out_store, "current_label", "train")
+    record["aside"] = store.count(out_store, "split = 'train' AND aside = 1")
     record["locked"] = store.count(out_store, "locked = 1")
     record["feedback"] = human
     state.history.append(record)

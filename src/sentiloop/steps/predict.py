@@ -25,10 +25,10 @@ def run(s: Settings, L: Layout, k: int) -> dict:
 
 def final(s: Settings, L: Layout) -> dict:
     """predict_final: writes data/final/predictions.parquet and metrics/eval/it<N>.json."""
-    return predict(s, L, s.loop.max_iterations, L.final_predictions)
+    return predict(s, L, s.loop.max_iterations, L.final_predictions, out_of_fold=False)
 
 
-def predict(s: Settings, L: Layout, models_of: int, out_parquet: Path) -> dict:
+def predict(s: Settings, L: Layout, models_of: int, out_parquet: Path, *, out_of_fold: bool = True) -> dict:
     """Two passes over the store: the first predicts every row (train rows out-of-fold when
     cross-fitting) and keeps only the (n, k) probabilities (texts are read chunk by chunk), so
     the weights can be chosen on the evidence rows (weights.choose_weights) before anything is
@@ -42,10 +42,9 @@ def predict(s: Settings, L: Layout, models_of: int, out_parquet: Path) -> dict:
     classes, chunk, members = s.classes, s.loop.chunk_size, s.members
     models = {m: load_model(models_dir / m) for m in members}
     k = s.loop.cross_fit
-    fold_models = {}
-    if k >= 2:
-        for m in members:
-            fold_models[m] = [load_model(Layout.fold(models_dir / m, f)) for f in range(k)]
+    # the final models have no fold models (nobody judges after them): train rows in-sample
+    fold_members = [m for m in s.fold_members if out_of_fold]
+    fold_models = {m: [load_model(Layout.fold(models_dir / m, f)) for f in range(k)] for m in fold_members}
     index = {c: i for i, c in enumerate(classes)}
     split_code = {"train": 0, "dev": 1, "test": 2}
 
@@ -56,10 +55,10 @@ def predict(s: Settings, L: Layout, models_of: int, out_parquet: Path) -> dict:
     for frame in store.iter_chunks(store_db, ["id", "text", "split", "current_label"], chunk_size=chunk):
         texts = frame["text"].tolist()
         probs = ensemble.member_probas(models, texts)
-        if k >= 2:
+        if fold_members:
             is_train = (frame["split"] == "train").to_numpy()
             folds = fold_of(frame["id"], k, s.seed)
-            for m in members:
+            for m in fold_members:
                 for f in range(k):
                     sel = np.nonzero(is_train & (folds == f))[0]
                     if len(sel):
@@ -80,7 +79,8 @@ def predict(s: Settings, L: Layout, models_of: int, out_parquet: Path) -> dict:
         return {m: P[m][mask] for m in members}, y_all[mask].astype(np.int64)
 
     # the weights: chosen on the evidence rows, with the reasons recorded
-    source = weighting.evidence_source(s.ensemble.weights_from, k)
+    # out-of-fold evidence only when every member's train-row predictions are out-of-fold
+    source = weighting.evidence_source(s.ensemble.weights_from, k if len(fold_members) == len(members) else 0)
     ev_probs, ev_y = rows_of(split == (split_code["train"] if source == "oof" else split_code["dev"]))
     decision = weighting.choose_weights(ev_probs, ev_y, {m: s.ensemble.weights[m] for m in members},
                                         fit=bool(s.ensemble.fit_weights), evidence=source, seed=s.seed)

@@ -30,6 +30,11 @@ def run(s: Settings, L: Layout) -> dict:
                "labels_changed_total": changed, "labels_changed_share": changed / max(n_train, 1),
                "test_macro_f1": ev["ensemble"]["test"]["macro_f1"], "test_accuracy": ev["ensemble"]["test"]["accuracy"],
                "dev_macro_f1": ev["ensemble"]["dev"]["macro_f1"],
-               "members_test_macro_f1": {m: e["test"]["macro_f1"] for m, e in ev["members"].items()}}
+               "members_test_macro_f1": {m: e["test"]["macro_f1"] for m, e in ev["members"].items()},
+               # the correction rule's view at the end: rows set aside (not trained on), the noise
+               # it estimated in the original labels and what it expects is left
+               "aside_total": store.count(out_store, "split = 'train' AND aside = 1"),
+               "estimated_noise_rate": state.noise_rate[-1] if state.noise_rate else None,
+               "estimated_residual_noise": state.residual_noise[-1] if state.residual_noise else None}
     write_json(L.summary, summary)
     return summary

@@ -1,39 +1,49 @@
-"""Stage relabel@it<k>: queue the train rows worth an annotator's look (low ensemble confidence,
-members in conflict), most uncertain first, and ask the configured annotator (llm=), or nobody.
-
-Streams the store and the predictions; holds only the bounded queue, then reads its texts."""
+"""Stage relabel@it<k>: queue the free train rows the correction rule doubts most (judge@it<k>:
+P(the label it would keep is wrong) >= correction.queue_at, rows set aside first among equals),
+and ask the configured annotator (llm=), or nobody."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from sentiloop import correction, schedules, store
+import pandas as pd
+
+from sentiloop import store
 from sentiloop.jsonio import write_json
 from sentiloop.layout import Layout
-from sentiloop.predictions import train_chunks
 from sentiloop.relabel import answer_queue, cache_dir_for
 from sentiloop.settings import Settings
 
+QUEUE_COLUMNS = ["id", "text", "current_label", "ens_label", "confidence", "p_wrong", "reason", "priority"]
+
+
+def select_queue(judged: pd.DataFrame, queue_at: float, max_rows: int) -> pd.DataFrame:
+    """The rows worth an annotator's look, most doubtful first: doubt = 1 - P(verdict's label).
+
+    reason: aside (suspect, not flipped), flipped (the rule changed it), suspect (kept, doubted)."""
+    doubt = 1.0 - judged["strength"].astype(float)
+    picked = judged[doubt >= queue_at].assign(priority=doubt[doubt >= queue_at])
+    reason = pd.Series("suspect", index=picked.index)
+    reason[picked["label"] != picked["original"]] = "flipped"
+    reason[picked["aside"].astype(int) == 1] = "aside"
+    picked = picked.assign(reason=reason, current_label=picked["label"], ens_label=picked["best"],
+                           confidence=picked["strength"])
+    picked = picked.sort_values(["priority", "id"], ascending=[False, True], kind="stable")
+    return picked.head(int(max_rows)).reset_index(drop=True)
+
 
 def run(s: Settings, L: Layout, k: int) -> dict:
-    store_db, predictions = L.store(k - 1), L.predictions(k)
-    n = s.loop.max_iterations
-    guess = (schedules.scheduled_value(s.schedule, k, n) if s.schedule.name != "curriculum"
-             else s.correction.relabel_below)
-    unlocked = (rows[rows["locked"] == 0] for rows in
-                train_chunks(store_db, predictions, ["id", "current_label", "locked"], s.loop.chunk_size))
-    queue = correction.stream_relabel_queue(unlocked, guess, s.correction.relabel_below,
-                                            s.correction.relabel_queue_max)
+    store_db = L.store(k - 1)
+    queue = select_queue(pd.read_parquet(L.judgement(k)), s.correction.queue_at, s.correction.relabel_queue_max)
     texts = _texts_of(store_db, queue["id"].tolist())
-    queue = queue.assign(text=[texts[i] for i in queue["id"]])
-    queue = queue[["id", "text", "current_label", "ens_label", "confidence", "agreement", "reason", "priority"]]
+    queue = queue.assign(text=[texts[i] for i in queue["id"]])[QUEUE_COLUMNS]
     answers, usage = answer_queue(queue, s.llm, s.classes, iteration=k, cache_dir=cache_dir_for(s.llm, L.root),
                                   gold_path=L.gold)
     out = queue.drop(columns=["text"]).merge(answers, on="id", how="left")
     out_parquet = L.relabel(k)
     out_parquet.parent.mkdir(parents=True, exist_ok=True)
     out.to_parquet(out_parquet, index=False)
-    usage = {**usage, "queued": int(len(queue)), "queued_low_confidence": int((queue["reason"] == "low_confidence").sum()),
-             "queued_conflict": int((queue["reason"] == "conflict").sum())}
+    usage = {**usage, "queued": int(len(queue)),
+             **{f"queued_{r}": int((queue["reason"] == r).sum()) for r in ("aside", "flipped", "suspect")}}
     write_json(L.llm_usage(k), usage)
     return usage
 
