@@ -60,7 +60,7 @@ def two_runs(tmp_path_factory):
         "source": "file", "path": "tiny.csv", "format": "csv", "encoding_errors": "strict", "language": "en",
         "classes": ["negative", "positive"], "id_column": "id", "text_column": "text", "label_column": "label",
         "gold_column": "gold", "label_map": {"negative": "negative", "positive": "positive"},
-        "max_text_chars": 500, "max_rows": None}))
+        "max_text_chars": 500, "max_rows": None, "noise": {"rate": 0.0, "matrix": None, "seed": 17}}))
     (repo / ".gitignore").write_text("/data/*.sqlite\n/data/it*/\n/data/final/\n/data/rejects.csv\n/models/\n"
                                      "/.sentiloop/\n")
     sh(["git", "init", "-q"], repo)
