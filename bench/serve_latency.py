@@ -1,12 +1,17 @@
 """Latency and throughput of `sentiloop serve` under a bounded load on 127.0.0.1.
 
 The server runs in its own process (`python -m sentiloop.cli serve`), so the load generator does
-not share its GIL; the client keeps one HTTP/1.1 keep-alive connection per worker thread and sends
-a fixed number of requests per configuration (bounded: no open-ended soak). Reported per
-configuration (batch size x concurrency): p50/p90/p99 request latency, requests/s and texts/s.
+not share its GIL. Each client thread sends a fixed number of requests per configuration
+(bounded: no open-ended soak), either over one HTTP/1.1 keep-alive connection (`keepalive`) or
+on a new connection per request (`per-request`). Every failure counts as an error: a non-200
+status, a reset or refused connection, a timeout. Reported per configuration (connection mode x
+batch size x concurrency): p50/p90/p99 request latency, requests/s, texts/s and errors.
 
     python bench/serve_latency.py --bundle models/bundle --texts data/final/sentences.sqlite \
         --requests 400 --batch 1 32 --concurrency 1 4 --markdown
+    # a lexicon bundle fitted on the embedded sample corpus (no `dvc repro` needed):
+    python bench/serve_latency.py --build-bundle /tmp/lexicon-bundle --requests 4000 --batch 1 \
+        --concurrency 64 --mode keepalive per-request --markdown
 """
 from __future__ import annotations
 
@@ -51,6 +56,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def build_lexicon_bundle(out: str, rows: int = 30_000) -> str:
+    """A lexicon member fitted (conf/'s models.lexicon) on the sample corpus, bundled at `out`."""
+    sys.path.insert(0, str(ROOT / "src"))
+    import pandas as pd
+    from sentiloop.bundle import build_bundle
+    from sentiloop.models.base import build_model
+    from sentiloop.sample import packaged_path
+    from sentiloop.settings import compose_settings
+    s = compose_settings()
+    df = pd.read_csv(packaged_path(), encoding_errors="replace").dropna(subset=["text"])
+    df = df.sample(n=min(rows, len(df)), random_state=0)
+    classes = list(s.data.classes)
+    model = build_model("lexicon", classes, s.models.lexicon.model_dump(), language="en", seed=0)
+    model.fit(df["text"].astype(str).tolist(), np.array([classes.index(v) for v in df["sentiment"]]))
+    member = Path(out + ".member")
+    model.save(member)
+    build_bundle(out, member_dirs={"lexicon": member}, weights=None, classes=classes, language="en",
+                 gate={"deployable": True})
+    return out
+
+
 def start_server(bundle: str, port: int, max_batch: int) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     proc = subprocess.Popen([sys.executable, "-m", "sentiloop.cli", "serve", "--bundle", bundle,
@@ -72,50 +98,66 @@ def start_server(bundle: str, port: int, max_batch: int) -> subprocess.Popen:
     raise RuntimeError("server did not become healthy in 120 s")
 
 
-def run_load(port: int, texts: list[str], batch: int, concurrency: int, requests: int) -> dict:
+def run_load(port: int, texts: list[str], batch: int, concurrency: int, requests: int,
+             mode: str = "keepalive") -> dict:
     per_worker = max(1, requests // concurrency)
     latencies: list[float] = []
-    errors = [0]
+    errors: dict[str, int] = {}
     lock = threading.Lock()
+    go = threading.Barrier(concurrency + 1)
 
-    def worker(seed: int) -> None:
+    def worker(seed: int, wait: bool = True) -> None:
         rng = random.Random(seed)
-        con = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        con = None
         mine = []
+        if wait:
+            go.wait()
         for _ in range(per_worker):
             body = json.dumps({"texts": rng.sample(texts, batch)} if batch > 1
                               else {"text": rng.choice(texts)})
             t0 = time.perf_counter()
-            con.request("POST", "/predict", body, {"Content-Type": "application/json"})
-            resp = con.getresponse()
-            resp.read()
+            try:
+                if con is None:
+                    con = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                con.request("POST", "/predict", body, {"Content-Type": "application/json"})
+                resp = con.getresponse()
+                resp.read()
+                kind = None if resp.status == 200 else f"http_{resp.status}"
+            except (OSError, http.client.HTTPException) as e:
+                kind = type(e).__name__
+                con.close()
+                con = None
             mine.append(time.perf_counter() - t0)
-            if resp.status != 200:
+            if mode == "per-request" and con is not None:
+                con.close()
+                con = None
+            if kind:
                 with lock:
-                    errors[0] += 1
-        con.close()
+                    errors[kind] = errors.get(kind, 0) + 1
+        if con is not None:
+            con.close()
         with lock:
             latencies.extend(mine)
 
     # warm-up: first requests pay for lazy imports and caches
-    run_once = [threading.Thread(target=worker, args=(10_000 + i,)) for i in range(1)]
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
-    for t in run_once:
-        t.start()
-        t.join()
+    worker(10_000, wait=False)
     latencies.clear()
-    start = time.perf_counter()
+    errors.clear()
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
     for t in threads:
         t.start()
+    go.wait()
+    start = time.perf_counter()
     for t in threads:
         t.join()
     wall = time.perf_counter() - start
     lat = np.array(latencies) * 1000
     n = len(lat)
-    return {"batch": batch, "concurrency": concurrency, "requests": n, "errors": errors[0],
+    return {"mode": mode, "batch": batch, "concurrency": concurrency, "requests": n,
+            "errors": sum(errors.values()), "error_kinds": dict(errors),
             "p50_ms": float(np.percentile(lat, 50)), "p90_ms": float(np.percentile(lat, 90)),
-            "p99_ms": float(np.percentile(lat, 99)), "req_per_s": n / wall,
-            "texts_per_s": n * batch / wall, "wall_s": wall}
+            "p99_ms": float(np.percentile(lat, 99)), "max_ms": float(lat.max()),
+            "req_per_s": n / wall, "texts_per_s": n * batch / wall, "wall_s": wall}
 
 
 def main(argv=None) -> int:
@@ -126,19 +168,24 @@ def main(argv=None) -> int:
     ap.add_argument("--requests", type=int, default=400, help="requests per configuration")
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 32])
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
+    ap.add_argument("--mode", nargs="+", default=["keepalive"], choices=["keepalive", "per-request"],
+                    help="one keep-alive connection per client, or a new connection per request")
+    ap.add_argument("--build-bundle", metavar="DIR",
+                    help="first fit a lexicon on the embedded sample corpus and bundle it at DIR")
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
     a = ap.parse_args(argv)
+    if a.build_bundle:
+        a.bundle = build_lexicon_bundle(a.build_bundle)
     texts = load_texts(a.texts)
     port = free_port()
     proc = start_server(a.bundle, port, max(a.batch))
     results = []
     try:
-        for batch in a.batch:
-            for conc in a.concurrency:
-                r = run_load(port, texts, batch, conc, a.requests)
-                results.append(r)
-                print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in r.items()}),
-                      flush=True)
+        for mode, batch, conc in [(m, b, c) for m in a.mode for b in a.batch for c in a.concurrency]:
+            r = run_load(port, texts, batch, conc, a.requests, mode)
+            results.append(r)
+            print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in r.items()}),
+                  flush=True)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -147,12 +194,13 @@ def main(argv=None) -> int:
         print(f"\n{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()} "
               f"{os.cpu_count()} cores, Python {platform.python_version()}, bundle members "
               f"{list(manifest['members'])}, {len(texts)} distinct texts\n")
-        print("| batch | concurrency | requests | p50 ms | p90 ms | p99 ms | req/s | texts/s | errors |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("| connection | batch | concurrency | requests | p50 ms | p90 ms | p99 ms | max ms | req/s | texts/s | errors |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for r in results:
-            print(f"| {r['batch']} | {r['concurrency']} | {r['requests']} | {r['p50_ms']:.1f} | "
-                  f"{r['p90_ms']:.1f} | {r['p99_ms']:.1f} | {r['req_per_s']:.0f} | "
-                  f"{r['texts_per_s']:.0f} | {r['errors']} |")
+            kinds = ", ".join(f"{k} {v}" for k, v in r["error_kinds"].items())
+            print(f"| {r['mode']} | {r['batch']} | {r['concurrency']} | {r['requests']} | {r['p50_ms']:.1f} | "
+                  f"{r['p90_ms']:.1f} | {r['p99_ms']:.1f} | {r['max_ms']:.0f} | {r['req_per_s']:.0f} | "
+                  f"{r['texts_per_s']:.0f} | {r['errors']}{f' ({kinds})' if kinds else ''} |")
     return 0
 
 

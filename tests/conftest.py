@@ -67,7 +67,7 @@ def tiny_params(base: dict, csv_path: Path, *, gold: bool = True, iterations: in
                  "language": "en", "classes": ["negative", "positive"], "id_column": "id", "text_column": "text",
                  "label_column": "label", "gold_column": "gold" if gold else None,
                  "label_map": {"negative": "negative", "positive": "positive"}, "max_text_chars": 500,
-                 "max_rows": None, "noise": {"rate": 0.0, "matrix": None, "seed": 17}}
+                 "filtered_labels": [], "max_rows": None, "noise": {"rate": 0.0, "matrix": None, "seed": 17}}
     p["loop"] = {**p["loop"], "max_iterations": iterations, "chunk_size": 257, **loop}
     p["models"]["lexicon"] = {**p["models"]["lexicon"], "seed_lexicon": "none", "min_count": 2}
     p["ensemble"]["members"] = members or ["lexicon"]

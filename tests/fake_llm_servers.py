@@ -8,7 +8,8 @@ sentences with a keyword oracle and play a script of faults, one per request:
   (200 with text that is not JSON), "truncated" (JSON cut in half), "drop1" (omit the last id),
   "unknown_id" (an extra answer with an id that was never asked), "unknown_label" (first answer
   gets a label outside the classes), "401echo" (401 whose message echoes the key it received, as
-  a careless proxy might), "429echo" (the same inside a retryable 429), "body_garbage" (200 whose HTTP body is not JSON at all).
+  a careless proxy might), "429echo" (the same inside a retryable 429), "body_garbage" (200 whose HTTP body is not JSON at all),
+  "stall" (no reply until the test sets `release`; `stalled` is set when it arrives).
 Every request is recorded (path, headers, body) so tests can count paid calls.
 """
 from __future__ import annotations
@@ -48,6 +49,7 @@ class FakeLLM:
         self.delay_s = delay_s
         self.requests: list[dict] = []
         self.lock = threading.Lock()
+        self.stalled, self.release = threading.Event(), threading.Event()   # fault "stall"
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -63,6 +65,10 @@ class FakeLLM:
                     fake.requests.append({"path": self.path, "headers": dict(self.headers),
                                           "body": body})
                     fault = fake.faults.pop(0) if fake.faults else "ok"
+                if fault == "stall":          # hold the reply until the test releases it
+                    fake.stalled.set()
+                    fake.release.wait(60)
+                    fault = "ok"
                 try:
                     fake.handle(self, body, fault)
                 except (BrokenPipeError, ConnectionResetError):

@@ -168,7 +168,7 @@ def _tiny_settings(tmp_path) -> Settings:
         "source": "file", "path": str(csv), "format": "csv", "encoding_errors": "strict", "language": "en",
         "classes": ["negative", "positive"], "id_column": "id", "text_column": "text", "label_column": "label",
         "gold_column": "gold", "label_map": {"negative": "negative", "positive": "positive"},
-        "max_text_chars": 500, "max_rows": None}, "schedule": {"start": 0.66, "end": 0.6}})
+        "max_text_chars": 500, "filtered_labels": [], "max_rows": None}, "schedule": {"start": 0.66, "end": 0.6}})
 
 
 @pytest.fixture(scope="module")

@@ -43,7 +43,7 @@ def repo(tmp_path_factory):
         "source": "file", "path": "tiny.csv", "format": "csv", "encoding_errors": "strict", "language": "en",
         "classes": ["negative", "positive"], "id_column": "id", "text_column": "text", "label_column": "label",
         "gold_column": "gold", "label_map": {"negative": "negative", "positive": "positive"},
-        "max_text_chars": 500, "max_rows": None, "noise": {"rate": 0.0, "matrix": None, "seed": 17}}))
+        "max_text_chars": 500, "filtered_labels": [], "max_rows": None, "noise": {"rate": 0.0, "matrix": None, "seed": 17}}))
     py = sys.executable
     sh([py, "-m", "sentiloop.config", *OVERRIDES], dst)
     params = yaml.safe_load((dst / "params.yaml").read_text())

@@ -48,7 +48,7 @@ def repo(tmp_path):
         "source": "file", "path": "tiny.csv", "format": "csv", "encoding_errors": "strict", "language": "en",
         "classes": ["negative", "positive"], "id_column": "id", "text_column": "text", "label_column": "label",
         "gold_column": "gold", "label_map": {"negative": "negative", "positive": "positive"},
-        "max_text_chars": 500, "max_rows": None, "noise": {"rate": 0.0, "matrix": None, "seed": 17}}))
+        "max_text_chars": 500, "filtered_labels": [], "max_rows": None, "noise": {"rate": 0.0, "matrix": None, "seed": 17}}))
     sh(["git", "init", "-q"], dst)
     sh(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], dst)
     sh(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"], dst)

@@ -140,7 +140,8 @@ def test_predict_proba_is_the_weighted_vote_of_member_probas_in_any_chunking():
     probs = member_probas(models, texts)
     whole = predict_proba(models, {"a": 0.75, "b": 0.25}, texts)
     np.testing.assert_allclose(whole, combine(probs, {"a": 0.75, "b": 0.25}))
-    np.testing.assert_array_equal(predict_proba(models, {"a": 0.75, "b": 0.25}, texts, chunk_size=3), whole)
+    np.testing.assert_allclose(predict_proba(models, {"a": 0.75, "b": 0.25}, texts, chunk_size=3), whole,
+                               rtol=1e-12, atol=1e-15)
     assert predict_proba(models, None, []).shape == (0, 2)
 
 

@@ -10,7 +10,8 @@ import pytest
 import ops_support as S
 from sentiloop.cli import main
 from sentiloop.feedback import apply_feedback, export_review, feedback_stats, load_feedback
-from sentiloop.store import iter_chunks
+from sentiloop.feedback import FeedbackError
+from sentiloop.store import fingerprint, iter_chunks
 
 
 @pytest.fixture
@@ -92,7 +93,8 @@ def test_review_export_lists_most_uncertain_unlocked_train_rows(tmp_path):
     review = pd.read_csv(root / "review.csv", keep_default_na=False)
     assert len(review) == len(out) == 5
     assert review.columns.tolist() == ["id", "text", "current_label", "confidence", "margin",
-                                       "p_ens_negative", "p_ens_neutral", "p_ens_positive", "label", "reviewer"]
+                                       "p_ens_negative", "p_ens_neutral", "p_ens_positive", "label", "reviewer", "corpus"]
+    assert set(review["corpus"]) == {fingerprint(root / "data/it1/sentences.sqlite")}
     assert (review["label"] == "").all() and "t0" not in set(review["id"])
     p = pd.read_parquet(preds)
     p = p[(p["split"] == "train") & (p["id"] != "t0")]
@@ -163,3 +165,38 @@ def test_review_check_cli_reports_rejects_and_exit_code(tmp_path, store_db, caps
     assert main(base) == 1
     out = capsys.readouterr().out
     assert "REJECTED bad.csv:2 id=t1 label=great: unknown label 'great'" in out
+
+
+def test_feedback_from_another_corpus_stops_with_one_message(tmp_path, store_db, capsys):
+    fb = tmp_path / "fb"
+    mine = fingerprint(store_db)
+    _write(fb / "ours.csv", f"id,label,corpus\nt0,positive,{mine}\n")
+    acc, rej = load_feedback(fb, S.CLASSES, store_db)
+    assert list(acc["id"]) == ["t0"] and rej.empty
+    _write(fb / "theirs.csv", "id,label,corpus\nt1,negative,0123456789abcdef\n")
+    with pytest.raises(FeedbackError, match=rf"theirs\.csv: exported from corpus 0123456789abcdef, this "
+                                            rf"run's corpus is {mine}"):
+        load_feedback(fb, S.CLASSES, store_db)
+    base = ["review", "check", "--dir", str(fb), "--store", str(store_db), "--classes", *S.CLASSES,
+            "--params", str(tmp_path / "none.yaml")]
+    assert main(base) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "theirs.csv: exported from corpus" in err
+    # the fingerprint is the corpus (ids and texts), not the labels of an iteration
+    other = S.write_store(tmp_path / "relabelled.sqlite",
+                          [dict(r, current_label="neutral") for r in S.corpus(10)])
+    assert fingerprint(other) == mine
+
+
+def test_review_check_line_numbers_ignore_bare_carriage_returns(tmp_path, store_db, capsys):
+    fb = tmp_path / "fb"
+    _write(fb / "cr.csv", 'id,text,label\nt0,"one\rtwo\rthree",positive\nt1,plain\rtext,great\n'
+                          't2,"two\nlines",bad\nt3,x,neutral\n')
+    acc, rej = load_feedback(fb, S.CLASSES, store_db)
+    assert sorted(acc["id"]) == ["t0", "t3"] and dict(zip(acc["id"], acc["line"]))["t3"] == 6
+    assert dict(zip(rej["id"], rej["line"])) == {"t1": 3, "t2": 4}
+    base = ["review", "check", "--dir", str(fb), "--store", str(store_db), "--classes", *S.CLASSES,
+            "--params", str(tmp_path / "none.yaml")]
+    assert main(base) == 1
+    out = capsys.readouterr().out
+    assert "REJECTED cr.csv:3 id=t1" in out and "REJECTED cr.csv:4 id=t2" in out

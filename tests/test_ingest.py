@@ -19,7 +19,7 @@ def cfg(path, **kw):
     c = {"source": "file", "path": str(path), "format": "auto", "encoding_errors": "strict", "language": "en",
          "classes": CLASSES, "id_column": "id", "text_column": "text", "label_column": "label",
          "gold_column": None, "label_map": {"neg": "negative", "pos": "positive"}, "max_text_chars": 50,
-         "max_rows": None, "noise": {"rate": 0.0, "matrix": None, "seed": 17}}
+         "filtered_labels": [], "max_rows": None, "noise": {"rate": 0.0, "matrix": None, "seed": 17}}
     c.update(kw)
     return c
 
@@ -156,3 +156,23 @@ def test_duplicate_ids_are_found_across_inserted_chunks(tmp_path):
                     tmp_path / "gold.sqlite", chunk_size=1, seed=0)
     assert (report.accepted, report.by_reason["duplicate_id"]) == (6, 2)
     assert [r["id"] for r in rejects(tmp_path)] == ["3", "4"]
+
+
+def test_filtered_labels_are_outside_the_corpus_not_rejects(tmp_path):
+    path = tmp_path / "nsmc_reviews.tsv.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as fh:
+        fh.write("id\tmovie_id\tdocument\trating\n1\t9\t최고의 영화\t10\n2\t9\t그냥 그래\t6\n"
+                 "3\t9\t별로\t2\n4\t9\t보통\t5\n5\t9\t이상한 점수\t11\n")
+    binary = {"1": "negative", "2": "negative", "3": "negative", "4": "negative", "9": "positive",
+              "10": "positive"}
+    c = cfg(path, text_column="document", label_column="rating", max_text_chars=1000, label_map=binary,
+            filtered_labels=["5", "6", "7", "8"])
+    report = run(tmp_path, c)
+    m = report.as_metrics()
+    assert (m["filtered"], m["read"], m["accepted"], m["rejected"]) == (2, 3, 2, 1)
+    assert m["filter_rule"] == "rating in ['5', '6', '7', '8']"
+    assert m["rejected_by_reason"]["unknown_label"] == 1            # rating 11: a real reject
+    assert [r["id"] for r in rejects(tmp_path)] == ["5"]
+    with pytest.raises(SentiloopError, match=r"data.filtered_labels = \['4'\]: \['4'\] also in data.label_map"):
+        run(tmp_path, cfg(path, text_column="document", label_column="rating", label_map=binary,
+                          filtered_labels=[4]))

@@ -24,9 +24,10 @@ def test_loop_repairs_planted_noise(noisy_corpus, base_params, tmp_path):
 
 def test_cross_fit_judges_rows_out_of_fold(noisy_corpus, base_params, tmp_path):
     csv_path, _ = noisy_corpus
-    params = tiny_params(base_params, csv_path, iterations=1, cross_fit=3)
+    params = tiny_params(base_params, csv_path, iterations=2, cross_fit=3)
     summary = pipeline.run_loop(params, tmp_path / "run")
     assert (tmp_path / "run/models/it1/lexicon/folds/f2/model.json").exists()
+    assert not (tmp_path / "run/models/it2/lexicon/folds").exists()      # the last models judge nobody
     assert summary["iterations"][-1]["gold/label_accuracy"] > summary["iterations"][0]["gold/label_accuracy"] + 0.1
 
 

@@ -180,3 +180,19 @@ def test_an_older_version_comes_from_the_remote_or_one_line_says_what_to_run(rep
     older = registry.resolve_bundle(clone, "v0.0.1")
     assert _tag_of(older) == "one"
     assert Bundle.load(older).predict(["love great"])[0] == ["positive"]
+
+
+def test_promote_ref_takes_a_dvc_experiment_name_or_says_what_it_is_not(repo, capsys):
+    repo, commit = repo
+    base = commit("base", passed=True)
+    exp = commit("exp", passed=True, noise=1)
+    # what `dvc exp run` leaves: the experiment's commit under refs/exps, off every branch
+    _sh(repo, "git", "update-ref", f"refs/exps/{base[:2]}/{base[2:]}/lucky-exp", exp)
+    _sh(repo, "git", "reset", "-q", "--hard", base)
+    assert registry.commit_of(repo, "lucky-exp") == exp
+    out = registry.promote(repo, "staging", ref="lucky-exp")
+    assert out["commit"] == exp and registry.stage_version(repo, "staging") == out["version"]
+    assert main(["registry", "promote", "--repo", str(repo), "--stage", "dev", "--ref", "no-such-exp"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'no-such-exp' is neither a git revision nor a DVC experiment" in err
+    assert "rev-parse" not in err

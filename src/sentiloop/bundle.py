@@ -183,16 +183,65 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def verify_files(directory: str | Path, manifest: Mapping[str, Any]) -> None:
-    """Raise if a file listed in the manifest is missing or its sha256 differs."""
-    root = Path(directory)
-    for rel, digest in (manifest.get("files") or {}).items():
-        p = root / rel
+def _inside(root: Path, p: Path) -> bool:
+    p = p.resolve()
+    return p != root and p.is_relative_to(root)
+
+
+def member_dir(directory: str | Path, name: str, info: Mapping[str, Any]) -> Path:
+    """The directory of member `name`: inside the bundle, or a BundleError (a manifest saying
+    `"path": "../elsewhere"` would load files no manifest hash covers)."""
+    directory = Path(directory)
+    rel = info.get("path") if isinstance(info, Mapping) else None
+    if not isinstance(rel, str) or not rel or not _inside(directory.resolve(), directory / rel):
+        raise BundleError(f"{directory / MANIFEST}: member {name!r} has path {rel!r}, which is not "
+                          "inside the bundle; a bundle loads only its own files")
+    return directory / rel
+
+
+def _loaded_files(directory: Path, manifest: Mapping[str, Any]) -> list[Path]:
+    """Every file loading may read: the tokenizer settings and each member's directory."""
+    out = [directory / TOKENIZER] if (directory / TOKENIZER).exists() else []
+    for name, info in (manifest.get("members") or {}).items():
+        out += sorted(p for p in member_dir(directory, name, info).rglob("*") if not p.is_dir())
+    return out
+
+
+def verify_files(directory: str | Path, manifest: Mapping[str, Any], *,
+                 only: Path | None = None) -> None:
+    """Raise unless every file listed in the manifest is there with its sha256, and every file
+    loading may read (tokenizer.json, everything under a member's directory) is listed, lies
+    inside the bundle (no symlink out) and matches. `only`: check the files under that directory."""
+    directory = Path(directory)
+    root = directory.resolve()
+    listed = manifest.get("files") or {}
+    if not isinstance(listed, Mapping):
+        raise BundleError(f"{directory / MANIFEST}: `files` is not a mapping of path to sha256")
+    for rel, digest in listed.items():
+        p = directory / rel
+        if only is not None and not p.resolve().is_relative_to(only.resolve()):
+            continue
+        norm = os.path.normpath(rel)
+        if os.path.isabs(norm) or norm == ".." or norm.startswith(".." + os.sep):
+            raise BundleError(f"{directory / MANIFEST}: lists {rel!r}, which is not inside the bundle")
+        if not _inside(root, p):
+            raise BundleError(f"{directory}: {rel} points outside the bundle (a symlink?); "
+                              "a bundle loads only its own files")
         if not p.is_file():
             raise BundleError(f"{directory}: {rel} is listed in the manifest but missing")
         if file_sha256(p) != digest:
             raise BundleError(f"{directory}: {rel} does not match the manifest's sha256 "
                               "(modified or corrupted)")
+    for p in _loaded_files(directory, manifest):
+        if only is not None and not p.resolve().is_relative_to(only.resolve()):
+            continue
+        rel = p.relative_to(directory).as_posix()
+        if not _inside(root, p):
+            raise BundleError(f"{directory}: {rel} points outside the bundle (a symlink?); "
+                              "a bundle loads only its own files")
+        if rel not in listed:
+            raise BundleError(f"{directory}: {rel} is not in the manifest (added after the bundle "
+                              "was built); a bundle loads only the files its manifest lists")
 
 
 @dataclass
@@ -212,7 +261,7 @@ class Bundle:
             verify_files(directory, manifest)
         members: dict[str, SentimentModel] = {}
         for name, info in manifest["members"].items():
-            model = load_model(directory / info["path"])
+            model = _load_member(directory, manifest, name, member_dir(directory, name, info), verify)
             if list(model.classes) != list(manifest["classes"]):
                 raise BundleError(f"member {name!r} has classes {model.classes}, manifest says "
                                   f"{manifest['classes']}")
@@ -227,6 +276,25 @@ class Bundle:
     @property
     def gate(self) -> dict[str, Any]:
         return dict(self.manifest.get("gate") or {})
+
+    @property
+    def deployable(self) -> bool:
+        """False only when the quality gate recorded that this bundle is not deployable."""
+        return self.gate.get("deployable", True) is not False
+
+    def warnings(self, texts: Sequence[str]) -> list[list[str]]:
+        """Per text, what makes its prediction doubtful: `not_deployable` (the gate refused this
+        bundle) and `language_mismatch` (the text's script is not the bundle's language's)."""
+        common = [] if self.deployable else [NOT_DEPLOYABLE]
+        want = LANGUAGE_SCRIPTS.get(str(self.manifest.get("language")))
+        out = []
+        for t in texts:
+            w = list(common)
+            got = text_script(t) if want else None
+            if got is not None and got != want:
+                w.append(LANGUAGE_MISMATCH)
+            out.append(w)
+        return out
 
     def info(self) -> dict[str, Any]:
         """What /version reports: enough to tell two deployed bundles apart."""
@@ -254,6 +322,48 @@ class Bundle:
     def predict(self, texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
         proba = self.predict_proba(texts)
         return [self.classes[i] for i in proba.argmax(axis=1)], proba
+
+
+def _load_member(directory: Path, manifest: Mapping[str, Any], name: str, path: Path,
+                 verified: bool) -> SentimentModel:
+    """load_model, where a failure names the bundle file at fault: the one that does not match
+    the manifest (checked only now when loading ran with --no-verify), else the member's directory."""
+    try:
+        return load_model(path)
+    except Exception as e:
+        if not verified:
+            try:
+                verify_files(directory, manifest, only=path)
+            except BundleError as bad:
+                raise BundleError(f"member {name!r} cannot be loaded: {bad}") from None
+        if isinstance(e, SentiloopError):
+            raise
+        where = getattr(e, "filename", None) or path
+        raise BundleError(f"{where}: member {name!r} of bundle {directory} cannot be loaded "
+                          f"({type(e).__name__}: {e})") from None
+
+
+NOT_DEPLOYABLE = "not_deployable"
+LANGUAGE_MISMATCH = "language_mismatch"
+LANGUAGE_SCRIPTS = {"en": "latin", "ko": "hangul"}   # data.language -> the script its texts use
+
+
+def text_script(text: str) -> str | None:
+    """The script most of a text's letters are in: hangul, latin or other (None: no letters)."""
+    hangul = latin = other = 0
+    for ch in str(text):
+        if not ch.isalpha():
+            continue
+        o = ord(ch)
+        if 0xAC00 <= o <= 0xD7A3 or 0x1100 <= o <= 0x11FF or 0x3130 <= o <= 0x318F:
+            hangul += 1
+        elif o < 0x250:                      # Basic Latin to Latin Extended-B
+            latin += 1
+        else:
+            other += 1
+    if not (hangul or latin or other):
+        return None
+    return max((hangul, "hangul"), (latin, "latin"), (other, "other"))[1]
 
 
 def _local_encoder(pretrained: str | None) -> Path | None:

@@ -66,6 +66,9 @@ def cmd_predict(args) -> int:
 def cmd_serve(args) -> int:
     from sentiloop.serve import Limits, PredictionService, serve_forever
     bundle, label = _load_bundle(args)
+    if not bundle.deployable:
+        print(f"sentiloop: warning: serving bundle {bundle.directory}, which the quality gate marked "
+              "not deployable; every prediction says not_deployable", file=sys.stderr)
     limits = Limits(max_body_bytes=args.max_body_bytes, max_batch=args.max_batch,
                     max_text_chars=args.max_text_chars)
     serve_forever(PredictionService(bundle, limits, label=label), args.host, args.port)

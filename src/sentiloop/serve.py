@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 import sqlite3
 import sys
 import threading
@@ -28,7 +29,8 @@ import numpy as np
 import pandas as pd
 
 from sentiloop.errors import SentiloopError
-from sentiloop.bundle import Bundle
+from sentiloop.bundle import LANGUAGE_MISMATCH, NOT_DEPLOYABLE, Bundle
+from sentiloop.delimited import Records, physical_lines
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +230,9 @@ class _Handler(BaseHTTPRequestHandler):
         texts, single = parse_predict_body(body, limits)
         proba = self.service.predict(texts)
         preds = predictions_json(self.service.bundle.classes, proba)
+        for pred, w in zip(preds, self.service.bundle.warnings(texts)):
+            if w:
+                pred["warnings"] = w
         self.service.count("predictions", len(preds))
         payload: dict[str, Any] = {"predictions": preds}
         if single:
@@ -239,9 +244,15 @@ def make_server(service: PredictionService, host: str = "127.0.0.1", port: int =
     # StreamRequestHandler.timeout bounds every read: a client that stops sending mid-body
     # costs one thread for read_timeout seconds, not forever
     handler = type("Handler", (_Handler,), {"service": service, "timeout": service.limits.read_timeout})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
+    server = _Server((host, port), handler)
     return server
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # the listen backlog: socketserver's default of 5 drops the SYNs of a burst of new
+    # connections, which clients see as resets and 1/2/3 s retransmit stalls
+    request_queue_size = 1024
 
 
 def serve_forever(service: PredictionService, host: str, port: int) -> None:
@@ -302,10 +313,8 @@ def iter_input(path: str | Path, *, fmt: str | None = None, text_column: str = "
         return pd.DataFrame({"id": ids.to_numpy(), "text": texts.to_numpy()})
 
     if fmt in ("csv", "tsv"):
-        reader = pd.read_csv(path, sep="\t" if fmt == "tsv" else ",", chunksize=chunk_size,
-                             dtype=str, keep_default_na=False, encoding_errors="replace")
-        for df in reader:
-            yield shape(df)
+        yield from _iter_delimited(path, "\t" if fmt == "tsv" else ",", text_column, id_column,
+                                   chunk_size)
     elif fmt == "parquet":
         import pyarrow.parquet as pq
         pf = pq.ParquetFile(path)
@@ -330,17 +339,90 @@ def iter_input(path: str | Path, *, fmt: str | None = None, text_column: str = "
             con.close()
 
 
+def _iter_delimited(path: Path, delimiter: str, text_column: str, id_column: str | None,
+                    chunk_size: int) -> Iterator[pd.DataFrame]:
+    """CSV/TSV input through sentiloop.delimited, like ingest: a row with an unclosed quote or the
+    wrong number of fields is kept as a row flagged `malformed` (its raw line as text), never
+    swallowing the rows after it; the id of a row without one is its data row number (0-based)."""
+    with open(path, "rb") as fh:
+        records = Records(physical_lines(fh), delimiter, quoting=delimiter == ",")
+        first = next(records, None)
+        if first is None:
+            raise InputError(f"{path}: empty file, no header line")
+        header = [h.strip().lstrip("\ufeff") for h in (first[0] or first[1].split(delimiter))]
+        if text_column not in header:
+            raise InputError(f"{path}: no column {text_column!r} (columns: {header}); pass --text-column")
+        if id_column and id_column not in header:
+            raise InputError(f"{path}: no id column {id_column!r}")
+        records.ncols = len(header)
+        ti, ii = header.index(text_column), header.index(id_column) if id_column else None
+        ids, texts, bad, n = [], [], [], 0
+        for fields, raw, _ in records:
+            ok = fields is not None and len(fields) == len(header)
+            ids.append(fields[ii] if ok and ii is not None else str(n))
+            texts.append(fields[ti] if ok else raw)
+            bad.append(not ok)
+            n += 1
+            if len(ids) >= chunk_size:
+                yield pd.DataFrame({"id": ids, "text": texts, "malformed": bad})
+                ids, texts, bad = [], [], []
+        if ids:
+            yield pd.DataFrame({"id": ids, "text": texts, "malformed": bad})
+
+
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
 def predict_frame(bundle: Bundle, chunk: pd.DataFrame) -> pd.DataFrame:
-    labels, proba = bundle.predict(chunk["text"].tolist())
+    """Predictions for a chunk of (id, text[, malformed]); a malformed input row gets no label,
+    NaN probabilities and the warning `malformed_row`."""
+    bad = chunk["malformed"].to_numpy(bool) if "malformed" in chunk else np.zeros(len(chunk), bool)
+    texts = chunk["text"].tolist()
+    good = [t for t, b in zip(texts, bad) if not b]
+    _, p_good = bundle.predict(good) if good else ([], np.zeros((0, len(bundle.classes))))
+    proba = np.full((len(texts), len(bundle.classes)), np.nan)
+    proba[~bad] = p_good
+    labels = [bundle.classes[int(np.argmax(p))] if not b else "" for p, b in zip(proba, bad)]
     out = pd.DataFrame({"id": chunk["id"].to_numpy(), "label": labels,
                         "confidence": proba.max(axis=1) if len(proba) else []})
     for j, c in enumerate(bundle.classes):
         out[f"p_{c}"] = proba[:, j] if len(proba) else []
+    warn = bundle.warnings(texts)
+    out["warnings"] = [MALFORMED_ROW if b else ";".join(w) for w, b in zip(warn, bad)]
     return out
+
+
+MALFORMED_ROW = "malformed_row"
+
+
+class WarningTally:
+    """Counts the rows predicted with each warning, and says so once on stderr at the end."""
+
+    def __init__(self, bundle: Bundle):
+        self.bundle, self.counts, self.rows = bundle, Counter(), 0
+
+    def add(self, warnings: Sequence[Sequence[str]]) -> None:
+        self.rows += len(warnings)
+        for w in warnings:
+            self.counts.update(w)
+
+    def report(self, err: TextIO | None = None) -> None:
+        err = err or sys.stderr
+        b = self.bundle
+        if self.counts.get(NOT_DEPLOYABLE):
+            print(f"sentiloop: warning: bundle {b.directory} is not deployable (the quality gate "
+                  f"refused it: {json.dumps(b.gate, sort_keys=True, default=str)}); every row says "
+                  f"{NOT_DEPLOYABLE}", file=err)
+        n = self.counts.get(MALFORMED_ROW, 0)
+        if n:
+            print(f"sentiloop: warning: {n} of {self.rows} input row(s) are malformed (a quote never "
+                  f"closed, or not as many fields as the header): no label, warnings = {MALFORMED_ROW}",
+                  file=err)
+        n = self.counts.get(LANGUAGE_MISMATCH, 0)
+        if n:
+            print(f"sentiloop: warning: {n} of {self.rows} text(s) are not in the bundle's language "
+                  f"({b.manifest.get('language')}): their rows say {LANGUAGE_MISMATCH}", file=err)
 
 
 def predict_file(bundle: Bundle, src: str | Path, dst: str | Path | None, *, fmt: str | None = None,
@@ -353,6 +435,7 @@ def predict_file(bundle: Bundle, src: str | Path, dst: str | Path | None, *, fmt
     n = 0
     out_fmt = None
     tmp = None
+    tally = WarningTally(bundle)
     if dst is not None:
         out_fmt = out_format or ("parquet" if Path(dst).suffix.lower() in (".parquet", ".pq") else "csv")
         if out_fmt not in ("csv", "parquet"):
@@ -364,6 +447,7 @@ def predict_file(bundle: Bundle, src: str | Path, dst: str | Path | None, *, fmt
         for chunk in iter_input(src, fmt=fmt, text_column=text_column, id_column=id_column,
                                 table=table, chunk_size=chunk_size):
             out = predict_frame(bundle, chunk)
+            tally.add([w.split(";") if w else [] for w in out["warnings"]])
             if keep_text:
                 out.insert(1, "text", chunk["text"].to_numpy())
             if dst is None:
@@ -389,12 +473,13 @@ def predict_file(bundle: Bundle, src: str | Path, dst: str | Path | None, *, fmt
         if tmp is not None:
             if n == 0:  # still write a file with the header, so downstream tools see the schema
                 empty = pd.DataFrame(columns=["id", "label", "confidence"] +
-                                     [f"p_{c}" for c in bundle.classes])
+                                     [f"p_{c}" for c in bundle.classes] + ["warnings"])
                 if out_fmt == "csv":
                     empty.to_csv(tmp, index=False)
                 else:
                     empty.astype({c: "float64" for c in empty.columns if c.startswith("p_")}).to_parquet(tmp)
             tmp.replace(dst)
+        tally.report()
     finally:
         if fh is not None:
             fh.close()
@@ -409,14 +494,17 @@ def predict_lines(bundle: Bundle, lines: TextIO, out: TextIO, chunk_size: int = 
     """One text per input line -> one JSON object per output line, in chunks."""
     n = 0
     buf: list[str] = []
+    tally = WarningTally(bundle)
 
     def flush() -> None:
         nonlocal n
         if not buf:
             return
         proba = bundle.predict_proba(buf)
-        for text, pred in zip(buf, predictions_json(bundle.classes, proba)):
-            out.write(json.dumps({"text": text, **pred}, ensure_ascii=False) + "\n")
+        warnings = bundle.warnings(buf)
+        tally.add(warnings)
+        for text, pred, w in zip(buf, predictions_json(bundle.classes, proba), warnings):
+            out.write(json.dumps({"text": text, **pred, "warnings": w}, ensure_ascii=False) + "\n")
         n += len(buf)
         buf.clear()
         out.flush()
@@ -429,4 +517,5 @@ def predict_lines(bundle: Bundle, lines: TextIO, out: TextIO, chunk_size: int = 
         if len(buf) >= chunk_size:
             flush()
     flush()
+    tally.report()
     return n

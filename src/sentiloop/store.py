@@ -15,6 +15,7 @@ Schema of `sentences`:
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import sqlite3
@@ -59,12 +60,29 @@ class StoreError(SentiloopError, RuntimeError):
     pass
 
 
+def unreadable(path: str | Path, e: BaseException) -> StoreError:
+    return StoreError(f"{path}: not a readable SQLite database ({e}): truncated or corrupted; "
+                      "rerun the stage that writes it (dvc repro --force <stage>)")
+
+
+def check_readable(con: sqlite3.Connection, path: str | Path) -> None:
+    """Read the header and the page count (SQLite compares it with the file's size): a file
+    that is not a database or was cut short fails here, naming the file, not in a later query."""
+    try:
+        con.execute("PRAGMA page_count").fetchone()
+        con.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.DatabaseError as e:
+        con.close()
+        raise unreadable(path, e) from None
+
+
 def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
     path = Path(path)
     if readonly:
         if not path.exists():
             raise StoreError(f"{path}: no such database")
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        check_readable(con, path)
     else:
         con = sqlite3.connect(path)
         con.execute("PRAGMA journal_mode=OFF")
@@ -81,6 +99,7 @@ def atomic_db(path: str | Path, *, copy_from: str | Path | None = None) -> Itera
     os.close(fd)
     try:
         if copy_from is not None:
+            connect(copy_from, readonly=True).close()     # a truncated source names itself
             shutil.copyfile(copy_from, tmp)
         else:
             os.unlink(tmp)
@@ -116,12 +135,21 @@ def iter_chunks(path: str | Path, columns: Sequence[str] = ("id", "text", "curre
             sql += f" WHERE {where}"
         if order_by:
             sql += f" ORDER BY {order_by}"
-        cur = con.execute(sql, tuple(params))
-        while True:
+        try:
+            cur = con.execute(sql, tuple(params))
             rows = cur.fetchmany(chunk_size)
-            if not rows:
-                break
+        except sqlite3.DatabaseError as e:
+            if type(e) is not sqlite3.DatabaseError:   # no such table/column: a bug, not the file
+                raise
+            raise unreadable(path, e) from None
+        while rows:
             yield pd.DataFrame.from_records(rows, columns=list(columns))
+            try:
+                rows = cur.fetchmany(chunk_size)
+            except sqlite3.DatabaseError as e:
+                if type(e) is not sqlite3.DatabaseError:
+                    raise
+                raise unreadable(path, e) from None
     finally:
         con.close()
 
@@ -157,6 +185,16 @@ def label_counts(path: str | Path, column: str = "current_label", split: str | N
         return {str(k): int(v) for k, v in con.execute(sql, args).fetchall()}
     finally:
         con.close()
+
+
+def fingerprint(path: str | Path) -> str:
+    """The corpus a store holds, as 16 hex digits: sha256 over its ids and texts in row order
+    (labels, splits and history excluded, so every iteration's store of one run agrees)."""
+    h = hashlib.sha256()
+    for chunk in iter_chunks(path, ("id", "text"), chunk_size=20_000):
+        for rid, text in zip(chunk["id"], chunk["text"]):
+            h.update(f"{rid}\x1f{text}\x1e".encode("utf-8", "surrogatepass"))
+    return h.hexdigest()[:16]
 
 
 def write_history(con: sqlite3.Connection, rows: Iterable[tuple]) -> int:

@@ -47,7 +47,7 @@ def loop_settings(cfg: Settings, source: str) -> Settings:
         "source": "file", "path": str(source), "format": "parquet", "encoding_errors": "strict",
         "language": cfg.data.language, "classes": classes, "id_column": "id",
         "text_column": "text", "label_column": "label", "gold_column": "gold_label",
-        "label_map": {c: c for c in classes}, "max_text_chars": 10**9, "max_rows": None}})
+        "label_map": {c: c for c in classes}, "max_text_chars": 10**9, "filtered_labels": [], "max_rows": None}})
 
 
 def _train_labels(db, chunk: int) -> pd.Series:

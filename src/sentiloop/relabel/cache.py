@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import socket
 import sqlite3
 import time
 from pathlib import Path
@@ -37,7 +39,32 @@ CREATE TABLE IF NOT EXISTS documents (
   body TEXT NOT NULL, prompt_tokens REAL NOT NULL DEFAULT 0, output_tokens REAL NOT NULL DEFAULT 0,
   created_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS spend (
+  run_key TEXT NOT NULL, iteration INTEGER NOT NULL, requests INTEGER NOT NULL,
+  prompt_tokens REAL NOT NULL, output_tokens REAL NOT NULL, cost_usd REAL NOT NULL,
+  done INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL, owner TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS spend_run ON spend (run_key, done);
 """
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _running_elsewhere(owner: str) -> bool:
+    """True when `owner` is another live process on this machine (a concurrent run of the same
+    queue, e.g. two queued experiments): its open spend is its own to report, not a killed run's."""
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:          # exists, owned by someone else
+        return True
+    return True
 
 
 def cache_key(provider: str, model: str, prompt_version: str, classes: Sequence[str],
@@ -109,6 +136,40 @@ class ResponseCache:
                 "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 [(k, p, m, v, a.label, a.confidence, a.rationale, pt, ot, now, int(iteration))
                  for k, p, m, v, a, pt, ot in rows])
+
+    def record_spend(self, run_key: str, iteration: int, requests: int, prompt_tokens: float,
+                     output_tokens: float, cost_usd: float) -> None:
+        """One paid request (or its retries), committed at once: a kill -9 after it keeps it."""
+        if not self.enabled or self._con is None:
+            return
+        with self._con:
+            self._con.execute("INSERT INTO spend (run_key, iteration, requests, prompt_tokens, "
+                              "output_tokens, cost_usd, done, created_at, owner) "
+                              "VALUES (?,?,?,?,?,?,0,?,?)",
+                              (run_key, int(iteration), int(requests), float(prompt_tokens),
+                               float(output_tokens), float(cost_usd), time.time(), _owner()))
+
+    def open_spend(self, run_key: str) -> tuple[int, float, float, float, list[str]]:
+        """(requests, prompt tokens, output tokens, cost, owners) paid by runs of this queue that
+        never finished and are not running now (killed); owners: to close with close_spend."""
+        if not self.enabled or self._con is None:
+            return 0, 0.0, 0.0, 0.0, []
+        rows = self._con.execute("SELECT owner, SUM(requests), SUM(prompt_tokens), SUM(output_tokens), "
+                                 "SUM(cost_usd) FROM spend WHERE run_key = ? AND done = 0 GROUP BY owner",
+                                 (run_key,)).fetchall()
+        rows = [r for r in rows if not _running_elsewhere(r[0])]
+        return (sum(int(r[1]) for r in rows), sum(float(r[2]) for r in rows),
+                sum(float(r[3]) for r in rows), sum(float(r[4]) for r in rows), [r[0] for r in rows])
+
+    def close_spend(self, run_key: str, owners: Sequence[str] = ()) -> None:
+        """This run of the queue finished: its own spend and that of the killed runs it reported
+        (`owners`) is closed, never carried again."""
+        if not self.enabled or self._con is None:
+            return
+        owners = list(dict.fromkeys([_owner(), *owners]))
+        with self._con:
+            self._con.execute(f"UPDATE spend SET done = 1 WHERE run_key = ? AND done = 0 AND owner IN "
+                              f"({','.join('?' * len(owners))})", (run_key, *owners))
 
     def get_document(self, key: str) -> tuple[str, float, float] | None:
         if not self.enabled or self._con is None:

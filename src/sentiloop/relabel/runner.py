@@ -15,6 +15,8 @@ Order of business for one iteration:
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -72,6 +74,8 @@ class Usage:
     output_tokens: float = 0.0
     est_cost_usd: float = 0.0
     cache_hits: int = 0
+    resumed_requests: int = 0       # paid by an earlier attempt at this queue that was killed
+    resumed_cost_usd: float = 0.0
     charged_tokens: float = 0.0     # fresh + cached tokens: what the budget sees
     charged_cost_usd: float = 0.0
     failures: dict[str, int] = field(default_factory=lambda: {k: 0 for k in FAILURE_KINDS})
@@ -103,6 +107,8 @@ class Usage:
             "total_tokens": int(round(self.prompt_tokens + self.output_tokens)),
             "cache_hits": self.cache_hits,
             "est_cost_usd": round(self.est_cost_usd, 8),
+            "resumed_requests": self.resumed_requests,
+            "resumed_cost_usd": round(self.resumed_cost_usd, 8),
             "budget_charged_tokens": int(round(self.charged_tokens)),
             "budget_charged_cost_usd": round(self.charged_cost_usd, 8),
         }
@@ -213,6 +219,13 @@ class _Run:
         questions = [f"sentence-id:{i}" for i in ids] if self.provider.simulated else texts
         keys = [cache_key(self.provider.name, self.provider.model, self.version, self.classes, t)
                 for t in questions]
+        # spend paid by an earlier attempt at exactly this queue that never finished (killed)
+        self.run_key = hashlib.sha256(json.dumps(
+            [self.usage.iteration, keys], ensure_ascii=False).encode()).hexdigest()
+        reqs, pt, ot, cost, self.resumed_owners = self.cache.open_spend(self.run_key)
+        u = self.usage
+        u.requests, u.prompt_tokens, u.output_tokens, u.est_cost_usd = reqs, pt, ot, cost
+        u.resumed_requests, u.resumed_cost_usd = reqs, cost
         status = {i: "over_budget" for i in ids}
         answer: dict[str, Answer] = {}
 
@@ -291,6 +304,7 @@ class _Run:
                          "rationale": a.rationale if a else None,
                          "provider": self.provider.name, "model": self.provider.model,
                          "simulated": bool(self.provider.simulated), "status": status[rid]})
+        self.cache.close_spend(self.run_key, self.resumed_owners)
         answers = pd.DataFrame(rows, columns=ANSWER_COLUMNS) if rows else empty_answers()
         answers["simulated"] = answers["simulated"].astype(bool)
         answers["llm_confidence"] = answers["llm_confidence"].astype(float)
@@ -339,6 +353,8 @@ class _Run:
             except ProviderError as e:
                 self.usage.latencies_ms.append((time.perf_counter() - t0) * 1000)
                 self.usage.requests += max(1, e.http_attempts)
+                self.cache.record_spend(self.run_key, self.usage.iteration, max(1, e.http_attempts),
+                                        0.0, 0.0, 0.0)
                 self.usage.add_failures(e.http_failures or {e.kind: 1})
                 log.warning("LLM request failed (%s, attempt %d/%d): %s", e.kind, attempt + 1,
                             attempts, self.redact(e))
@@ -357,6 +373,8 @@ class _Run:
             self.usage.output_tokens += reply.output_tokens
             cost = self.cfg.price.cost(reply.prompt_tokens, reply.output_tokens)
             self.usage.est_cost_usd += cost
+            self.cache.record_spend(self.run_key, self.usage.iteration, max(1, reply.http_attempts),
+                                    reply.prompt_tokens, reply.output_tokens, cost)
             self.budget.charge(reply.prompt_tokens, reply.output_tokens)
             try:
                 parsed = parse_answers(reply.text, [rid_of[k] for k in pending], self.classes)

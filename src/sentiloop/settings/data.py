@@ -36,6 +36,7 @@ class Data(Section):
     label_column: str
     gold_column: str | None
     label_map: dict[str, str]
+    filtered_labels: list[str]    # source label values outside the corpus's definition: counted as filtered
     max_text_chars: PosInt
     max_rows: PosInt | None
     noise: Noise
@@ -44,6 +45,11 @@ class Data(Section):
     def has_gold(self) -> bool:
         """True labels are known (planted-noise benchmarks): the simulated annotator needs them."""
         return self.gold_column is not None or self.noise.active
+
+    @field_validator("filtered_labels", mode="before")
+    @classmethod
+    def _string_values(cls, v):
+        return [str(x) for x in v] if isinstance(v, (list, tuple)) else v
 
     @field_validator("label_map", mode="before")
     @classmethod
@@ -58,6 +64,10 @@ class Data(Section):
                        "(a file inside the repository, added with `dvc add`)")
         if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
             raise fail(f"data.classes = {self.classes}: must be two or more distinct class names")
+        both = sorted(set(self.filtered_labels) & set(self.label_map))
+        if both:
+            raise fail(f"data.filtered_labels = {self.filtered_labels}: {both} also in data.label_map; "
+                       "a source label is either part of the corpus (label_map) or filtered out")
         m = self.noise.matrix
         if m is not None:
             k = len(self.classes)
