@@ -56,11 +56,12 @@ def two_runs(tmp_path_factory):
     names = np.array(["negative", "positive"])
     write_csv(repo / "tiny.csv", [{"id": i, "text": t, "label": names[y], "gold": names[g]}
                                   for i, (t, y, g) in enumerate(zip(texts, noisy, gold))])
-    (repo / "conf/data/tiny.yaml").write_text(yaml.safe_dump({
+    (repo / "conf/data/tiny.yaml").write_text(yaml.safe_dump({  # conf/data/file.yaml, every key kept
+        **yaml.safe_load((ROOT / "conf/data/file.yaml").read_text()), **{
         "source": "file", "path": "tiny.csv", "format": "csv", "encoding_errors": "strict", "language": "en",
         "classes": ["negative", "positive"], "id_column": "id", "text_column": "text", "label_column": "label",
         "gold_column": "gold", "label_map": {"negative": "negative", "positive": "positive"},
-        "max_text_chars": 500, "max_rows": None, "noise": {"rate": 0.0, "matrix": None, "seed": 17}}))
+        "max_text_chars": 500, "max_rows": None, "noise": {"rate": 0.0, "matrix": None, "seed": 17}}}))
     (repo / ".gitignore").write_text("/data/*.sqlite\n/data/it*/\n/data/final/\n/data/rejects.csv\n/models/\n"
                                      "/.sentiloop/\n")
     sh(["git", "init", "-q"], repo)
