@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-all params app bench bench-detail bench-scale clean-venv
+.PHONY: run test test-all params app sweep plots push pull review daily bench bench-detail bench-scale clean-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,37 @@ params: $(STAMP)
 # (stage review_data writes what it reads), e.g. make app ARGS="--port 8600"
 app: $(STAMP)
 	. $(BIN)/activate && sentiloop app $(ARGS)
+# Queue one experiment per combination, each named after what it varies (schedule-constant, ...),
+# then run them: e.g. make sweep SWEEP="schedule=constant,linear loop.max_iterations=3,5" SET="gate.max_attempts=0"
+SWEEP ?= schedule=constant,linear,curriculum,class_balanced
+SET ?=
+sweep: $(STAMP)
+	. $(BIN)/activate && python -m sentiloop.sweep $(SWEEP) $(if $(SET),--set "$(SET)") && dvc queue start
+
+# DVC's plots (dvc.yaml `plots:`) as PNG + self-contained HTML in dvc_plots/, viewable offline;
+# REVS="main schedule-linear" overlays revisions / experiments (dvc plots diff)
+plots: $(STAMP)
+	. $(BIN)/activate && python -m sentiloop.plots $(REVS)
+
+# DVC outputs (models, stores) to / from the default remote (.dvc/config: a local directory,
+# ~/.cache/sentiloop/dvc-remote; docs/ops.md has S3, GCS and SSH): push after a run someone else
+# should reuse, pull in a fresh clone instead of recomputing.
+push: $(STAMP)
+	. $(BIN)/activate && dvc push
+
+pull: $(STAMP)
+	. $(BIN)/activate && dvc pull
+
+# A pull-request review of this workspace against BASE (default main): params and metrics diffs,
+# figures side by side, label changes by source, the gate verdict -> reports/review.md
+BASE ?= main
+review: $(STAMP)
+	. $(BIN)/activate && sentiloop review-report --base $(BASE) $(ARGS)
+
+# Seed 002's daily cycle (docs/ops.md: cron, systemd timer, scheduled CI): ingest data/incoming/,
+# evaluate prod, retrain below the gate, alert (exit 1) or promote; once per day (DATE=YYYY-MM-DD)
+daily: $(STAMP) $(SAMPLE)
+	. $(BIN)/activate && sentiloop daily $(if $(DATE),--date $(DATE))
 
 # The planted-noise benchmarks (need ../shared/data/nsmc). `make bench`: every noise setting x
 # noise seeds 17,18,19, no correction vs cleanlab vs the loop at its defaults vs the gold ceiling

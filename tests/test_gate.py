@@ -1,5 +1,6 @@
 """Quality gate: pass, retry-then-pass, fail with alert (webhook received on 127.0.0.1),
-failing webhook; always a recorded verdict, never a crashed stage."""
+failing webhook; retries chosen on dev, test scored once; always a recorded verdict, never a
+crashed stage."""
 from __future__ import annotations
 
 import json
@@ -11,7 +12,8 @@ import pytest
 
 import ops_support as S
 from sentiloop.errors import SettingsError
-from sentiloop.gate import scaled_config
+from sentiloop.gate import Split, run_gate, scaled_config
+from sentiloop.settings.ops import Gate
 from sentiloop.layout import Layout
 from sentiloop.steps import gate
 from sentiloop.models.base import load_model
@@ -75,7 +77,11 @@ def test_gate_passes_without_retraining_or_alert(run_dir, monkeypatch):
 
 
 def test_gate_fails_after_max_attempts_alerts_and_posts_webhook(run_dir, monkeypatch):
-    root, _ = run_dir
+    root, rows = run_dir
+    for r in [r for r in rows if r["split"] == "dev"][:3]:  # dev F1 < 1 too: no retry clears 1.0 there
+        r["label"] = r["current_label"] = S.CLASSES[(S.CLASSES.index(r["label"]) + 1) % 3]
+    (root / "data/final/sentences.sqlite").unlink()
+    S.write_store(root / "data/final/sentences.sqlite", rows)
     hook = _Hook()
     monkeypatch.setenv("SENTILOOP_ALERT_WEBHOOK", hook.url)
     try:
@@ -87,6 +93,13 @@ def test_gate_fails_after_max_attempts_alerts_and_posts_webhook(run_dir, monkeyp
     assert [h["attempt"] for h in r["history"]] == [0, 1, 2, 3]
     seeds = [h["members"]["lexicon"]["seed"] for h in r["history"][1:]]
     assert len(set(seeds)) == 3 and [h["lr_scale"] for h in r["history"][1:]] == [0.5, 2.0, 0.25]
+    # chosen on dev; test scored for the loop's models and (when different) the chosen attempt only
+    assert r["selected_on"] == "dev"
+    scored = [h["attempt"] for h in r["history"] if h["test_f1"] is not None]
+    assert scored == sorted({0, r["selected_attempt"]}) and r["test_evaluations"] == len(scored)
+    best_dev = max(h["dev_f1"] for h in r["history"])
+    assert r["history"][r["selected_attempt"]]["dev_f1"] == best_dev == r["dev_f1"]
+    assert r["history"][r["selected_attempt"]]["test_f1"] == r["f1"]
     lines = (root / "metrics/alerts.jsonl").read_text().splitlines()
     assert len(lines) == 1
     alert = json.loads(lines[0])
@@ -132,14 +145,70 @@ def test_a_retry_that_clears_the_bar_is_selected(run_dir, monkeypatch):
     _, y = S.split_arrays(rows, "train")
     S.fit_lexicon(rows, labels=np.roll(y, 1)).save(root / "models/it3/lexicon")
     r = _gate(root, S.params(gate={"f1_threshold": 0.6, "retrain_from": "scratch"}))
-    assert r["history"][0]["f1"] < 0.6
-    assert r["passed"] and r["attempts"] == 1 and r["selected_attempt"] == 1
+    assert r["history"][0]["test_f1"] < 0.6
+    assert r["passed"] and r["attempts"] == 1 and r["selected_attempt"] == 1 and r["selected_on"] == "dev"
+    assert r["history"][1]["dev_f1"] >= 0.6  # cleared the bar on dev: no further attempt
     assert (root / "metrics/alerts.jsonl").read_text() == ""
     retrained = load_model(root / "models/gate/lexicon")
     assert retrained.seed == 0 + 1000  # the final model's seed + attempt * seed_step
     texts, y_test = S.split_arrays(rows, "test")
     from sklearn.metrics import f1_score
     assert f1_score(y_test, retrained.predict(texts), average="macro") == pytest.approx(r["f1"], abs=1e-6)
+
+
+class _Lookup:
+    """A member that answers from a table: text -> class index (probability 0.9)."""
+    n_classes = 2
+
+    def __init__(self, answers: dict[str, int]):
+        self.answers = answers
+        self.calls: list[list[str]] = []
+
+    def predict_proba(self, texts):
+        self.calls.append(list(texts))
+        out = np.full((len(texts), 2), 0.1)
+        for i, t in enumerate(texts):
+            out[i, self.answers[t]] = 0.9
+        return out
+
+
+def test_retries_are_chosen_on_dev_and_the_chosen_one_is_scored_on_test_once():
+    """Attempt 1 is best on test but worse on dev, attempt 2 best on dev: attempt 2 is chosen,
+    only it (besides the loop's models) is ever scored on test, and its test score is the verdict."""
+    dev = Split([f"d{i}" for i in range(10)], np.array([0, 1] * 5))
+    test = Split([f"t{i}" for i in range(10)], np.array([0, 1] * 5))
+
+    def model(dev_right: int, test_right: int) -> _Lookup:
+        answers = {t: int(y) if i < dev_right else 1 - int(y) for i, (t, y) in enumerate(zip(dev.texts, dev.labels))}
+        answers |= {t: int(y) if i < test_right else 1 - int(y) for i, (t, y) in enumerate(zip(test.texts, test.labels))}
+        return _Lookup(answers)
+
+    final = model(dev_right=6, test_right=6)
+    candidates = {1: model(dev_right=7, test_right=10), 2: model(dev_right=9, test_right=8),
+                  3: model(dev_right=8, test_right=10)}
+
+    def retrain_fn(models, train, dev_, attempt, cfg):
+        return {"m": candidates[attempt]}, {"lr_scale": 1.0}
+
+    cfg = Gate(f1_threshold=0.95, max_attempts=3, lr_scales=[1.0], seed_step=1, retrain_from="final",
+               webhook_timeout=1.0)
+    r = run_gate({"m": final}, {"m": 1.0}, train=Split([], np.array([])), dev=dev, test=test, cfg=cfg,
+                 retrain_fn=retrain_fn)
+    assert r.attempts == 3 and r.selected_attempt == 2 and r.selected_on == "dev"
+    assert r.f1 < 1.0 and not r.passed          # attempt 1 or 3 would have "passed" on test
+    assert [c for c in candidates[1].calls for t in c if t.startswith("t")] == []
+    assert [c for c in candidates[3].calls for t in c if t.startswith("t")] == []
+    assert sum(t.startswith("t") for c in candidates[2].calls for t in c) == len(test.texts)
+    assert [h["test_f1"] is not None for h in r.history] == [True, False, True, False]
+    # a retry that clears the bar on dev ends the retries
+    candidates[1] = model(dev_right=10, test_right=9)
+    r = run_gate({"m": final}, {"m": 1.0}, train=Split([], np.array([])), dev=dev, test=test, cfg=cfg,
+                 retrain_fn=retrain_fn)
+    assert r.attempts == 1 and r.selected_attempt == 1 and r.dev_f1 == 1.0
+    # no dev rows: no retry, since nothing but test could choose
+    r = run_gate({"m": final}, {"m": 1.0}, train=Split([], np.array([])), dev=Split([], np.array([])),
+                 test=test, cfg=cfg, retrain_fn=retrain_fn)
+    assert r.attempts == 0 and not r.passed and "no dev rows" in r.history[0]["note"]
 
 
 def test_scaled_config_changes_learning_rates_only():

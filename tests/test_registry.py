@@ -152,6 +152,36 @@ def test_importing_gto_leaves_other_log_handlers_open(how, expected):
     assert out.stdout.strip() == expected
 
 
+def test_an_older_version_comes_from_the_remote_or_one_line_says_what_to_run(repo, tmp_path, capsys):
+    """A fresh clone has no DVC cache: never pushed, loading an older registered version is one
+    line naming the version, the commit and what to run; pushed (from the clone that built it)
+    to the default remote, the same call fetches it."""
+    repo, commit = repo
+    remote = tmp_path / "remote"
+    _sh(repo, S.tool("dvc"), "remote", "add", "-d", "local", str(remote))
+    c1 = commit("one", passed=True)
+    registry.promote(repo, "prod")
+    commit("two", passed=True, noise=1)
+    registry.promote(repo, "staging")
+
+    clone = tmp_path / "clone"
+    _sh(tmp_path, "git", "clone", "-q", str(repo), str(clone))
+    _sh(clone, "git", "fetch", "-q", "--tags")
+    code = main(["predict", "--repo", str(clone), "--version", "v0.0.1", "-i", "-"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert f"models/bundle of v0.0.1 ({c1[:12]}) is in neither the local DVC cache nor remote 'local'" in err
+    assert "`dvc push`" in err and "make pull" in err
+
+    # the builder pushes that version (what `make push` does after a run), the clone fetches it
+    _sh(repo, "git", "checkout", "-q", c1)
+    _sh(repo, S.tool("dvc"), "push", "-q")
+    _sh(repo, "git", "checkout", "-q", "-")
+    older = registry.resolve_bundle(clone, "v0.0.1")
+    assert _tag_of(older) == "one"
+    assert Bundle.load(older).predict(["love great"])[0] == ["positive"]
+
+
 def test_promote_ref_takes_a_dvc_experiment_name_or_says_what_it_is_not(repo, capsys):
     repo, commit = repo
     base = commit("base", passed=True)

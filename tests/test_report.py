@@ -58,6 +58,11 @@ def test_report_from_a_real_run(run):
     assert set(data.lexicon_words) == set(S.CLASSES) and len(data.lexicon_words["positive"]) == 5
     assert "## Quality gate" in md and ("PASSED" in md or "FAILED" in md)
     assert "| train |" in md  # token-length statistics table
+    # iteration 0 vs the final models, from the run's own eval files
+    ev0, ev2 = S.read_json(root / "metrics/eval/it0.json"), S.read_json(root / "metrics/eval/it2.json")
+    assert data.cleaning["test"] == {"it0": ev0["ensemble"]["test"]["macro_f1"],
+                                     "final": ev2["ensemble"]["test"]["macro_f1"]}
+    assert "## Did cleaning help?" in md
 
 
 def test_compared_runs_are_drawn_and_missing_ones_noted(run, tmp_path):
@@ -109,3 +114,21 @@ def test_experiments_are_read_from_their_git_commits(run, tmp_path):
     assert experiment_revs(repo) == {"bushy-fern (curriculum)": sha}
     assert convergence_from_rev(repo, sha) == convergence_from_metrics(root / "metrics")
     assert set(convergence_from_rev(repo, sha)) >= {"label_change_rate", "dev_macro_f1"}
+
+
+def test_the_report_says_when_cleaning_did_not_improve_over_iteration_0(tmp_path):
+    from sentiloop.report import cleaning_section, cleaning_verdict, gate_sentence
+    worse = {"dev": {"it0": 0.71, "final": 0.74}, "test": {"it0": 0.739, "final": 0.739}}
+    assert cleaning_verdict(worse) == ["test"]
+    text = cleaning_section(worse)
+    assert text.startswith("**Cleaning did not improve test macro-F1 over iteration 0**")
+    better = {"dev": {"it0": 0.71, "final": 0.74}, "test": {"it0": 0.70, "final": 0.72}}
+    assert cleaning_verdict(better) == [] and "did not" not in cleaning_section(better)
+    data = ReportData(classes=S.CLASSES, cleaning={"dev": {"it0": 0.8, "final": 0.7},
+                                                   "test": {"it0": 0.8, "final": 0.7}})
+    write_report(data, tmp_path / "r.md")
+    assert "Cleaning did not improve dev or test macro-F1" in (tmp_path / "r.md").read_text()
+    g = {"passed": True, "f1": 0.76, "threshold": 0.75, "attempts": 2, "selected_attempt": 2, "dev_f1": 0.74}
+    assert "compared on dev macro-F1 only (0.74 for retraining attempt 2, the best of 3)" in gate_sentence(
+        {**g, "selected_on": "dev"})
+    assert "Retraining attempt 2 was chosen on its test score" in gate_sentence(g)   # an older gate.json

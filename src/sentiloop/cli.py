@@ -12,6 +12,8 @@
     sentiloop review check                           # validate data/feedback/ before committing
     sentiloop report --experiments                   # convergence of every `dvc exp` run
     sentiloop app [--port 8501]                      # the review and dashboard web app (127.0.0.1)
+    sentiloop review-report --base main              # reports/review.md for a pull request
+    sentiloop daily [--date 2026-01-31]              # seed 002's daily cycle (docs/ops.md)
 
 A bundle is chosen by --bundle DIR, or by --stage/--version from the GTO registry of --repo.
 Heavy imports happen inside the commands, so `sentiloop --help` is instant. A user error (bad
@@ -209,6 +211,20 @@ def cmd_app(args) -> int:
     return subprocess.call(app_command(root, args.host, args.port), env=env, cwd=root)
 
 
+def cmd_review_report(args) -> int:
+    from sentiloop.review_report import write
+    out = write(args.repo, args.base, args.target, args.output)
+    print(f"sentiloop: wrote {out['output']} ({len(out['figures'])} figure(s)): {args.target} vs {args.base}",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_daily(args) -> int:
+    from sentiloop.daily import run_daily
+    return run_daily(args.repo, args.date, incoming=Path(args.incoming),
+                     log=lambda m: print(m, file=sys.stderr, flush=True))
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="sentiloop", description=__doc__.split("\n")[0])
     ap.add_argument("-v", "--verbose", action="store_true")
@@ -270,6 +286,23 @@ def build_parser() -> argparse.ArgumentParser:
                                  "the repository's data/feedback)")
     p.add_argument("--params", default="params.yaml")
     p.set_defaults(func=cmd_app)
+
+    p = sub.add_parser("review-report", help="Markdown for a pull request: params/metrics diff, "
+                       "figures side by side, label changes by source, gate verdict")
+    p.add_argument("--base", required=True, help="git revision to compare against (e.g. main, HEAD~1)")
+    p.add_argument("--target", default="workspace",
+                   help="workspace (default), a git revision, or a `dvc exp` name")
+    p.add_argument("--repo", default=".")
+    p.add_argument("--output", "-o", default="reports/review.md", help="default reports/review.md "
+                   "(figures in reports/review/)")
+    p.set_defaults(func=cmd_review_report)
+
+    p = sub.add_parser("daily", help="the daily job: ingest data/incoming/, evaluate prod, retrain "
+                       "below the gate, alert or promote, the day's report (once per day)")
+    p.add_argument("--date", help="the day (YYYY-MM-DD; default today): one run per day")
+    p.add_argument("--repo", default=".")
+    p.add_argument("--incoming", default="data/incoming", help="where today's files are dropped")
+    p.set_defaults(func=cmd_daily)
 
     p = sub.add_parser("review", help="human review round trip")
     rv = p.add_subparsers(dest="action", required=True)

@@ -1,12 +1,18 @@
 """Quality gate after the loop (seed 002): deploy only an ensemble that clears a macro-F1 bar.
 
-The final ensemble is scored on the held-out test split. Below `f1_threshold` the members are
-retrained on the final labels up to `max_attempts` times, each attempt with a different seed and
-a scaled learning rate (a different schedule is what gives a retry a chance to land elsewhere);
-the first attempt that clears the bar wins. If none does, one alert line is appended to
-metrics/alerts.jsonl and POSTed to a webhook when one is configured, and the run is marked not
-deployable. A gate failure is an outcome, not an error: the stage succeeds and records it, so
-`dvc repro` carries on to the bundle and report, and the registry refuses to promote it.
+The final ensemble is scored on the held-out test split: that score is the gate's measurement.
+Below `f1_threshold` the members are retrained on the final labels up to `max_attempts` times,
+each attempt with a different seed and a scaled learning rate (a different schedule is what
+gives a retry a chance to land elsewhere). Selection is honest: attempts are compared on the
+dev split only (retries stop early once one clears the bar on dev), the loop's own models
+included, and only the chosen one is scored on test, once; that test score is the verdict. A
+test split that picked the winner among several attempts would report the luckiest draw, not
+what the deployed model will do.
+
+If the chosen models still fall short, one alert line is appended to metrics/alerts.jsonl and
+POSTed to a webhook when one is configured, and the run is marked not deployable. A gate failure
+is an outcome, not an error: the stage succeeds and records it, so `dvc repro` carries on to the
+bundle and report, and the registry refuses to promote it.
 """
 from __future__ import annotations
 
@@ -56,12 +62,14 @@ class Split:
 @dataclass
 class GateResult:
     passed: bool
-    f1: float
+    f1: float                       # test macro-F1 of the selected models (the verdict)
     threshold: float
     attempts: int                   # retraining attempts made (0 when the final models passed)
-    history: list[dict[str, Any]]   # one record per evaluation: attempt, seed, lr_scale, f1
-    models: dict[str, SentimentModel]  # the selected models (passing ones, else the best)
+    history: list[dict[str, Any]]   # one record per attempt: attempt, dev_f1, test_f1 (None unless scored)
+    models: dict[str, SentimentModel]  # the selected models
     selected_attempt: int
+    dev_f1: float | None = None     # dev macro-F1 of the selected models (what chose them)
+    selected_on: str = "none"       # "dev" when retries were compared on dev; "none" when no retry ran
     alert: dict[str, Any] | None = None
     webhook: dict[str, Any] = field(default_factory=dict)
 
@@ -71,9 +79,11 @@ class GateResult:
 
     def to_json(self) -> dict[str, Any]:
         return {"passed": self.passed, "deployable": self.deployable, "f1": round(self.f1, 6),
+                "dev_f1": None if self.dev_f1 is None else round(self.dev_f1, 6),
                 "threshold": self.threshold, "attempts": self.attempts,
-                "selected_attempt": self.selected_attempt, "history": self.history,
-                "alerted": self.alert is not None, "webhook": self.webhook}
+                "selected_attempt": self.selected_attempt, "selected_on": self.selected_on,
+                "test_evaluations": sum(h.get("test_f1") is not None for h in self.history),
+                "history": self.history, "alerted": self.alert is not None, "webhook": self.webhook}
 
 
 def macro_f1(labels: np.ndarray, proba: np.ndarray, n_classes: int) -> float:
@@ -114,11 +124,16 @@ def retrain(models: Mapping[str, SentimentModel], train: Split, dev: Split | Non
 def run_gate(models: Mapping[str, SentimentModel], weights: Mapping[str, float], *,
              train: Split, dev: Split | None, test: Split, cfg: GateConfig,
              retrain_fn: Callable[..., tuple[dict[str, SentimentModel], dict[str, Any]]] = retrain,
-             initial_proba: np.ndarray | None = None) -> GateResult:
-    """Score the final ensemble on `test`; retrain up to `cfg.max_attempts` times while below.
+             initial_proba: np.ndarray | None = None,
+             initial_dev_proba: np.ndarray | None = None) -> GateResult:
+    """Score the final ensemble on `test`; below the bar, retrain up to `cfg.max_attempts` times,
+    choose among all attempts (the final models are attempt 0) on `dev` macro-F1 only, and score
+    the chosen one on `test` once.
 
-    `initial_proba`: the final ensemble's test probabilities when already computed (the loop's
-    predict_final wrote them), so the common pass case costs no prediction at all."""
+    Retries stop early when an attempt's dev macro-F1 clears the bar. Without dev rows there is
+    nothing honest to choose on, so no retry is made (recorded in the history).
+    `initial_proba` / `initial_dev_proba`: the final ensemble's test / dev probabilities when
+    already computed (predict_final wrote them), so the common pass case predicts nothing."""
     if not models:
         raise GateError("the gate needs at least one model")
     if len(test.texts) == 0:
@@ -126,29 +141,51 @@ def run_gate(models: Mapping[str, SentimentModel], weights: Mapping[str, float],
     n_classes = next(iter(models.values())).n_classes
     w = ensemble.normalised_weights(list(models), weights)
     threshold = cfg.f1_threshold
+    has_dev = dev is not None and len(dev.texts) > 0
 
-    best_models = dict(models)
-    if initial_proba is None:
-        initial_proba = ensemble.predict_proba(models, w, test.texts, chunk_size=PREDICT_CHUNK)
-    elif len(initial_proba) != len(test.texts):
-        raise ValueError(f"initial_proba has {len(initial_proba)} rows, the test split {len(test.texts)}")
-    best_f1 = macro_f1(test.labels, initial_proba, n_classes)
-    best_attempt = 0
-    history = [{"attempt": 0, "f1": round(best_f1, 6), "what": "final iteration models"}]
-    log.info("gate: final ensemble test macro-F1 %.4f (threshold %.4f)", best_f1, threshold)
+    def proba(ms, split: Split, given: np.ndarray | None = None) -> np.ndarray:
+        if given is not None:
+            if len(given) != len(split.texts):
+                raise ValueError(f"given probabilities have {len(given)} rows, the split {len(split.texts)}")
+            return given
+        return ensemble.predict_proba(ms, w, split.texts, chunk_size=PREDICT_CHUNK)
+
+    test_f1 = macro_f1(test.labels, proba(models, test, initial_proba), n_classes)
+    dev_f1 = macro_f1(dev.labels, proba(models, dev, initial_dev_proba), n_classes) if has_dev else None
+    history = [{"attempt": 0, "dev_f1": _round(dev_f1), "test_f1": round(test_f1, 6),
+                "what": "final iteration models"}]
+    log.info("gate: final ensemble test macro-F1 %.4f (threshold %.4f)", test_f1, threshold)
+    if test_f1 >= threshold or cfg.max_attempts == 0:
+        return GateResult(passed=test_f1 >= threshold, f1=test_f1, threshold=threshold, attempts=0,
+                          history=history, models=dict(models), selected_attempt=0, dev_f1=dev_f1)
+    if not has_dev:
+        history[0]["note"] = "no dev rows: retries need them to choose on (test never chooses)"
+        return GateResult(passed=False, f1=test_f1, threshold=threshold, attempts=0, history=history,
+                          models=dict(models), selected_attempt=0, dev_f1=None)
+
+    best_models, best_dev, best_attempt = dict(models), dev_f1, 0
     attempts = 0
-    while best_f1 < threshold and attempts < cfg.max_attempts:
+    while attempts < cfg.max_attempts:
         attempts += 1
         candidate, info = retrain_fn(models, train, dev, attempts, cfg)
-        f1 = macro_f1(test.labels, ensemble.predict_proba(candidate, w, test.texts, chunk_size=PREDICT_CHUNK),
-                      n_classes)
-        history.append({"attempt": attempts, "f1": round(f1, 6), **info})
-        log.info("gate: attempt %d/%d macro-F1 %.4f", attempts, cfg.max_attempts, f1)
-        if f1 > best_f1:
-            best_models, best_f1, best_attempt = candidate, f1, attempts
-    return GateResult(passed=best_f1 >= threshold, f1=best_f1, threshold=threshold,
+        f1 = macro_f1(dev.labels, proba(candidate, dev), n_classes)
+        history.append({"attempt": attempts, "dev_f1": round(f1, 6), "test_f1": None, **info})
+        log.info("gate: attempt %d/%d dev macro-F1 %.4f", attempts, cfg.max_attempts, f1)
+        if f1 > best_dev:
+            best_models, best_dev, best_attempt = candidate, f1, attempts
+        if f1 >= threshold:
+            break
+    if best_attempt != 0:   # the one look at test for a retrained ensemble
+        test_f1 = macro_f1(test.labels, proba(best_models, test), n_classes)
+        history[best_attempt]["test_f1"] = round(test_f1, 6)
+    log.info("gate: selected attempt %d on dev (%.4f); test macro-F1 %.4f", best_attempt, best_dev, test_f1)
+    return GateResult(passed=test_f1 >= threshold, f1=test_f1, threshold=threshold,
                       attempts=attempts, history=history, models=best_models,
-                      selected_attempt=best_attempt)
+                      selected_attempt=best_attempt, dev_f1=best_dev, selected_on="dev")
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 6)
 
 
 def build_alert(result: GateResult, run: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -159,9 +196,11 @@ def build_alert(result: GateResult, run: Mapping[str, Any] | None = None) -> dic
         "f1": round(result.f1, 6),
         "threshold": result.threshold,
         "attempts": result.attempts,
-        "history": [{"attempt": h["attempt"], "f1": h["f1"]} for h in result.history],
+        "selected_attempt": result.selected_attempt,
+        "history": [{"attempt": h["attempt"], "dev_f1": h.get("dev_f1"), "test_f1": h.get("test_f1")}
+                    for h in result.history],
         "message": (f"ensemble test macro-F1 {result.f1:.4f} is below {result.threshold:.4f} "
-                    f"after {result.attempts} retraining attempt(s); not deployable"),
+                    f"after {result.attempts} retraining attempt(s) (chosen on dev); not deployable"),
         "run": dict(run or {}),
     }
 
@@ -241,9 +280,9 @@ def read_split(store_db: Path, split: str, classes: Sequence[str], chunk_size: i
 
 
 def initial_proba(predictions: Path, store_db: Path, classes: Sequence[str], chunk_size: int,
-                   n_test: int) -> np.ndarray | None:
-    """The final ensemble's test probabilities as predict_final wrote them (saves re-predicting);
-    None when the file does not line up with the store's test rows."""
+                   n_test: int, split: str = "test") -> np.ndarray | None:
+    """The final ensemble's probabilities on `split` as predict_final wrote them (saves
+    re-predicting); None when the file does not line up with the store's rows of that split."""
     import pyarrow.parquet as pq
     from sentiloop.store import iter_chunks
     if not Path(predictions).exists():
@@ -251,8 +290,9 @@ def initial_proba(predictions: Path, store_db: Path, classes: Sequence[str], chu
     cols = [f"p_ens_{c}" for c in classes]
     table = pq.read_table(predictions, columns=["id", "split", *cols])
     frame = table.to_pandas()
-    frame = frame[frame["split"] == "test"].set_index("id")
-    ids = [i for chunk in iter_chunks(store_db, ("id",), where="split = 'test'", chunk_size=chunk_size)
+    frame = frame[frame["split"] == split].set_index("id")
+    ids = [i for chunk in iter_chunks(store_db, ("id",), where="split = ?", params=(split,),
+                                      chunk_size=chunk_size)
            for i in chunk["id"].astype(str)]
     if len(ids) != n_test or not set(ids) <= set(frame.index):
         return None

@@ -14,6 +14,7 @@ models k. Everything is relative to `root` (the repository, or a benchmark's wor
     metrics/ingest.json  split.json  eval/it<k>.json  llm/it<k>.json  iterations/it<k>.json
     metrics/analysis/it<k>.{md,json}  summary.json  live/  gate.json  alerts.jsonl  report.md  report/
     data/review/overview.json  iterations.json  queue.parquet  applied.parquet  review_data (the app)
+    metrics/plots/convergence.csv  members.csv  (summarize)  confusion.csv  (report)
 """
 from __future__ import annotations
 
@@ -178,6 +179,23 @@ class Layout:
     @property
     def live(self) -> Path:
         return self.metrics / "live"
+
+    @property
+    def plots(self) -> Path:
+        """The curated plot tables of dvc.yaml's `plots:` section."""
+        return self.metrics / "plots"
+
+    @property
+    def convergence_plot(self) -> Path:
+        return self.plots / "convergence.csv"
+
+    @property
+    def members_plot(self) -> Path:
+        return self.plots / "members.csv"
+
+    @property
+    def confusion_plot(self) -> Path:
+        return self.plots / "confusion.csv"
 
     @property
     def gate_json(self) -> Path:

@@ -259,15 +259,40 @@ def resolve_bundle(repo: str | Path, stage_or_version: str, *, artifact: str = A
     dest = Path(cache_dir or repo / ".sentiloop" / "bundles") / f"{version}-{commit[:12]}"
     if (dest / "manifest.json").exists():
         return dest
+    import shutil
     from dvc.api import DVCFileSystem
     fs = DVCFileSystem(str(repo), rev=commit)
     if not fs.exists(bundle_path):
         raise RegistryError(f"{bundle_path} is not tracked by DVC at {version} ({commit[:12]})")
     tmp = dest.with_name(dest.name + ".tmp")
     if tmp.exists():
-        import shutil
         shutil.rmtree(tmp)
     tmp.parent.mkdir(parents=True, exist_ok=True)
-    fs.get(bundle_path, str(tmp), recursive=True)
+    try:
+        fs.get(bundle_path, str(tmp), recursive=True)   # the local cache, else the default remote
+    except Exception as e:  # DVC's errors for missing data vary (DataIndexDirError, FileNotFoundError, ...)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, SentiloopError):
+            raise
+        raise RegistryError(
+            f"{bundle_path} of {version} ({commit[:12]}) is in neither the local DVC cache nor "
+            f"{remote_description(repo)}: run `dvc push` in the clone that built it, then `make pull` "
+            f"here (or `dvc pull {bundle_path}` at that commit) [{type(e).__name__}]") from e
     tmp.rename(dest)
     return dest
+
+
+def remote_description(repo: str | Path) -> str:
+    """"remote 'name' (url)" for the default DVC remote, or why there is none."""
+    import subprocess
+    import sys
+    exe = Path(sys.executable).parent / "dvc"
+    dvc = str(exe) if exe.exists() else "dvc"
+    res = subprocess.run([dvc, "remote", "default"], cwd=str(repo), capture_output=True, text=True)
+    name = res.stdout.strip()
+    if res.returncode != 0 or not name:
+        return "a DVC remote (none is configured: `dvc remote add -d <name> <url>`, docs/ops.md)"
+    lst = subprocess.run([dvc, "remote", "list"], cwd=str(repo), capture_output=True, text=True).stdout
+    urls = dict(line.split(None, 1) for line in lst.splitlines() if len(line.split(None, 1)) == 2)
+    url = urls.get(name, "").strip()
+    return f"remote {name!r}" + (f" ({url})" if url else "")

@@ -57,6 +57,8 @@ class ReportData:
     # iteration -> the eval json's ensemble weighting record (weights, evidence, zeroed members)
     weighting: dict[int, dict[str, Any]] = field(default_factory=dict)
     gate: dict[str, Any] = field(default_factory=dict)
+    # split -> {"it0": ensemble macro-F1 of iteration 0's models, "final": of the last models}
+    cleaning: dict[str, dict[str, float]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
 
@@ -252,11 +254,9 @@ def write_report(data: ReportData, out_md: str | Path, image_dir: str | Path | N
     md.append("")
 
     if data.gate:
-        g = data.gate
-        verdict = "PASSED, deployable" if g.get("passed") else "FAILED, not deployable"
-        md += ["## Quality gate", "",
-               f"**{verdict}**: test macro-F1 {g.get('f1')} vs threshold {g.get('threshold')}, "
-               f"{g.get('attempts', 0)} retraining attempt(s).", ""]
+        md += ["## Quality gate", "", gate_sentence(data.gate), ""]
+    if data.cleaning:
+        md += ["## Did cleaning help?", "", cleaning_section(data.cleaning), ""]
     if data.summary:
         md += ["## Summary", "", _table(["", "value"], [[k, v] for k, v in data.summary.items()]), ""]
 
@@ -316,6 +316,56 @@ def write_report(data: ReportData, out_md: str | Path, image_dir: str | Path | N
     out_md.parent.mkdir(parents=True, exist_ok=True)
     out_md.write_text("\n".join(md).rstrip() + "\n", encoding="utf-8")
     return figures
+
+
+def gate_sentence(g: Mapping[str, Any]) -> str:
+    """The gate's verdict in one sentence: the test score, and which attempt dev chose."""
+    verdict = "PASSED, deployable" if g.get("passed") else "FAILED, not deployable"
+    out = (f"**{verdict}**: test macro-F1 {g.get('f1')} vs threshold {g.get('threshold')}, "
+           f"{g.get('attempts', 0)} retraining attempt(s).")
+    chosen = g.get("selected_attempt", 0)
+    which = "the loop's own models" if not chosen else f"retraining attempt {chosen}"
+    if g.get("attempts") and g.get("selected_on") == "dev":
+        out += (f" Attempts were compared on dev macro-F1 only ({g.get('dev_f1')} for {which}, the "
+                f"best of {g['attempts'] + 1}); test scored the chosen models once.")
+    elif g.get("attempts"):   # a gate.json written before the gate chose on dev
+        out += (f" {which.capitalize()} was chosen on its test score, so this test figure is "
+                "optimistic (a verdict from before the gate chose on dev).")
+    return out
+
+
+def cleaning_verdict(cleaning: Mapping[str, Mapping[str, float]]) -> list[str]:
+    """Splits on which the final models' ensemble macro-F1 is not above iteration 0's."""
+    return [split for split, v in cleaning.items()
+            if v.get("it0") is not None and v.get("final") is not None and v["final"] <= v["it0"]]
+
+
+def cleaning_section(cleaning: Mapping[str, Mapping[str, float]]) -> str:
+    rows = [[split, v.get("it0"), v.get("final"),
+             None if v.get("it0") is None or v.get("final") is None else v["final"] - v["it0"]]
+            for split, v in cleaning.items()]
+    table = _table(["split", "iteration 0 (original labels)", "final", "change"], rows)
+    worse = cleaning_verdict(cleaning)
+    if worse:
+        head = (f"**Cleaning did not improve {' or '.join(worse)} macro-F1 over iteration 0** (the "
+                "models trained on the original labels): the corrected labels bought nothing "
+                "measurable there; consider the original labels, a stricter schedule, or more "
+                "evidence per correction.")
+    else:
+        head = "Cleaning improved the ensemble's dev and test macro-F1 over iteration 0."
+    return head + "\n\n" + table
+
+
+def cleaning_from_metrics(metrics_dir: str | Path, n: int) -> dict[str, dict[str, float]]:
+    """Ensemble macro-F1 of iteration 0's models and of the final ones, per split (eval/it0.json,
+    eval/it<n>.json); {} when either is missing."""
+    first, last = Path(metrics_dir) / "eval" / "it0.json", Path(metrics_dir) / "eval" / f"it{n}.json"
+    if n < 1 or not first.exists() or not last.exists():
+        return {}
+    a, b = _read_json(first)["ensemble"], _read_json(last)["ensemble"]
+    return {split: {"it0": float(a[split]["macro_f1"]), "final": float(b[split]["macro_f1"])}
+            for split in ("dev", "test") if (a.get(split) or {}).get("macro_f1") is not None
+            and (b.get(split) or {}).get("macro_f1") is not None}
 
 
 def weights_section(weighting: Mapping[int, Mapping[str, Any]]) -> str:
@@ -482,6 +532,33 @@ def confusion_from_predictions(predictions: Path, store_db: Path, classes: Seque
     return out
 
 
+def write_confusion_rows(predictions: Path, store_db: Path, classes: Sequence[str], out: Path,
+                         chunk_size: int = 5000) -> int:
+    """metrics/plots/confusion.csv: `actual,predicted` for every test row of the final ensemble,
+    the table DVC's confusion template counts (`dvc plots show` / `diff`). Returns the rows written."""
+    import csv
+    import pyarrow.parquet as pq
+    from sentiloop.store import iter_chunks
+    truth = {}
+    for frame in iter_chunks(store_db, ("id", "current_label"), where="split = 'test'", chunk_size=chunk_size):
+        truth.update(zip(frame["id"].astype(str), frame["current_label"].astype(str)))
+    cols = [f"p_ens_{c}" for c in classes]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with open(out, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(["actual", "predicted"])
+        for batch in pq.ParquetFile(predictions).iter_batches(batch_size=chunk_size, columns=["id", "split", *cols]):
+            df = batch.to_pandas()
+            df = df[df["split"] == "test"]
+            pred = np.asarray(classes)[df[cols].to_numpy().argmax(axis=1)] if len(df) else []
+            for i, p in zip(df["id"].astype(str), pred):
+                if i in truth:
+                    w.writerow([truth[i], p])
+                    n += 1
+    return n
+
+
 def store_tables(store_db: Path, classes: Sequence[str], language: str, *, chunk_size: int = 5000,
                  max_token_rows: int = 50_000) -> tuple[np.ndarray, dict[str, int], dict[str, np.ndarray]]:
     """One chunked pass over the final store: (original->final transitions on train, original
@@ -531,6 +608,7 @@ def collect(s: Settings, L: Layout, *, compare_revs: Mapping[str, str] | None = 
     for name, rev in (compare_revs or {}).items():
         data.convergence[name] = convergence_from_rev(repo or ".", rev)
     data.accuracy = accuracy_from_metrics(metrics_dir)
+    data.cleaning = cleaning_from_metrics(metrics_dir, s.loop.max_iterations)
     data.weighting = weighting_from_metrics(metrics_dir)
     if predictions.exists():
         data.confusion = confusion_from_predictions(predictions, store_db, classes, members, chunk)

@@ -60,6 +60,8 @@ def label_quality_per_iteration(final_db: Path, gold_db: Path, n: int, chunk: in
 def collect(s: Settings, L: Layout) -> list[dict[str, Any]]:
     """One record of metrics per iteration 0..N, from the run's metric files (and gold labels)."""
     n = s.loop.max_iterations
+    with_llm = s.llm.provider != "none"
+    sources = ("ensemble", "llm", "human") if with_llm else ("ensemble", "human")
     quality = label_quality_per_iteration(L.final_store, L.gold, n, s.loop.chunk_size)
     steps = []
     for k in range(0, n + 1):
@@ -80,7 +82,7 @@ def collect(s: Settings, L: Layout) -> list[dict[str, Any]]:
         it = _read(L.iteration_metrics(k))
         if it:
             rec["label_change_rate"] = it.get("label_change_rate", 0.0)
-            for src in ("ensemble", "llm", "human"):
+            for src in sources:
                 rec[f"corrections/{src}"] = int((it.get("corrections_by_source") or {}).get(src, 0))
             dist = it.get("class_distribution") or {}
             total = sum(dist.values()) or 1
@@ -90,7 +92,7 @@ def collect(s: Settings, L: Layout) -> list[dict[str, Any]]:
                 if it.get(key) is not None:
                     rec[f"rule/{key}"] = it[key]
             rec["passed_through"] = int(bool(it.get("passed_through")))
-        llm = _read(L.llm_usage(k))
+        llm = _read(L.llm_usage(k)) if with_llm else {}   # llm=none: every counter is 0 by construction
         for key, v in llm.items():
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 rec[f"llm/{key}"] = v
@@ -100,6 +102,38 @@ def collect(s: Settings, L: Layout) -> list[dict[str, Any]]:
                     rec[f"gold/{key}"] = v
         steps.append(rec)
     return steps
+
+
+# The curated plots of dvc.yaml's `plots:` section: one CSV per figure, one row per iteration, so
+# `dvc plots show` draws three figures and `dvc plots diff` overlays experiments on them.
+CONVERGENCE_SERIES = ("ensemble/dev_macro_f1", "ensemble/test_macro_f1", "label_change_rate",
+                      "lexicon/dict_change_rate", "gold/label_accuracy")
+
+
+def _column(name: str) -> str:
+    return name.replace("/", "_")
+
+
+def write_plot_tables(steps: list[dict[str, Any]], members: list[str], convergence_csv: Path,
+                      members_csv: Path) -> None:
+    """convergence.csv: iteration + the convergence series this run has (gold only with gold
+    labels, the dictionary change only with a lexicon); members.csv: iteration + each member's
+    and the ensemble's test accuracy, one column per member name (and `ensemble`). Iteration 0
+    has no label change: its cell is left empty."""
+    import csv
+
+    def write(path: Path, names: list[str], column) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh, lineterminator="\n")
+            w.writerow(["iteration", *[column(n) for n in names]])
+            for k, rec in enumerate(steps):
+                w.writerow([k, *[("" if rec.get(n) is None else round(float(rec[n]), 6)) for n in names]])
+
+    present = [n for n in CONVERGENCE_SERIES if any(n in rec for rec in steps)]
+    write(convergence_csv, present, _column)
+    # columns named by member, so dvc.yaml's plot can list them as ${ensemble.members}
+    write(members_csv, [f"{m}/test_accuracy" for m in [*members, "ensemble"]], lambda n: n.split("/")[0])
 
 
 def log_with_dvclive(steps: list[dict[str, Any]], live_dir: Path) -> None:

@@ -1,5 +1,5 @@
 """Stage gate: the final ensemble's test macro-F1 against gate.f1_threshold; retrain up to
-gate.max_attempts times; alert (metrics/alerts.jsonl + $SENTILOOP_ALERT_WEBHOOK) when still below.
+gate.max_attempts times, choose among the attempts on dev, score the chosen one on test; alert (metrics/alerts.jsonl + $SENTILOOP_ALERT_WEBHOOK) when still below.
 A failed gate is recorded in metrics/gate.json (deployable: false), not raised."""
 from __future__ import annotations
 
@@ -30,8 +30,10 @@ def run(s: Settings, L: Layout) -> dict[str, Any]:
     dev = read_split(store_db, "dev", classes, chunk)
     test = read_split(store_db, "test", classes, chunk)
     initial = initial_proba(L.final_predictions, store_db, classes, chunk, len(test.texts))
+    initial_dev = initial_proba(L.final_predictions, store_db, classes, chunk, len(dev.texts), "dev")
 
-    result = run_gate(models, weights, train=train, dev=dev, test=test, cfg=cfg, initial_proba=initial)
+    result = run_gate(models, weights, train=train, dev=dev, test=test, cfg=cfg, initial_proba=initial,
+                      initial_dev_proba=initial_dev)
     alerts = L.alerts
     alerts.parent.mkdir(parents=True, exist_ok=True)
     alerts.touch()  # an output even when nothing failed (persisted across runs by DVC)
