@@ -265,12 +265,14 @@ def run_info() -> dict[str, Any]:
 # --- the stage ---------------------------------------------------------------------------------
 
 def read_split(store_db: Path, split: str, classes: Sequence[str], chunk_size: int) -> Split:
+    """A split's texts and current labels; rows the correction rule set aside are left out, as
+    in the loop's own training (they are never set aside outside train)."""
     from sentiloop.store import iter_chunks
     index = {c: i for i, c in enumerate(classes)}
     texts: list[str] = []
     labels: list[int] = []
-    for frame in iter_chunks(store_db, ("text", "current_label"), where="split = ?", params=(split,),
-                             chunk_size=chunk_size):
+    for frame in iter_chunks(store_db, ("text", "current_label"), where="split = ? AND aside = 0",
+                             params=(split,), chunk_size=chunk_size):
         unknown = set(frame["current_label"]) - set(index)
         if unknown:
             raise GateError(f"{store_db}: {split} labels {sorted(unknown)} are not in {list(classes)}")
