@@ -24,11 +24,11 @@ from sentiloop.settings import (DERIVED, iteration_chain, retrain_chain,  # noqa
                                 validate_composed)
 
 
-def _chain(n, start, end, *, _root_):
+def _chain(n, *, _root_):
     tree = {k: OmegaConf.to_container(_root_[k], resolve=True) if OmegaConf.is_config(_root_[k]) else _root_[k]
             for k in _root_ if k not in DERIVED}
     validate_composed(tree)
-    return OmegaConf.create(iteration_chain(n, start, end))
+    return OmegaConf.create(iteration_chain(n))
 
 
 def _member_chain(n, members):
