@@ -31,8 +31,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from sentiloop.models._training import (EarlyStopping, OOMState, check_texts, check_xy,
-                                        cpu_threads, length_buckets, run_with_oom_fallback,
-                                        torch_device, torch_setup, torch_threads)
+                                        cpu_threads, epoch_bar, epoch_done, length_buckets,
+                                        run_with_oom_fallback, torch_device, torch_setup,
+                                        torch_threads)
 from sentiloop.models.base import ModelError, SentimentModel
 from sentiloop.models.bert_features import (Encoder, FeatureCache, encoder_fingerprint, open_cache,
                                             precision, text_keys)
@@ -222,6 +223,7 @@ class BertModel(SentimentModel):
         stopper = EarlyStopping(patience=int(cfg["head_patience"]))
         self.history_ = [{**self._feature_stats, "warm_start": warm}]
         bs = int(cfg["head_batch_size"])
+        progress = epoch_bar("bert head", cfg["head_epochs"])
         for epoch in range(int(cfg["head_epochs"])):
             self.head.train()
             perm = torch.randperm(len(X), generator=gen)
@@ -239,8 +241,11 @@ class BertModel(SentimentModel):
                 self.head.eval()
                 with torch.inference_mode():
                     pd = torch.softmax(self.head(Xd), 1).numpy()
-            if stopper.end_epoch(self.history_, rec, epoch, self.head.state_dict, pd, dev[1] if dev else None):
+            stop = stopper.end_epoch(self.history_, rec, epoch, self.head.state_dict, pd, dev[1] if dev else None)
+            epoch_done(progress, rec)
+            if stop:
                 break
+        progress.close()
         stopper.restore_best(self.head, self.history_)
         self.head.eval()
 
@@ -287,6 +292,7 @@ class BertModel(SentimentModel):
             torch.cuda.reset_peak_memory_stats(device)
         self.history_ = []
         unfreeze_epoch, step_layers = int(cfg["unfreeze_epoch"]), int(cfg["unfreeze_layers"])
+        progress = epoch_bar("bert", cfg["epochs"])
         for epoch in range(int(cfg["epochs"])):
             if epoch < unfreeze_epoch:
                 n_top = 0
@@ -328,8 +334,11 @@ class BertModel(SentimentModel):
             if device.type == "cuda":
                 rec["peak_gpu_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
             pd = self._predict_full(dev[0]) if dev is not None else None
-            if stopper.end_epoch(self.history_, rec, epoch, self.model.state_dict, pd, dev[1] if dev else None):
+            stop = stopper.end_epoch(self.history_, rec, epoch, self.model.state_dict, pd, dev[1] if dev else None)
+            epoch_done(progress, rec)
+            if stop:
                 break
+        progress.close()
         stopper.restore_best(self.model, self.history_)
         for p in self.model.parameters():
             p.requires_grad_(True)
