@@ -20,8 +20,7 @@ _SRC = str(Path(__file__).resolve().parents[1] / "src")
 if _SRC not in sys.path:        # this checkout's sentiloop, not one installed from elsewhere
     sys.path.insert(0, _SRC)
 
-from sentiloop.settings import (DERIVED, iteration_chain, retrain_chain,  # noqa: E402
-                                validate_composed)
+from sentiloop.settings import DERIVED, iteration_chain, retrain_chain, validate_composed  # noqa: E402
 
 
 def _chain(n, *, _root_):

@@ -13,8 +13,8 @@ import ops_support as S
 from sentiloop.errors import SettingsError
 from sentiloop.gate import scaled_config
 from sentiloop.layout import Layout
-from sentiloop.steps import gate
 from sentiloop.models.base import load_model
+from sentiloop.steps import gate
 
 
 class _Hook:

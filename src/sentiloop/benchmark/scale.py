@@ -162,12 +162,12 @@ def throughput_main(argv: Sequence[str]) -> None:
     for i, member in enumerate(kinds):
         model = load_model(workdir / "models" / member)
         m: dict = {}
-        if hasattr(model, "predict_proba_tokens"):
+        if member == "lexicon":                           # scores tokens directly
             model.predict_proba_tokens(tokens[:100])
             t0 = time.perf_counter()
             model.predict_proba_tokens(tokens)
             m["score_tokens_per_s"] = len(texts) / (time.perf_counter() - t0)
-        if member == "bilstm" and hasattr(model, "_proba_ids"):
+        if member == "bilstm":
             # the network alone: ids from the tokens above, then the batched forward pass
             model.predict_proba(texts[:50])               # warm up, and torch's thread settings
             t0 = time.perf_counter()

@@ -30,13 +30,22 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sentiloop.models._training import (EarlyStopping, OOMState, check_texts, check_xy,
-                                        cpu_threads, epoch_bar, epoch_done, length_buckets,
-                                        run_with_oom_fallback, torch_device, torch_setup,
-                                        torch_threads)
+from sentiloop.models._training import (
+    EarlyStopping,
+    OOMState,
+    check_texts,
+    check_xy,
+    cpu_threads,
+    epoch_bar,
+    epoch_done,
+    length_buckets,
+    run_with_oom_fallback,
+    torch_device,
+    torch_setup,
+    torch_threads,
+)
 from sentiloop.models.base import ModelError, SentimentModel
-from sentiloop.models.bert_features import (Encoder, FeatureCache, encoder_fingerprint, open_cache,
-                                            precision, text_keys)
+from sentiloop.models.bert_features import Encoder, FeatureCache, encoder_fingerprint, open_cache, precision, text_keys
 from sentiloop.models.encoders import AUTO, MINILM, EncoderSpec, PackageEncoder, resolve_encoder
 
 STRATEGIES = ("finetune", "scratch", "head")
@@ -128,6 +137,7 @@ class BertModel(SentimentModel):
         self.encoder_: EncoderSpec | None = None   # the resolved encoder (saved; a load reuses it)
         self._feature_stats: dict[str, Any] = {}
         self.feature_dim_: int | None = None
+        self.optimizer_groups_: list[dict[str, Any]] | None = None   # finetune/scratch: set by fit
 
     @property
     def is_head(self) -> bool:
@@ -391,7 +401,7 @@ class BertModel(SentimentModel):
     # --- persistence -------------------------------------------------------------------
     def _extra_meta(self):
         extra = {"feature_dim": self.feature_dim_,
-                 "optimizer_groups": getattr(self, "optimizer_groups_", None)}
+                 "optimizer_groups": self.optimizer_groups_}
         if self.is_head:
             extra["encoder"] = self._encoder_spec().to_dict()
         return extra
@@ -411,6 +421,7 @@ class BertModel(SentimentModel):
         torch_setup(self.config, self.seed)
         if self.is_head:
             from safetensors.torch import load_file
+
             from sentiloop.models.encoders import check_installed
             self.feature_dim_ = int(extra["feature_dim"])
             embedded = directory / EMBEDDED_ENCODER

@@ -19,8 +19,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sentiloop.models._training import (EarlyStopping, check_texts, check_xy, epoch_bar, epoch_done,
-                                        length_buckets, torch_device, torch_setup)
+from sentiloop.models._training import (
+    EarlyStopping,
+    check_texts,
+    check_xy,
+    epoch_bar,
+    epoch_done,
+    length_buckets,
+    torch_device,
+    torch_setup,
+)
 from sentiloop.models.base import ModelError, SentimentModel
 from sentiloop.models.vocab import PAD_ID, Vocabulary, vocabulary_for
 

@@ -30,8 +30,16 @@ from ..progress import bar
 from .base import FAILURE_KINDS, ProviderError, Redactor, redact_sdk_logs
 from .cache import ResponseCache, cache_key
 from .config import LLMConfig, parse_config, resolve_cache_dir
-from .prompt import (Answer, MalformedReply, PROMPT_TEMPLATE_VERSION, answers_schema,
-                     parse_answers, system_prompt, truncate, user_prompt)
+from .prompt import (
+    PROMPT_TEMPLATE_VERSION,
+    Answer,
+    MalformedReply,
+    answers_schema,
+    parse_answers,
+    system_prompt,
+    truncate,
+    user_prompt,
+)
 
 log = logging.getLogger("sentiloop.relabel")
 
