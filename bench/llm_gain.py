@@ -18,7 +18,6 @@ free, with the simulated annotator (cached per sentence id) as with a real provi
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import platform

@@ -57,6 +57,7 @@ def load_nsmc(n_train: int, n_dev: int, seed: int):
 
 def load_sample(n_train: int, n_dev: int, seed: int):
     import pandas as pd
+
     from sentiloop.sample import packaged_path
     p = packaged_path()
     df = pd.read_csv(io.StringIO(Path(str(p)).read_bytes().decode("utf-8", errors="replace")))

@@ -60,6 +60,7 @@ def build_lexicon_bundle(out: str, rows: int = 30_000) -> str:
     """A lexicon member fitted (conf/'s models.lexicon) on the sample corpus, bundled at `out`."""
     sys.path.insert(0, str(ROOT / "src"))
     import pandas as pd
+
     from sentiloop.bundle import build_bundle
     from sentiloop.models.base import build_model
     from sentiloop.sample import packaged_path

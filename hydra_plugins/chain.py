@@ -20,15 +20,14 @@ _SRC = str(Path(__file__).resolve().parents[1] / "src")
 if _SRC not in sys.path:        # this checkout's sentiloop, not one installed from elsewhere
     sys.path.insert(0, _SRC)
 
-from sentiloop.settings import (DERIVED, iteration_chain, retrain_chain,  # noqa: E402
-                                validate_composed)
+from sentiloop.settings import DERIVED, iteration_chain, retrain_chain, validate_composed  # noqa: E402
 
 
-def _chain(n, start, end, *, _root_):
+def _chain(n, *, _root_):
     tree = {k: OmegaConf.to_container(_root_[k], resolve=True) if OmegaConf.is_config(_root_[k]) else _root_[k]
             for k in _root_ if k not in DERIVED}
     validate_composed(tree)
-    return OmegaConf.create(iteration_chain(n, start, end))
+    return OmegaConf.create(iteration_chain(n))
 
 
 def _member_chain(n, members):

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from fake_llm_servers import FakeGemini
-from sentiloop.settings import llm_config
 from sentiloop.analysis.report import bias_report
 from sentiloop.analysis.stats import bias_stats, member_names
+from sentiloop.settings import llm_config
 
 CLASSES = ["negative", "neutral", "positive"]
 KEY_ENV = "SENTILOOP_TEST_LLM_KEY"

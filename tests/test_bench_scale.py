@@ -58,7 +58,7 @@ def test_two_size_run_measures_every_stage(tmp_path):
     for size in ("300", "3000"):
         rec = summary["sizes"][size]
         assert rec["rows"] == int(size)
-        assert set(rec["stages"]) == {"ingest", "split", "predict", "relabel", "correct"}
+        assert set(rec["stages"]) == {"ingest", "split", "predict", "judge", "relabel", "correct"}
         assert all(s["peak_rss_mb"] > 50 for s in rec["stages"].values())
     assert json.loads((tmp_path / "scale.json").read_text())["members"] == ["lexicon"]
     assert summary["throughput"]["members"]["lexicon"]["predict_cached_per_s"] > 0

@@ -1,6 +1,5 @@
 """BERT member on a tiny locally built BertConfig (no download), plus one test on the real
 offline MiniLM when its package is installed."""
-import importlib.metadata as md
 
 import numpy as np
 import pytest

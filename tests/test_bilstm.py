@@ -4,8 +4,8 @@ import torch
 
 from neural_corpus import CLASSES, split
 from sentiloop.models.base import ModelError, build_model, load_model
-from sentiloop.settings import member_config
 from sentiloop.models.bilstm import BiLSTMModel
+from sentiloop.settings import member_config
 
 FAST = member_config("bilstm", **{"threads": 1, "epochs": 3, "batch_size": 32, "embedding_dim": 16, "hidden_size": 16, "dense_size": 16,
         "min_count": 1, "max_len": 12, "patience": 5, "learning_rate": 0.01})  # conf/'s defaults, made small

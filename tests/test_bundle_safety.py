@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sqlite3
 
 import pytest
 
@@ -109,6 +108,7 @@ def refused_bundle(tmp_path_factory):
 def test_predict_says_when_the_bundle_is_not_deployable_or_the_language_differs(
         bundle_dir, refused_bundle, tmp_path, capsys, monkeypatch):
     import io
+
     import pandas as pd
     texts = ["i love this wonderful day", "정말 최고의 영화였어요", "12345", "awful rude service"]
     pd.DataFrame({"text": texts}).to_csv(tmp_path / "in.csv", index=False)
@@ -135,10 +135,10 @@ def test_predict_says_when_the_bundle_is_not_deployable_or_the_language_differs(
 
 
 def test_serve_marks_doubtful_predictions(refused_bundle):
-    from sentiloop.serve import PredictionService
     import http.client
     import threading
-    from sentiloop.serve import make_server
+
+    from sentiloop.serve import PredictionService, make_server
     srv = make_server(PredictionService(Bundle.load(refused_bundle)), port=0)
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()

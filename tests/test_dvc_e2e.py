@@ -55,10 +55,13 @@ def repo(tmp_path):
     return dst
 
 
-def test_dvc_repro_then_exp_run(repo):
+# the smallest config that still runs every stage: one member (the lexicon), two iterations
+OVERRIDES = ["data=tiny", "ensemble.members=[lexicon]", "models/lexicon=blend", "models.lexicon.seed_lexicon=none"]
+
+
+def test_dvc_repro_on_a_minimal_config(repo):
     py = sys.executable
-    overrides = ["data=tiny", "loop.max_iterations=2", "schedule=linear", "schedule.start=0.66", "schedule.end=0.6",
-                 "ensemble.members=[lexicon]", "models/lexicon=blend", "models.lexicon.seed_lexicon=none"]
+    overrides = [*OVERRIDES, "loop.max_iterations=2", "schedule=linear", "schedule.start=0.66", "schedule.end=0.6"]
     sh([py, "-m", "sentiloop.config", *overrides], repo)
     out = sh([py, "-m", "dvc", "repro"], repo)
     assert "retrain@it2-lexicon" in out
@@ -85,14 +88,24 @@ def test_dvc_repro_then_exp_run(repo):
     overview = json.loads((repo / "data/review/overview.json").read_text())
     assert overview["termination_reason"] == summary["termination_reason"] and (repo / "data/review/queue.parquet").exists()
 
+
+@pytest.mark.slow   # ~2-3 min on 2 cores: every stage of three iterations, run by .ci/run's second step
+def test_dvc_exp_run_composes_params_and_runs_the_pipeline(repo):
+    """`dvc exp run -S ...` recomposes params.yaml from conf/ (the resolvers unroll the loop again)
+    and runs the pipeline: three iterations of the constant schedule instead of the workspace's two."""
+    py = sys.executable
+    sh([py, "-m", "sentiloop.config", *OVERRIDES, "loop.max_iterations=2"], repo)
     sh(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], repo)
-    sh(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "run"], repo)
-    sh([py, "-m", "dvc", "exp", "run", "-n", "three", *[f"-S{o}" for o in overrides[:1]],
-        "-S", "loop.max_iterations=3", "-S", "schedule=constant", "-S", "schedule.start=0.62", "-S", "schedule.end=0.62",
-        "-S", "models.lexicon.seed_lexicon=none"], repo)
+    sh(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "params"], repo)
+    sh([py, "-m", "dvc", "exp", "run", "-n", "three", *[a for o in OVERRIDES for a in ("-S", o)],
+        "-S", "loop.max_iterations=3", "-S", "schedule=constant", "-S", "schedule.start=0.62", "-S", "schedule.end=0.62"],
+       repo)
     shown = json.loads(sh([py, "-m", "dvc", "exp", "show", "--json"], repo))
     text = json.dumps(shown)
     assert "three" in text and "termination_reason" in text
     params = yaml.safe_load((repo / "params.yaml").read_text())
     assert params["loop"]["max_iterations"] == 3 and list(params["iterations"]) == ["it1", "it2", "it3"]
-    assert params["schedule"]["name"] == "constant"
+    assert params["schedule"]["name"] == "constant" and params["ensemble"]["members"] == ["lexicon"]
+    summary = json.loads((repo / "metrics/summary.json").read_text())
+    assert summary["iterations_run"] >= 1
+    assert (repo / "metrics/gate.json").exists() and (repo / "models/bundle/manifest.json").exists()

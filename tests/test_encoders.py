@@ -11,9 +11,8 @@ import pytest
 from sentiloop.models import build_model, load_model
 from sentiloop.models.base import ModelError
 from sentiloop.models.bert_features import open_cache
+from sentiloop.models.encoders import MINILM, MULTILINGUAL_DEFAULT, PACKAGE_ENCODERS, PackageEncoder, resolve_encoder
 from sentiloop.settings import member_config
-from sentiloop.models.encoders import (MINILM, MULTILINGUAL_DEFAULT, PACKAGE_ENCODERS,
-                                       PackageEncoder, resolve_encoder)
 
 CLASSES = ["negative", "positive"]
 POS = ["정말 재밌어요 최고의 영화", "감동적이고 배우 연기가 훌륭하다", "또 보고 싶은 명작입니다",

@@ -1,9 +1,20 @@
 import numpy as np
 import pytest
 
-from sentiloop.ensemble import (EnsembleError, combine, confidence_and_agreement, contributions,
-                                fit_weights, imbalance, imbalance_ratio, log_loss, member_probas,
-                                normalised_weights, predict_proba, report)
+from sentiloop.ensemble import (
+    EnsembleError,
+    combine,
+    confidence_and_agreement,
+    contributions,
+    fit_weights,
+    imbalance,
+    imbalance_ratio,
+    log_loss,
+    member_probas,
+    normalised_weights,
+    predict_proba,
+    report,
+)
 from sentiloop.evaluation import label_quality, macro_f1
 
 

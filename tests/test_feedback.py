@@ -9,8 +9,7 @@ import pytest
 
 import ops_support as S
 from sentiloop.cli import main
-from sentiloop.feedback import apply_feedback, export_review, feedback_stats, load_feedback
-from sentiloop.feedback import FeedbackError
+from sentiloop.feedback import FeedbackError, apply_feedback, export_review, feedback_stats, load_feedback
 from sentiloop.store import fingerprint, iter_chunks
 
 

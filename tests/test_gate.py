@@ -15,8 +15,8 @@ from sentiloop.errors import SettingsError
 from sentiloop.gate import Split, run_gate, scaled_config
 from sentiloop.settings.ops import Gate
 from sentiloop.layout import Layout
-from sentiloop.steps import gate
 from sentiloop.models.base import load_model
+from sentiloop.steps import gate
 
 
 class _Hook:

@@ -132,6 +132,7 @@ def test_max_rows_takes_a_seeded_subset(tmp_path):
     r2 = run(tmp_path, cfg(tmp_path / "in.csv", max_rows=30), seed=3)
     ids2 = set(pd.concat(store.iter_chunks(tmp_path / "out.sqlite", ["id"]))["id"])
     assert (r1.kept, r1.sampled_out, r1.read) == (30, 70, 100) and ids1 == ids2
+    assert (r2.kept, r2.sampled_out, r2.read) == (30, 70, 100)
 
 
 def test_the_sample_corpus_is_copied_into_the_repository_as_a_tracked_input(tmp_path):

@@ -23,6 +23,7 @@ TEXTS = ["a good movie", "bad acting", "it was a film", "I love it", "terrible p
 def run_relabel(url: str, cache: str) -> dict:
     """One relabel iteration of TEXTS (4 batches of 2) against the fake server at `url`."""
     import pandas as pd
+
     from sentiloop.relabel import answer_queue
     from sentiloop.settings import llm_config
     n = len(TEXTS)
@@ -93,6 +94,7 @@ def test_open_spend_of_a_live_concurrent_run_is_not_taken_over(tmp_path, monkeyp
     """Two queued experiments relabelling the same queue at once: the spend of the one still
     running is its own; only a dead process's open spend is carried by a resumed run."""
     import socket
+
     from sentiloop.relabel import cache as C
     cache = C.ResponseCache(tmp_path)
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])

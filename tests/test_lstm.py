@@ -117,6 +117,7 @@ print(json.dumps({"backend": keras.backend.backend(), "model_backend": m.backend
 """
 
 
+@pytest.mark.slow   # ~30 s (a fresh process imports torch and keras): the alternative backend, run by .ci/run
 def test_lstm_runs_under_the_torch_backend(fitted, data, tmp_path):
     fitted.save(tmp_path / "tf_model")
     env = {**os.environ, "KERAS_BACKEND": "torch"}

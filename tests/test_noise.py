@@ -2,8 +2,15 @@
 import numpy as np
 import pytest
 
-from sentiloop.noise import (NoiseError, check_noise_matrix, plant, plant_matrix, plant_symmetric,
-                             realised_matrix, symmetric_matrix)
+from sentiloop.noise import (
+    NoiseError,
+    check_noise_matrix,
+    plant,
+    plant_matrix,
+    plant_symmetric,
+    realised_matrix,
+    symmetric_matrix,
+)
 
 
 def _labels(counts):

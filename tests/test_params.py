@@ -17,6 +17,5 @@ def test_committed_params_match_a_fresh_composition(tmp_path):
 def test_iteration_chain_follows_max_iterations(tmp_path):
     p = yaml.safe_load(compose(ROOT, ["loop.max_iterations=4", "schedule=linear"], tmp_path / "p.yaml").read_text())
     assert [v["prev"] for v in p["iterations"].values()] == ["it0", "it1", "it2", "it3"]
-    assert p["iterations"]["it1"]["threshold"] == p["schedule"]["start"]
-    assert p["iterations"]["it4"]["threshold"] == p["schedule"]["end"]
+    assert p["iterations"]["it4"] == {"k": 4, "prev": "it3"}
     assert set(p["retrain_items"]) == {f"it{k}-{m}" for k in range(1, 5) for m in p["ensemble"]["members"]}

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from sentiloop.relabel import answer_queue
-from sentiloop.settings import llm_config
 from sentiloop.relabel.cache import ResponseCache, cache_key
 from sentiloop.relabel.prompt import Answer
+from sentiloop.settings import llm_config
 
 CLASSES = ["negative", "neutral", "positive"]
 

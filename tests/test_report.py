@@ -8,8 +8,8 @@ import pytest
 
 import ops_support as S
 from sentiloop.layout import Layout
-from sentiloop.steps import gate
 from sentiloop.report import PNG_SIGNATURE, ReportData, collect, is_png, write_report
+from sentiloop.steps import gate
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +26,8 @@ def run(tmp_path_factory):
 
 
 def _check_png(path):
-    from PIL import Image
     import matplotlib.image as mpimg
+    from PIL import Image
     assert path.read_bytes()[:8] == PNG_SIGNATURE and is_png(path)
     with Image.open(path) as im:
         im.verify()

@@ -18,7 +18,7 @@ from sentiloop.settings import compose_settings, load, validate_composed
 BAD = [
     (["correction.aside_at=-0.05"], r"params.yaml: correction.aside_at = -0.05: must be in \(0, 1\]"),
     (["loop.change_cap=0.05"], "override loop.change_cap: unknown key"),
-    (["loop.cross_fit_members=[lexicon,roberta]"], "loop.cross_fit_members = .*\['roberta'\] are not members"),
+    (["loop.cross_fit_members=[lexicon,roberta]"], r"loop.cross_fit_members = .*\['roberta'\] are not members"),
     (["schedule.start=-0.5"], r"params.yaml: schedule.start = -0.5: must be in \(0, 1\]"),
     (["loop.max_iterations=0"], "params.yaml: loop.max_iterations = 0: must be >= 1"),
     (["loop.cross_fit=1"], "params.yaml: loop.cross_fit = 1: must be 0"),

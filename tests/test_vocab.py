@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from sentiloop.models.vocab import OOV_ID, PAD_ID, VocabError, Vocabulary, vocabulary_for
 from sentiloop.settings import member_config
-from sentiloop.models.vocab import OOV_ID, PAD_ID, Vocabulary, VocabError, vocabulary_for
 
 
 def test_build_orders_by_frequency_then_token_and_respects_max_vocab():

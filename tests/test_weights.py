@@ -172,8 +172,8 @@ def test_predict_fits_weights_on_out_of_fold_train_rows_when_cross_fitting(stage
 
 
 def test_the_report_says_why_a_member_got_weight_zero(stage, tmp_path):
-    from sentiloop.report import ReportData, weighting_from_metrics, write_report
     from sentiloop.jsonio import write_json
+    from sentiloop.report import ReportData, weighting_from_metrics, write_report
     ev, _ = stage(0)
     metrics = tmp_path / "metrics"
     write_json(metrics / "eval/it0.json", ev)

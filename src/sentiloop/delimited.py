@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from typing import Iterator
 
-
 # A quoted CSV field may span lines, but never more than this many characters: past it the
 # opening quote is taken as stray, its line is one malformed row, and reading resumes on the next
 # line (so a stray quote costs one row, never the rest of the file).

@@ -13,7 +13,7 @@ import numpy as np
 
 def macro_f1(y_true, y_pred, labels: int | Sequence) -> float:
     """Macro-F1 over `labels` (a class count means the integer classes 0..n-1)."""
-    from sklearn.metrics import f1_score     # imported on use: serving does not need sklearn
+    from sklearn.metrics import f1_score  # imported on use: serving does not need sklearn
     labels = list(range(labels)) if isinstance(labels, (int, np.integer)) else list(labels)
     return float(f1_score(np.asarray(y_true), np.asarray(y_pred), labels=labels, average="macro",
                           zero_division=0))

@@ -117,7 +117,7 @@ def retrain(models: Mapping[str, SentimentModel], train: Split, dev: Split | Non
                   eval_set=(dev.texts, dev.labels) if dev is not None and len(dev.texts) else None)
         new[name] = model
         info["members"][name] = {"seed": seed, "lr_changes": changes,
-                                 "strategy": getattr(model, "strategy_", None)}
+                                 "strategy": model.strategy_}
     return new, info
 
 
@@ -286,6 +286,7 @@ def initial_proba(predictions: Path, store_db: Path, classes: Sequence[str], chu
     """The final ensemble's probabilities on `split` as predict_final wrote them (saves
     re-predicting); None when the file does not line up with the store's rows of that split."""
     import pyarrow.parquet as pq
+
     from sentiloop.store import iter_chunks
     if not Path(predictions).exists():
         return None

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
-import json
 import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field

@@ -202,8 +202,9 @@ def plant_into_store(ingested_db, gold_db, classes: list[str], *, rate: float, m
 
 def restore_test_labels(store_db, gold_db) -> int:
     """Give the test split its true labels back: a planted-noise run scores on clean labels."""
-    from sentiloop import store
     import pandas as pd
+
+    from sentiloop import store
     parts = list(store.iter_chunks(gold_db, ["id", "gold_label"], table="gold", chunk_size=50_000))
     if not parts:
         return 0

@@ -18,8 +18,22 @@ from typing import Any, Callable, Mapping
 
 from sentiloop.layout import Layout
 from sentiloop.settings import Settings, validate_composed
-from sentiloop.steps import (analyze, bundle, correct, gate, ingest, judge, predict, publish, relabel,
-                             report, review_data, split, summarize, train)
+from sentiloop.steps import (
+    analyze,
+    bundle,
+    correct,
+    gate,
+    ingest,
+    judge,
+    predict,
+    publish,
+    relabel,
+    report,
+    review_data,
+    split,
+    summarize,
+    train,
+)
 
 LOOP_END = "summarize"      # run_loop's default last stage: the loop and its metrics, not the ops after it
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import Counter
 import sqlite3
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,9 +28,9 @@ from typing import Any, Iterator, Sequence, TextIO
 import numpy as np
 import pandas as pd
 
-from sentiloop.errors import SentiloopError
 from sentiloop.bundle import LANGUAGE_MISMATCH, NOT_DEPLOYABLE, Bundle
 from sentiloop.delimited import Records, physical_lines
+from sentiloop.errors import SentiloopError
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from typing import Mapping
 
 import numpy as np
 
-from sentiloop.errors import SentiloopError
 from sentiloop import store
+from sentiloop.errors import SentiloopError
 
 
 class SplitError(SentiloopError, ValueError):

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-
 REVIEW_PROMPT_VERSION = "review-1"
 REVIEW_SCHEMA = {
     "type": "object",

@@ -91,8 +91,8 @@ def throughput_child(encoder: str, threads: int, texts_file: str) -> dict:
     os.environ["OPENBLAS_NUM_THREADS"] = str(threads)
     os.environ["MKL_NUM_THREADS"] = str(threads)
     texts = json.loads(Path(texts_file).read_text())
-    from sentiloop.settings import compose as compose_config
     from sentiloop.models.encoders import PackageEncoder, resolve_encoder
+    from sentiloop.settings import compose as compose_config
     spec = resolve_encoder(encoder, "ko")
     t0 = time.perf_counter()
     if spec.is_package:
@@ -186,8 +186,8 @@ def _fit_and_score(kind: str, cfg: dict, train, dev, test, seed: int) -> tuple[d
 
 def run_bench(run: EncoderBench, *, log=print) -> dict:
     from sentiloop import ensemble
-    from sentiloop.settings import compose as compose_config
     from sentiloop.benchmark.runner import TOKEN_CACHE
+    from sentiloop.settings import compose as compose_config
     from sentiloop.text.token_cache import use_token_cache
     from sentiloop.weights import choose_weights
 

@@ -16,11 +16,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
-from sentiloop.benchmark.data import (THREE_CLASSES, BenchmarkDataError, SubsetSpec, build_benchmark_frame,
-                                      find_nsmc)
+from sentiloop.benchmark.data import THREE_CLASSES, BenchmarkDataError, SubsetSpec, build_benchmark_frame, find_nsmc
 from sentiloop.benchmark.report import markdown_table, plot_iterations, replace_section
-from sentiloop.benchmark.runner import (REPO_ROOT, TOKEN_CACHE, machine_description, pretokenize,
-                                        run_arm, write_workdir)
+from sentiloop.benchmark.runner import REPO_ROOT, TOKEN_CACHE, machine_description, pretokenize, run_arm, write_workdir
 
 SCHEDULES = ("constant", "linear", "curriculum", "class_balanced")
 # Extra rows per schedule (--variant NAME=OVERRIDE,...): none by default, the configured loop

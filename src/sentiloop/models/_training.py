@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from sentiloop.models.base import ModelError
+from sentiloop.progress import bar
 
 
 def check_xy(texts: Sequence[str], labels, n_classes: int) -> np.ndarray:
@@ -117,6 +118,19 @@ class EarlyStopping:
         if self.best_state is not None:
             module.load_state_dict(self.best_state)
             history.append({"restored_best_epoch": self.best_epoch})
+
+
+def epoch_bar(member: str, epochs: int):
+    """A progress bar over a member's training epochs (silent without a terminal, see
+    sentiloop.progress); call `epoch_done` after each epoch and `.close()` after the loop."""
+    return bar(desc=f"train {member}", total=int(epochs), unit="epoch")
+
+
+def epoch_done(progress, rec: dict) -> None:
+    """Advance the epoch bar, showing the epoch's train and dev loss."""
+    progress.set_postfix({k: round(float(rec[k]), 4) for k in ("train_loss", "dev_loss")
+                          if rec.get(k) is not None}, refresh=False)
+    progress.update(1)
 
 
 def log_loss(p: np.ndarray, y: np.ndarray) -> float:

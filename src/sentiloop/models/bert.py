@@ -30,12 +30,22 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sentiloop.models._training import (EarlyStopping, OOMState, check_texts, check_xy,
-                                        cpu_threads, length_buckets, run_with_oom_fallback,
-                                        torch_device, torch_setup, torch_threads)
+from sentiloop.models._training import (
+    EarlyStopping,
+    OOMState,
+    check_texts,
+    check_xy,
+    cpu_threads,
+    epoch_bar,
+    epoch_done,
+    length_buckets,
+    run_with_oom_fallback,
+    torch_device,
+    torch_setup,
+    torch_threads,
+)
 from sentiloop.models.base import ModelError, SentimentModel
-from sentiloop.models.bert_features import (Encoder, FeatureCache, encoder_fingerprint, open_cache,
-                                            precision, text_keys)
+from sentiloop.models.bert_features import Encoder, FeatureCache, encoder_fingerprint, open_cache, precision, text_keys
 from sentiloop.models.encoders import AUTO, MINILM, EncoderSpec, PackageEncoder, resolve_encoder
 
 STRATEGIES = ("finetune", "scratch", "head")
@@ -127,6 +137,7 @@ class BertModel(SentimentModel):
         self.encoder_: EncoderSpec | None = None   # the resolved encoder (saved; a load reuses it)
         self._feature_stats: dict[str, Any] = {}
         self.feature_dim_: int | None = None
+        self.optimizer_groups_: list[dict[str, Any]] | None = None   # finetune/scratch: set by fit
 
     @property
     def is_head(self) -> bool:
@@ -222,6 +233,7 @@ class BertModel(SentimentModel):
         stopper = EarlyStopping(patience=int(cfg["head_patience"]))
         self.history_ = [{**self._feature_stats, "warm_start": warm}]
         bs = int(cfg["head_batch_size"])
+        progress = epoch_bar("bert head", cfg["head_epochs"])
         for epoch in range(int(cfg["head_epochs"])):
             self.head.train()
             perm = torch.randperm(len(X), generator=gen)
@@ -239,8 +251,11 @@ class BertModel(SentimentModel):
                 self.head.eval()
                 with torch.inference_mode():
                     pd = torch.softmax(self.head(Xd), 1).numpy()
-            if stopper.end_epoch(self.history_, rec, epoch, self.head.state_dict, pd, dev[1] if dev else None):
+            stop = stopper.end_epoch(self.history_, rec, epoch, self.head.state_dict, pd, dev[1] if dev else None)
+            epoch_done(progress, rec)
+            if stop:
                 break
+        progress.close()
         stopper.restore_best(self.head, self.history_)
         self.head.eval()
 
@@ -287,6 +302,7 @@ class BertModel(SentimentModel):
             torch.cuda.reset_peak_memory_stats(device)
         self.history_ = []
         unfreeze_epoch, step_layers = int(cfg["unfreeze_epoch"]), int(cfg["unfreeze_layers"])
+        progress = epoch_bar("bert", cfg["epochs"])
         for epoch in range(int(cfg["epochs"])):
             if epoch < unfreeze_epoch:
                 n_top = 0
@@ -328,8 +344,11 @@ class BertModel(SentimentModel):
             if device.type == "cuda":
                 rec["peak_gpu_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
             pd = self._predict_full(dev[0]) if dev is not None else None
-            if stopper.end_epoch(self.history_, rec, epoch, self.model.state_dict, pd, dev[1] if dev else None):
+            stop = stopper.end_epoch(self.history_, rec, epoch, self.model.state_dict, pd, dev[1] if dev else None)
+            epoch_done(progress, rec)
+            if stop:
                 break
+        progress.close()
         stopper.restore_best(self.model, self.history_)
         for p in self.model.parameters():
             p.requires_grad_(True)
@@ -382,7 +401,7 @@ class BertModel(SentimentModel):
     # --- persistence -------------------------------------------------------------------
     def _extra_meta(self):
         extra = {"feature_dim": self.feature_dim_,
-                 "optimizer_groups": getattr(self, "optimizer_groups_", None)}
+                 "optimizer_groups": self.optimizer_groups_}
         if self.is_head:
             extra["encoder"] = self._encoder_spec().to_dict()
         return extra
@@ -402,6 +421,7 @@ class BertModel(SentimentModel):
         torch_setup(self.config, self.seed)
         if self.is_head:
             from safetensors.torch import load_file
+
             from sentiloop.models.encoders import check_installed
             self.feature_dim_ = int(extra["feature_dim"])
             embedded = directory / EMBEDDED_ENCODER

@@ -27,8 +27,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from sentiloop.models._training import OOMState, length_buckets, run_with_oom_fallback
-
 from sentiloop.models.encoders import EncoderSpec, package_weights, resolve_encoder
+from sentiloop.progress import bar
 
 
 def resolve_pretrained(name: str | None, language: str | None = "en") -> str:
@@ -197,7 +197,8 @@ class Encoder:
                 v = (h * m).sum(1) / m.sum(1).clamp(min=1.0)
             out[part] = v.cpu().numpy()
 
-        with torch.inference_mode():
+        with torch.inference_mode(), bar(desc="encode", total=len(texts), unit="text") as progress:
             for batch in length_buckets(lens, max(self.oom.micro_batch, 1)):
                 run_with_oom_fallback(step, batch, self.oom)
+                progress.update(len(batch))
         return out

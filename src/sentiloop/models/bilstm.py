@@ -19,8 +19,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sentiloop.models._training import (EarlyStopping, check_texts, check_xy, length_buckets,
-                                        torch_device, torch_setup)
+from sentiloop.models._training import (
+    EarlyStopping,
+    check_texts,
+    check_xy,
+    epoch_bar,
+    epoch_done,
+    length_buckets,
+    torch_device,
+    torch_setup,
+)
 from sentiloop.models.base import ModelError, SentimentModel
 from sentiloop.models.vocab import PAD_ID, Vocabulary, vocabulary_for
 
@@ -116,6 +124,7 @@ class BiLSTMModel(SentimentModel):
         stopper = EarlyStopping(patience=int(cfg["patience"]))
         self.history_ = []
         bs = int(cfg["batch_size"])
+        progress = epoch_bar("bilstm", cfg["epochs"])
         for epoch in range(int(cfg["epochs"])):
             self.net.train()
             total, seen = 0.0, 0
@@ -134,8 +143,12 @@ class BiLSTMModel(SentimentModel):
             rec: dict[str, Any] = {"epoch": epoch, "train_loss": total / seen, "frozen": frozen,
                                    "lr": float(cfg["learning_rate"]), "vocab": vocab_source}
             p = self._proba_ids(*dev[:2]) if dev is not None else None
-            if stopper.end_epoch(self.history_, rec, epoch, self.net.state_dict, p, dev[2] if dev is not None else None):
+            stop = stopper.end_epoch(self.history_, rec, epoch, self.net.state_dict, p,
+                                     dev[2] if dev is not None else None)
+            epoch_done(progress, rec)
+            if stop:
                 break
+        progress.close()
         stopper.restore_best(self.net, self.history_)
         self.net.eval()
         self.n_train_samples_ = len(texts)

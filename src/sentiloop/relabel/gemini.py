@@ -10,7 +10,7 @@ guarantee: replies can be truncated at max tokens or come from a proxy that igno
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 from .base import ProviderError, Reply, kind_for_status
 from .config import ConfigError, LLMConfig

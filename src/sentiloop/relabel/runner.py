@@ -26,11 +26,20 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ..progress import bar
 from .base import FAILURE_KINDS, ProviderError, Redactor, redact_sdk_logs
 from .cache import ResponseCache, cache_key
 from .config import LLMConfig, parse_config, resolve_cache_dir
-from .prompt import (Answer, MalformedReply, PROMPT_TEMPLATE_VERSION, answers_schema,
-                     parse_answers, system_prompt, truncate, user_prompt)
+from .prompt import (
+    PROMPT_TEMPLATE_VERSION,
+    Answer,
+    MalformedReply,
+    answers_schema,
+    parse_answers,
+    system_prompt,
+    truncate,
+    user_prompt,
+)
 
 log = logging.getLogger("sentiloop.relabel")
 
@@ -278,12 +287,15 @@ class _Run:
         # 2. batches of distinct texts
         keys_to_send = list(to_send)
         fatal = None
+        progress = bar(desc=f"relabel it{self.usage.iteration} {self.provider.name}",
+                       total=len(keys_to_send), unit="text")
         for start in range(0, len(keys_to_send), cfg.batch_size):
             batch = keys_to_send[start:start + cfg.batch_size]
             if fatal is not None:
                 for k in batch:
                     for rid in to_send[k]:
                         status[rid] = "failed"
+                progress.update(len(batch))
                 continue
             results, fatal, stopped = self._ask(batch, key_text, {k: to_send[k][0] for k in batch})
             for k in batch:
@@ -293,8 +305,10 @@ class _Run:
                         answer[rid], status[rid] = res, "answered"
                     else:
                         status[rid] = res
+            progress.update(len(batch))
             if stopped:  # budget ran out mid-way: everything after stays over_budget
                 break
+        progress.close()
 
         rows = []
         for rid in ids:

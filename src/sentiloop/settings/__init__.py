@@ -40,7 +40,6 @@ DERIVED = ("iterations", "retrain_items")    # expanded by the resolvers, never 
 class Iteration(Section):
     k: PosInt
     prev: str
-    threshold: float
 
 
 class RetrainItem(Section):
@@ -49,15 +48,11 @@ class RetrainItem(Section):
     member: str
 
 
-def iteration_chain(n: int, start: float, end: float) -> dict[str, dict]:
-    """{it1: {k: 1, prev: it0, threshold}, ...}: dvc.yaml's foreach over iterations (DVC forbids
-    cycles and foreach cannot look at the previous item, so the loop is unrolled here)."""
-    n = int(n)
-    out = {}
-    for k in range(1, n + 1):
-        value = float(start) if n == 1 else float(start) + (float(end) - float(start)) * (k - 1) / (n - 1)
-        out[f"it{k}"] = {"k": k, "prev": f"it{k - 1}", "threshold": round(value, 4)}
-    return out
+def iteration_chain(n: int) -> dict[str, dict]:
+    """{it1: {k: 1, prev: it0}, ...}: dvc.yaml's foreach over iterations (DVC forbids cycles and
+    foreach cannot look at the previous item, so the loop is unrolled here). What an iteration's
+    rule is (the schedule's bar, budget or drift bound) is decided by steps/judge.rule_for."""
+    return {f"it{k}": {"k": k, "prev": f"it{k - 1}"} for k in range(1, int(n) + 1)}
 
 
 def retrain_chain(n: int, members: Sequence[str]) -> dict[str, dict]:
@@ -101,12 +96,12 @@ class Settings(Section):
             stray = sorted(set(names) - set(MEMBER_CONFIGS))
             if stray:
                 raise fail(f"loop.{key} = {names}: {stray} are not members; choose among {sorted(MEMBER_CONFIGS)}")
-        n, s = self.loop.max_iterations, self.schedule
-        chain = iteration_chain(n, s.start, s.end)
+        n = self.loop.max_iterations
+        chain = iteration_chain(n)
         items = retrain_chain(n, self.ensemble.members)
         if ({k: v.model_dump() for k, v in self.iterations.items()} != chain
                 or {k: v.model_dump() for k, v in self.retrain_items.items()} != items):
-            raise fail(f"iterations/retrain_items do not follow loop.max_iterations = {n}, schedule "
+            raise fail(f"iterations/retrain_items do not follow loop.max_iterations = {n} "
                        f"and ensemble.members (params.yaml edited by hand?): recompose it with `make params`")
         return self
 
@@ -168,9 +163,8 @@ def validate_composed(tree: Mapping[str, Any]) -> Settings:
     tree = {k: v for k, v in tree.items() if k not in DERIVED}
     try:
         n = tree["loop"]["max_iterations"]
-        start, end = tree["schedule"]["start"], tree["schedule"]["end"]
         members = tree["ensemble"]["members"]
-        tree["iterations"] = iteration_chain(n, start, end)
+        tree["iterations"] = iteration_chain(n)
         tree["retrain_items"] = retrain_chain(n, members)
     except (KeyError, TypeError, ValueError):
         tree["iterations"] = tree["retrain_items"] = {}    # the section check names what is wrong

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 from sentiloop.ingest import ingest
-from sentiloop.noise import plant_into_store
 from sentiloop.jsonio import write_json
 from sentiloop.layout import Layout
+from sentiloop.noise import plant_into_store
 from sentiloop.settings import Settings
 
 

@@ -37,6 +37,7 @@ def predict(s: Settings, L: Layout, models_of: int, out_parquet: Path, *, out_of
     import pyarrow.parquet as pq
 
     from sentiloop import weights as weighting
+    from sentiloop.progress import bar
 
     store_db, models_dir, eval_json = L.store(models_of), L.models(models_of), L.eval(models_of)
     classes, chunk, members = s.classes, s.loop.chunk_size, s.members
@@ -52,6 +53,7 @@ def predict(s: Settings, L: Layout, models_of: int, out_parquet: Path, *, out_of
     parts: dict[str, list[np.ndarray]] = {m: [] for m in members}
     split_parts: list[np.ndarray] = []
     y_parts: list[np.ndarray] = []
+    rows_bar = bar(desc=f"predict {it(models_of)} models", total=store.count(store_db), unit="row")
     for frame in store.iter_chunks(store_db, ["id", "text", "split", "current_label"], chunk_size=chunk):
         texts = frame["text"].tolist()
         probs = ensemble.member_probas(models, texts)
@@ -67,6 +69,8 @@ def predict(s: Settings, L: Layout, models_of: int, out_parquet: Path, *, out_of
             parts[m].append(np.asarray(probs[m], dtype=np.float64))
         split_parts.append(frame["split"].map(split_code).fillna(-1).to_numpy().astype(np.int8))
         y_parts.append(_label_codes(frame["current_label"], index))
+        rows_bar.update(len(frame))
+    rows_bar.close()
     if not y_parts:
         raise store.StoreError(f"{store_db}: the store has no rows")
     P = {m: np.concatenate(parts[m]) for m in members}

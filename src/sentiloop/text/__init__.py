@@ -1,3 +1,3 @@
-from sentiloop.text.tokenize import tokenize, tokenize_many, normalize
+from sentiloop.text.tokenize import normalize, tokenize, tokenize_many
 
 __all__ = ["tokenize", "tokenize_many", "normalize"]
