@@ -11,6 +11,7 @@ per-iteration metrics files: the same files, at the same size, as a lexicon-only
 is what the review_data stage and the app read. Needs chromium (apt-get install chromium) and
 playwright for the browser figures; without them only the stage is measured.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,15 +40,21 @@ from sentiloop.layout import Layout  # noqa: E402
 from sentiloop.store import create_sentences  # noqa: E402
 
 CLASSES = ["negative", "positive"]
-WORDS = ("영화 정말 재밌다 최고 지루 별로 연기 스토리 감동 시간 아깝다 배우 음악 다시 보고 싶다 "
-         "완전 최악 너무 좋았다 그냥 그런 내용 결말 허무 추천 강추 비추 the movie was good bad").split()
+WORDS = (
+    "영화 정말 재밌다 최고 지루 별로 연기 스토리 감동 시간 아깝다 배우 음악 다시 보고 싶다 "
+    "완전 최악 너무 좋았다 그냥 그런 내용 결말 허무 추천 강추 비추 the movie was good bad"
+).split()
 
 
 def settings(n_iter: int):
     from sentiloop.settings import compose_settings
-    return compose_settings(["ensemble.members=[lexicon]", f"loop.max_iterations={n_iter}"]).merged({
-        "data": {"classes": CLASSES, "label_map": {c: c for c in CLASSES}, "language": "ko"},
-        "ensemble": {"weights": {"lexicon": 1.0}}})
+
+    return compose_settings(["ensemble.members=[lexicon]", f"loop.max_iterations={n_iter}"]).merged(
+        {
+            "data": {"classes": CLASSES, "label_map": {c: c for c in CLASSES}, "language": "ko"},
+            "ensemble": {"weights": {"lexicon": 1.0}},
+        }
+    )
 
 
 def synthetic_run(root: Path, n: int, n_iter: int, seed: int) -> tuple[object, Layout]:
@@ -75,13 +82,20 @@ def synthetic_run(root: Path, n: int, n_iter: int, seed: int) -> tuple[object, L
     L.final_store.parent.mkdir(parents=True, exist_ok=True)
     con = sqlite3.connect(L.final_store)
     create_sentences(con)
-    con.executemany("INSERT INTO sentences (id, text, label, split, current_label, locked) VALUES (?,?,?,?,?,?)",
-                    zip(ids.tolist(), texts, label.tolist(), split.tolist(), current.tolist(), locked.tolist()))
-    hist = [(ids[i], int(k), label[i], current[i], "ensemble", float(rng.uniform(0.8, 1.0)), "threshold 0.8")
-            for i, k in zip(changed, it_of)]
+    con.executemany(
+        "INSERT INTO sentences (id, text, label, split, current_label, locked) VALUES (?,?,?,?,?,?)",
+        zip(ids.tolist(), texts, label.tolist(), split.tolist(), current.tolist(), locked.tolist()),
+    )
+    hist = [
+        (ids[i], int(k), label[i], current[i], "ensemble", float(rng.uniform(0.8, 1.0)), "threshold 0.8")
+        for i, k in zip(changed, it_of)
+    ]
     hist += [(ids[i], 1, label[i], current[i], "human", 1.0, "reviewer=ann;file=r.csv") for i in human]
-    con.executemany("INSERT INTO label_history (sentence_id, iteration, old_label, new_label, source, confidence, "
-                    "detail) VALUES (?,?,?,?,?,?,?)", hist)
+    con.executemany(
+        "INSERT INTO label_history (sentence_id, iteration, old_label, new_label, source, confidence, "
+        "detail) VALUES (?,?,?,?,?,?,?)",
+        hist,
+    )
     con.commit()
     con.close()
     p_pos = np.clip(np.where(current == "positive", rng.beta(5, 2, size=n), rng.beta(2, 5, size=n)), 1e-4, 1 - 1e-4)
@@ -97,18 +111,41 @@ def synthetic_run(root: Path, n: int, n_iter: int, seed: int) -> tuple[object, L
     n_train = len(train)
     for k in range(0, n_iter + 1):
         f1 = 0.80 + 0.01 * k
-        entry = {"dev": {"macro_f1": f1, "accuracy": f1 + 0.01, "n": int((split == "dev").sum())},
-                 "test": {"macro_f1": f1 - 0.01, "accuracy": f1, "n": int((split == "test").sum())}}
-        write_json(L.eval(k), {"iteration": f"it{k}", "ensemble": entry,
-                               "members": {"lexicon": {**entry, "weight": 1.0, "dict_change_rate": 0.01}}})
+        entry = {
+            "dev": {"macro_f1": f1, "accuracy": f1 + 0.01, "n": int((split == "dev").sum())},
+            "test": {"macro_f1": f1 - 0.01, "accuracy": f1, "n": int((split == "test").sum())},
+        }
+        write_json(
+            L.eval(k),
+            {
+                "iteration": f"it{k}",
+                "ensemble": entry,
+                "members": {"lexicon": {**entry, "weight": 1.0, "dict_change_rate": 0.01}},
+            },
+        )
         if k:
             ch = int((it_of == k).sum())
-            write_json(L.iteration_metrics(k), {
-                "k": k, "changes": ch, "label_change_rate": ch / n_train, "passed_through": False,
-                "corrections_by_source": {"ensemble": ch, **({"human": 200} if k == 1 else {})},
-                "class_distribution": {c: int((current[train] == c).sum()) for c in CLASSES}, "locked": 200})
-    write_json(L.summary, {"termination_reason": "max_iterations", "converged_at": n_iter, "iterations_run": n_iter,
-                           "labels_changed_total": int(len(changed))})
+            write_json(
+                L.iteration_metrics(k),
+                {
+                    "k": k,
+                    "changes": ch,
+                    "label_change_rate": ch / n_train,
+                    "passed_through": False,
+                    "corrections_by_source": {"ensemble": ch, **({"human": 200} if k == 1 else {})},
+                    "class_distribution": {c: int((current[train] == c).sum()) for c in CLASSES},
+                    "locked": 200,
+                },
+            )
+    write_json(
+        L.summary,
+        {
+            "termination_reason": "max_iterations",
+            "converged_at": n_iter,
+            "iterations_run": n_iter,
+            "labels_changed_total": int(len(changed)),
+        },
+    )
     write_json(L.gate_json, {"deployable": True, "f1": 0.83, "threshold": 0.75, "attempts": 1, "alerted": False})
     return s, L
 
@@ -129,15 +166,22 @@ print(json.dumps({"cpu_s": round(time.process_time() - c0, 1), "peak_rss_mib": r
 
 def browser_figures(root: Path, next_rows: int, loads: int) -> dict:
     from playwright.sync_api import expect, sync_playwright
+
     sys.path.insert(0, str(ROOT / "src"))
     from sentiloop.cli import app_command
+
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     log = open(root / "streamlit.log", "w")
-    proc = subprocess.Popen(app_command(root, "127.0.0.1", port), cwd=root, stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "SENTILOOP_ROOT": str(root)})
+    proc = subprocess.Popen(
+        app_command(root, "127.0.0.1", port),
+        cwd=root,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "SENTILOOP_ROOT": str(root)},
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 120
@@ -153,7 +197,7 @@ def browser_figures(root: Path, next_rows: int, loads: int) -> dict:
         out: dict = {"first_paint_s": [], "complete_s": [], "next_row_ms": []}
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"], headless=True)
-            for _ in range(loads):      # the first load finds the server's caches cold
+            for _ in range(loads):  # the first load finds the server's caches cold
                 page = browser.new_page(viewport={"width": 1280, "height": 900})
                 page.set_default_timeout(120_000)
                 t0 = time.perf_counter()
@@ -199,6 +243,7 @@ def server_cpu(root: Path, next_rows: int) -> dict:
     """CPU seconds of the app's script runs (streamlit.testing, in this process): what the server
     spends per page, less sensitive to a shared machine's load than wall time."""
     from streamlit.testing.v1 import AppTest
+
     os.environ["SENTILOOP_ROOT"] = str(root)
     at = AppTest.from_file(str(ROOT / "src/sentiloop/app/streamlit_app.py"), default_timeout=300)
     out = {}
@@ -235,29 +280,44 @@ def main(argv=None) -> int:
     t_make = time.perf_counter() - t0
     # the stage as DVC runs it: its own process (wall time with interpreter start, peak RSS)
     t0 = time.perf_counter()
-    res = subprocess.run([sys.executable, "-c", STAGE], cwd=work, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    res = subprocess.run(
+        [sys.executable, "-c", STAGE],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
     t_stage = time.perf_counter() - t0
     if res.returncode != 0:
         raise RuntimeError(f"review_data failed: {res.stderr[-2000:]}")
     stage = json.loads(res.stdout.strip().splitlines()[-1])
     ov = json.loads(L.review_overview.read_text())
-    result = {"rows": args.rows, "synthetic_run_s": round(t_make, 1), "review_data_s": round(t_stage, 1),
-              "review_data_cpu_s": stage["cpu_s"], "review_data_peak_rss_mib": stage["peak_rss_mib"],
-              "queue_rows": ov["queue"]["rows"],
-              "summary_bytes": {p.name: p.stat().st_size for p in sorted(L.review_dir.iterdir())},
-              "cpus": os.cpu_count(), "load_before": os.getloadavg(), "python": platform.python_version(),
-              "at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    if (shutil.which("chromium") or shutil.which("chromium-browser")):
+    result = {
+        "rows": args.rows,
+        "synthetic_run_s": round(t_make, 1),
+        "review_data_s": round(t_stage, 1),
+        "review_data_cpu_s": stage["cpu_s"],
+        "review_data_peak_rss_mib": stage["peak_rss_mib"],
+        "queue_rows": ov["queue"]["rows"],
+        "summary_bytes": {p.name: p.stat().st_size for p in sorted(L.review_dir.iterdir())},
+        "cpus": os.cpu_count(),
+        "load_before": os.getloadavg(),
+        "python": platform.python_version(),
+        "at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    if shutil.which("chromium") or shutil.which("chromium-browser"):
         try:
             import playwright  # noqa: F401
+
             fig = browser_figures(work, args.next_rows, args.loads)
             nr = sorted(fig["next_row_ms"])
-            result.update(first_paint_s=[round(x, 2) for x in fig["first_paint_s"]],
-                          complete_s=[round(x, 2) for x in fig["complete_s"]],
-                          next_row_ms_median=round(statistics.median(nr)) if nr else None,
-                          next_row_ms_p90=round(nr[int(0.9 * (len(nr) - 1))]) if nr else None,
-                          next_row_ms_max=round(nr[-1]) if nr else None)
+            result.update(
+                first_paint_s=[round(x, 2) for x in fig["first_paint_s"]],
+                complete_s=[round(x, 2) for x in fig["complete_s"]],
+                next_row_ms_median=round(statistics.median(nr)) if nr else None,
+                next_row_ms_p90=round(nr[int(0.9 * (len(nr) - 1))]) if nr else None,
+                next_row_ms_max=round(nr[-1]) if nr else None,
+            )
         except ImportError:
             result["browser"] = "playwright not installed"
     else:

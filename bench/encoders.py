@@ -6,6 +6,7 @@ member's and the ensemble's NSMC test accuracy.
 
 See `python bench/encoders.py --help` and docs/benchmarks.md.
 """
+
 import sys
 from pathlib import Path
 

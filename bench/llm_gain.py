@@ -15,6 +15,7 @@ free, with the simulated annotator (cached per sentence id) as with a real provi
   python bench/llm_gain.py --rows 8000 --noise 0.3 --iterations 3 --accuracy 0.9 \
       --max-rows 500 --out /tmp/llm_gain
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,9 @@ CLASSES = ["negative", "positive"]
 
 def planted_noise_corpus(src: Path, rows: int, noise: float, seed: int, out_csv: Path) -> dict:
     """Seeded subset of NSMC with `noise` of the labels flipped; columns id, document, label, gold."""
-    frame = pd.read_csv(src, sep="\t", compression="gzip", dtype={"id": str, "document": str},
-                        keep_default_na=False, quoting=3)
+    frame = pd.read_csv(
+        src, sep="\t", compression="gzip", dtype={"id": str, "document": str}, keep_default_na=False, quoting=3
+    )
     frame["rating"] = pd.to_numeric(frame["rating"], errors="coerce")
     frame = frame[frame["rating"].isin([1, 2, 3, 4, 9, 10]) & (frame["document"].str.strip() != "")]
     frame = frame.drop_duplicates("id").sample(n=rows, random_state=seed).reset_index(drop=True)
@@ -53,8 +55,7 @@ def planted_noise_corpus(src: Path, rows: int, noise: float, seed: int, out_csv:
     rng = np.random.default_rng(seed)
     flip = rng.random(len(frame)) < noise
     noisy = np.where(flip, np.where(gold == "positive", "negative", "positive"), gold)
-    out = pd.DataFrame({"id": frame["id"], "document": frame["document"], "label": noisy,
-                        "gold": gold})
+    out = pd.DataFrame({"id": frame["id"], "document": frame["document"], "label": noisy, "gold": gold})
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     out.to_csv(out_csv, index=False)
     return {"rows": int(len(out)), "flipped": int(flip.sum()), "positive_share": float((gold == "positive").mean())}
@@ -71,16 +72,27 @@ def train_label_quality(db: Path, gold_db: Path) -> dict:
 def run_loop(work: Path, csv: Path, llm: str, args, max_rows: int) -> dict:
     """One full loop in `work` with the given llm group; returns per-iteration records."""
     work.mkdir(parents=True, exist_ok=True)
-    overrides = ["data=file", f"data.path={csv}", "data.language=ko",
-                 "data.classes=[negative,positive]", "data.id_column=id",
-                 "data.text_column=document", "data.label_column=label", "data.gold_column=gold",
-                 "data.label_map={negative:negative,positive:positive}",
-                 f"loop.max_iterations={args.iterations}", f"llm={llm}",
-                 f"llm.budget.max_rows={max_rows}", f"llm.simulated.accuracy={args.accuracy}",
-                 "ensemble.members=[lexicon]", f"seed={args.seed}",
-                 # fixed iteration count: the comparison is at equal iterations, not at convergence
-                 "convergence.label_change_eps=0", "convergence.dict_change_eps=0",
-                 "convergence.patience=1000"]
+    overrides = [
+        "data=file",
+        f"data.path={csv}",
+        "data.language=ko",
+        "data.classes=[negative,positive]",
+        "data.id_column=id",
+        "data.text_column=document",
+        "data.label_column=label",
+        "data.gold_column=gold",
+        "data.label_map={negative:negative,positive:positive}",
+        f"loop.max_iterations={args.iterations}",
+        f"llm={llm}",
+        f"llm.budget.max_rows={max_rows}",
+        f"llm.simulated.accuracy={args.accuracy}",
+        "ensemble.members=[lexicon]",
+        f"seed={args.seed}",
+        # fixed iteration count: the comparison is at equal iterations, not at convergence
+        "convergence.label_change_eps=0",
+        "convergence.dict_change_eps=0",
+        "convergence.patience=1000",
+    ]
     s = compose_settings(overrides)
     L = Layout(work)
     n = s.loop.max_iterations
@@ -104,17 +116,32 @@ def run_loop(work: Path, csv: Path, llm: str, args, max_rows: int) -> dict:
         rec = correct.run(s, L, k)
         train.retrain(s, L, k, "lexicon")
         q = train_label_quality(L.store(k), gold_db)
-        records.append({"k": k, **q, "queued": usage.get("queued"), "llm_rows_answered": usage.get("rows_answered", 0),
-                        "llm_rows_cached": usage.get("rows_cached", 0),
-                        "llm_requests": usage.get("requests", 0), "changes": rec.get("changes"),
-                        "by_source": rec.get("corrections_by_source"),
-                        "llm_distinct_calls_so_far": len(answered)})
+        records.append(
+            {
+                "k": k,
+                **q,
+                "queued": usage.get("queued"),
+                "llm_rows_answered": usage.get("rows_answered", 0),
+                "llm_rows_cached": usage.get("rows_cached", 0),
+                "llm_requests": usage.get("requests", 0),
+                "changes": rec.get("changes"),
+                "by_source": rec.get("corrections_by_source"),
+                "llm_distinct_calls_so_far": len(answered),
+            }
+        )
     ev = predict.final(s, L)
     pred = read_predictions(L.final_predictions, ["id", "ens_label"], split="test")
     gold = pd.concat(list(store.iter_chunks(gold_db, ["id", "gold_label"], table="gold")), ignore_index=True)
     t = pred.merge(gold, on="id")
-    return {"llm": llm, "records": records, "test_accuracy_vs_gold": float((t["ens_label"] == t["gold_label"]).mean()), "llm_calls": len(answered), "llm_requests": requests,
-            "test_accuracy": ev["ensemble"]["test"]["accuracy"], "seconds": time.perf_counter() - t0}
+    return {
+        "llm": llm,
+        "records": records,
+        "test_accuracy_vs_gold": float((t["ens_label"] == t["gold_label"]).mean()),
+        "llm_calls": len(answered),
+        "llm_requests": requests,
+        "test_accuracy": ev["ensemble"]["test"]["accuracy"],
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def corpus_train(runs: dict) -> int:
@@ -129,8 +156,9 @@ def main(argv=None) -> int:
     p.add_argument("--noise", type=float, default=0.3)
     p.add_argument("--iterations", type=int, default=3)
     p.add_argument("--accuracy", type=float, default=0.9)
-    p.add_argument("--max-rows", default="500",
-                   help="llm.budget.max_rows per iteration; a comma list runs one simulated loop each")
+    p.add_argument(
+        "--max-rows", default="500", help="llm.budget.max_rows per iteration; a comma list runs one simulated loop each"
+    )
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--source", type=Path, default=NSMC)
     p.add_argument("--out", type=Path, default=Path("/tmp/sentiloop_llm_gain"))
@@ -149,31 +177,46 @@ def main(argv=None) -> int:
         sim = r["records"][-1]
         gain = sim["label_accuracy"] - base["label_accuracy"]
         calls = r["llm_calls"]
-        comparisons.append({
-            "max_rows_per_iteration": b, "label_accuracy_none": base["label_accuracy"],
-            "label_accuracy_simulated": sim["label_accuracy"], "gain_pp": 100 * gain,
-            "test_accuracy_vs_gold_none": runs["none"]["test_accuracy_vs_gold"],
-            "test_accuracy_vs_gold_simulated": r["test_accuracy_vs_gold"],
-            "llm_calls": calls, "llm_requests": r["llm_requests"],
-            "gain_pp_per_1000_calls": 100 * gain / (calls / 1000) if calls else None,
-            "labels_fixed_per_1000_calls": gain * corpus_train(runs) / (calls / 1000) if calls else None})
+        comparisons.append(
+            {
+                "max_rows_per_iteration": b,
+                "label_accuracy_none": base["label_accuracy"],
+                "label_accuracy_simulated": sim["label_accuracy"],
+                "gain_pp": 100 * gain,
+                "test_accuracy_vs_gold_none": runs["none"]["test_accuracy_vs_gold"],
+                "test_accuracy_vs_gold_simulated": r["test_accuracy_vs_gold"],
+                "llm_calls": calls,
+                "llm_requests": r["llm_requests"],
+                "gain_pp_per_1000_calls": 100 * gain / (calls / 1000) if calls else None,
+                "labels_fixed_per_1000_calls": gain * corpus_train(runs) / (calls / 1000) if calls else None,
+            }
+        )
     result = {
         "command": "python bench/llm_gain.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "machine": f"{platform.machine()} {os.cpu_count()} cores (shared), Python {platform.python_version()}",
-        "corpus": corpus, "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "comparisons": comparisons, "runs": runs,
+        "corpus": corpus,
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "comparisons": comparisons,
+        "runs": runs,
     }
     (args.out / "result.json").write_text(json.dumps(result, indent=2, default=str))
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2, default=str))
     for llm, r in runs.items():
-        print(f"\n{llm}: {r['seconds']:.0f}s, final ensemble test accuracy vs gold "
-              f"{r['test_accuracy_vs_gold']:.4f} (vs the noisy test labels {r['test_accuracy']:.4f})")
+        print(
+            f"\n{llm}: {r['seconds']:.0f}s, final ensemble test accuracy vs gold "
+            f"{r['test_accuracy_vs_gold']:.4f} (vs the noisy test labels {r['test_accuracy']:.4f})"
+        )
         for rec in r["records"]:
-            print("  it{k}: label_acc {label_accuracy:.4f} corrections {corrections} precision "
-                  "{correction_precision:.3f} recall {correction_recall:.3f}".format(**rec),
-                  {k: rec.get(k) for k in ("by_source", "llm_rows_answered", "llm_rows_cached", "llm_distinct_calls_so_far")
-                   if k in rec})
+            print(
+                "  it{k}: label_acc {label_accuracy:.4f} corrections {corrections} precision "
+                "{correction_precision:.3f} recall {correction_recall:.3f}".format(**rec),
+                {
+                    k: rec.get(k)
+                    for k in ("by_source", "llm_rows_answered", "llm_rows_cached", "llm_distinct_calls_so_far")
+                    if k in rec
+                },
+            )
     return 0
 
 

@@ -18,6 +18,7 @@ Example (the figures in docs/benchmarks.md):
   python bench/members.py --corpus nsmc --train 6000 --dev 2000 --bert-train 2000 \
       --bert-ft-train 300 --bert-ft-dev 200 --iterations 2 --out bench/results/members_nsmc.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,6 +46,7 @@ if not NSMC.exists():
 
 def load_nsmc(n_train: int, n_dev: int, seed: int):
     import pandas as pd
+
     df = pd.read_csv(NSMC, sep="\t", usecols=["document", "rating"])
     df = df.dropna(subset=["document"])
     df = df[(df.rating <= 4) | (df.rating >= 9)]
@@ -59,6 +61,7 @@ def load_sample(n_train: int, n_dev: int, seed: int):
     import pandas as pd
 
     from sentiloop.sample import packaged_path
+
     p = packaged_path()
     df = pd.read_csv(io.StringIO(Path(str(p)).read_bytes().decode("utf-8", errors="replace")))
     df = df.dropna(subset=["text", "sentiment"]).sample(n_train + n_dev, random_state=seed)
@@ -72,10 +75,10 @@ def noisy_label_sequence(y: np.ndarray, k: int, noise: float, iterations: int, s
     """Labels per iteration: `noise` of rows flipped at it0, the flipped set halved each iteration."""
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(y))
-    shift = rng.integers(1, k, size=len(y))          # flip to a different class
+    shift = rng.integers(1, k, size=len(y))  # flip to a different class
     out = []
     for it in range(iterations + 1):
-        n_flip = int(round(len(y) * noise / (2 ** it)))
+        n_flip = int(round(len(y) * noise / (2**it)))
         lab = y.copy()
         f = order[:n_flip]
         lab[f] = (y[f] + shift[f]) % k
@@ -98,25 +101,45 @@ def run_member(kind, configs, classes, language, train, dev, iterations, noise, 
         t1 = time.perf_counter()
         p = m.predict_proba(dx)
         pred_s = time.perf_counter() - t1
-        return m, {"fit_s": round(fit_s, 2), "dev_predict_s": round(pred_s, 2),
-                   "iteration_s": round(fit_s + pred_s, 2),
-                   "dev_macro_f1": round(macro_f1(dy, p.argmax(1), k), 4),
-                   "dev_accuracy": round(float((p.argmax(1) == dy).mean()), 4),
-                   "epochs": sum(1 for h in m.history_ if "epoch" in h)}
+        return m, {
+            "fit_s": round(fit_s, 2),
+            "dev_predict_s": round(pred_s, 2),
+            "iteration_s": round(fit_s + pred_s, 2),
+            "dev_macro_f1": round(macro_f1(dy, p.argmax(1), k), 4),
+            "dev_accuracy": round(float((p.argmax(1) == dy).mean()), 4),
+            "epochs": sum(1 for h in m.history_ if "epoch" in h),
+        }
 
     seed_strategy = configs["seed"]["strategy"]
     m0, r0 = timed_fit(configs["seed"], labels[0], None)
-    rows.append({"member": kind, "variant": "initial", "strategy": seed_strategy, "iteration": 0,
-                 "train_noise": noise, **r0, "history_head": m0.history_[:1]})
+    rows.append(
+        {
+            "member": kind,
+            "variant": "initial",
+            "strategy": seed_strategy,
+            "iteration": 0,
+            "train_noise": noise,
+            **r0,
+            "history_head": m0.history_[:1],
+        }
+    )
     print(json.dumps(rows[-1], ensure_ascii=False), flush=True)
     for name, cfg in (("seed", configs["seed"]), ("scratch", configs["scratch"])):
         prev = m0
         for it in range(1, iterations + 1):
             m, r = timed_fit(cfg, labels[it], prev)
-            rows.append({"member": kind, "variant": name, "strategy": cfg["strategy"],
-                         "warm_start": cfg.get("warm_start", True),
-                         "iteration": it, "train_noise": noise / 2 ** it, **r,
-                         "history_head": m.history_[:1]})
+            rows.append(
+                {
+                    "member": kind,
+                    "variant": name,
+                    "strategy": cfg["strategy"],
+                    "warm_start": cfg.get("warm_start", True),
+                    "iteration": it,
+                    "train_noise": noise / 2**it,
+                    **r,
+                    "history_head": m.history_[:1],
+                }
+            )
             print(json.dumps(rows[-1], ensure_ascii=False), flush=True)
             prev = m
     return rows, seed_strategy
@@ -126,8 +149,13 @@ def bert_throughput(classes, language, texts, labels, cfg_full, cache_dir, seed)
     """CPU sentences/s: head featurization (=frozen-encoder inference), head training, and a
     short full fine-tune (training and inference)."""
     out = {}
-    head = build_model("bert", classes, member_config("bert", strategy="head", feature_cache=None, device="cpu"),
-                       language=language, seed=seed)
+    head = build_model(
+        "bert",
+        classes,
+        member_config("bert", strategy="head", feature_cache=None, device="cpu"),
+        language=language,
+        seed=seed,
+    )
     t0 = time.perf_counter()
     head.fit(texts, labels)
     total = time.perf_counter() - t0
@@ -135,9 +163,15 @@ def bert_throughput(classes, language, texts, labels, cfg_full, cache_dir, seed)
     out["head_featurize_sentences_per_s"] = round(len(texts) / feat, 1)
     out["head_train_s_excluding_featurize"] = round(total - feat, 2)
     n_ft = min(len(texts), 200)
-    ft = build_model("bert", classes, member_config("bert", **{**cfg_full, "strategy": "scratch", "epochs": 1,
-                                                               "unfreeze_epoch": 0, "unfreeze_layers": -1}),
-                     language=language, seed=seed)
+    ft = build_model(
+        "bert",
+        classes,
+        member_config(
+            "bert", **{**cfg_full, "strategy": "scratch", "epochs": 1, "unfreeze_epoch": 0, "unfreeze_layers": -1}
+        ),
+        language=language,
+        seed=seed,
+    )
     ft.fit(texts[:n_ft], labels[:n_ft])
     out["finetune_train_sentences_per_s_all_layers"] = ft.history_[0]["train_sentences_per_s"]
     t0 = time.perf_counter()
@@ -154,23 +188,35 @@ def bilstm_throughput(model, texts):
     t0 = time.perf_counter()
     model.predict_proba(texts)
     e2e = len(texts) / (time.perf_counter() - t0)
-    ids, lens = model.vocab.encode(texts, padding="post", return_lengths=True)   # cached tokens
+    ids, lens = model.vocab.encode(texts, padding="post", return_lengths=True)  # cached tokens
     t0 = time.perf_counter()
     model._proba_ids(ids, lens)
     only = len(texts) / (time.perf_counter() - t0)
-    return {"bilstm_inference_sentences_per_s_end_to_end_tokens_cached": round(e2e, 1),
-            "bilstm_inference_sentences_per_s_model_only": round(only, 1), "n_texts": len(texts)}
+    return {
+        "bilstm_inference_sentences_per_s_end_to_end_tokens_cached": round(e2e, 1),
+        "bilstm_inference_sentences_per_s_model_only": round(only, 1),
+        "n_texts": len(texts),
+    }
 
 
 def markdown(results: dict) -> str:
     """The results as the docs/benchmarks.md table."""
-    lines = ["| member | variant (strategy) | iteration | train noise | wall s / iteration | dev macro-F1 | dev acc | epochs |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| member | variant (strategy) | iteration | train noise | wall s / iteration | dev macro-F1 | dev acc | epochs |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in results["rows"]:
-        variant = r["variant"] if r["variant"] == "initial" else f"{r['variant']} ({r['strategy']}" + (
-            ", fresh head" if r["strategy"] == "head" and not r.get("warm_start", True) else "") + ")"
-        lines.append(f"| {r['member']} | {variant} | {r['iteration']} | {r['train_noise']:.3f} | "
-                     f"{r['iteration_s']:.1f} | {r['dev_macro_f1']:.4f} | {r['dev_accuracy']:.4f} | {r['epochs']} |")
+        variant = (
+            r["variant"]
+            if r["variant"] == "initial"
+            else f"{r['variant']} ({r['strategy']}"
+            + (", fresh head" if r["strategy"] == "head" and not r.get("warm_start", True) else "")
+            + ")"
+        )
+        lines.append(
+            f"| {r['member']} | {variant} | {r['iteration']} | {r['train_noise']:.3f} | "
+            f"{r['iteration_s']:.1f} | {r['dev_macro_f1']:.4f} | {r['dev_accuracy']:.4f} | {r['epochs']} |"
+        )
     return "\n".join(lines)
 
 
@@ -199,10 +245,19 @@ def main(argv=None):
     loader = load_nsmc if a.corpus == "nsmc" else load_sample
     classes, language, train, dev = loader(a.train, a.dev, a.seed)
     members = a.members.split(",")
-    results = {"corpus": a.corpus, "classes": classes, "train": a.train, "dev": a.dev,
-               "iterations": a.iterations, "noise": a.noise, "seed": a.seed,
-               "machine": f"{platform.node()} {os.cpu_count()} cpu, threads={a.threads}",
-               "gpu": "none available in this run", "rows": [], "throughput": {}}
+    results = {
+        "corpus": a.corpus,
+        "classes": classes,
+        "train": a.train,
+        "dev": a.dev,
+        "iterations": a.iterations,
+        "noise": a.noise,
+        "seed": a.seed,
+        "machine": f"{platform.node()} {os.cpu_count()} cpu, threads={a.threads}",
+        "gpu": "none available in this run",
+        "rows": [],
+        "throughput": {},
+    }
     t_start = time.perf_counter()
 
     def record(rows):
@@ -213,14 +268,30 @@ def main(argv=None):
 
     small = {"threads": a.threads}
     if "lstm" in members:
-        rows, _ = run_member("lstm", {"seed": {**small, "strategy": "finetune"},
-                                      "scratch": {**small, "strategy": "scratch"}},
-                             classes, language, train, dev, a.iterations, a.noise, a.seed)
+        rows, _ = run_member(
+            "lstm",
+            {"seed": {**small, "strategy": "finetune"}, "scratch": {**small, "strategy": "scratch"}},
+            classes,
+            language,
+            train,
+            dev,
+            a.iterations,
+            a.noise,
+            a.seed,
+        )
         record(rows)
     if "bilstm" in members:
-        rows, _ = run_member("bilstm", {"seed": {**small, "strategy": "finetune", "dropout": 0.25},
-                                        "scratch": {**small, "strategy": "scratch"}},
-                             classes, language, train, dev, a.iterations, a.noise, a.seed)
+        rows, _ = run_member(
+            "bilstm",
+            {"seed": {**small, "strategy": "finetune", "dropout": 0.25}, "scratch": {**small, "strategy": "scratch"}},
+            classes,
+            language,
+            train,
+            dev,
+            a.iterations,
+            a.noise,
+            a.seed,
+        )
         record(rows)
         m = build_model("bilstm", classes, member_config("bilstm", **small), language=language, seed=a.seed).fit(*train)
         results["throughput"]["bilstm"] = bilstm_throughput(m, dev[0] * 3)
@@ -229,22 +300,54 @@ def main(argv=None):
         n = a.bert_train
         head_cfg = {**small, "strategy": "head", "device": "cpu", "feature_cache": a.cache}
         # "scratch" for a head means a freshly initialised head (the features stay cached)
-        rows, _ = run_member("bert", {"seed": head_cfg, "scratch": {**head_cfg, "warm_start": False}},
-                             classes, language, (train[0][:n], train[1][:n]), dev,
-                             a.iterations, a.noise, a.seed)
+        rows, _ = run_member(
+            "bert",
+            {"seed": head_cfg, "scratch": {**head_cfg, "warm_start": False}},
+            classes,
+            language,
+            (train[0][:n], train[1][:n]),
+            dev,
+            a.iterations,
+            a.noise,
+            a.seed,
+        )
         record(rows)
     if "bert-finetune" in members:
         n, nd = a.bert_ft_train, a.bert_ft_dev
-        ft = {**small, "device": "cpu", "max_length": 64, "batch_size": 16, "epochs": 3,
-              "unfreeze_epoch": 1, "unfreeze_layers": 2, "patience": 1}
-        rows, _ = run_member("bert", {"seed": {**ft, "strategy": "finetune"},
-                                      "scratch": {**ft, "strategy": "scratch", "lr_encoder": 2e-5,
-                                                  "unfreeze_epoch": 0, "unfreeze_layers": -1}},
-                             classes, language, (train[0][:n], train[1][:n]),
-                             (dev[0][:nd], dev[1][:nd]), a.iterations, a.noise, a.seed)
+        ft = {
+            **small,
+            "device": "cpu",
+            "max_length": 64,
+            "batch_size": 16,
+            "epochs": 3,
+            "unfreeze_epoch": 1,
+            "unfreeze_layers": 2,
+            "patience": 1,
+        }
+        rows, _ = run_member(
+            "bert",
+            {
+                "seed": {**ft, "strategy": "finetune"},
+                "scratch": {
+                    **ft,
+                    "strategy": "scratch",
+                    "lr_encoder": 2e-5,
+                    "unfreeze_epoch": 0,
+                    "unfreeze_layers": -1,
+                },
+            },
+            classes,
+            language,
+            (train[0][:n], train[1][:n]),
+            (dev[0][:nd], dev[1][:nd]),
+            a.iterations,
+            a.noise,
+            a.seed,
+        )
         record(rows)
         results["throughput"]["bert_cpu"] = bert_throughput(
-            classes, language, dev[0][:600], dev[1][:600], ft, a.cache, a.seed)
+            classes, language, dev[0][:600], dev[1][:600], ft, a.cache, a.seed
+        )
         record([])
     results["total_s"] = round(time.perf_counter() - t_start, 1)
     record([])

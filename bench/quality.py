@@ -5,6 +5,7 @@
 
 See `python bench/quality.py --help` and docs/benchmarks.md.
 """
+
 import sys
 from pathlib import Path
 

@@ -4,6 +4,7 @@ per-member throughput. See `python bench/scale.py --help` and docs/benchmarks.md
     python bench/scale.py                                   # 71,238 and 712,383 rows, lexicon
     python bench/scale.py --members lexicon,bilstm          # once the BiLSTM member is on main
 """
+
 import sys
 from pathlib import Path
 

@@ -13,6 +13,7 @@ batch size x concurrency): p50/p90/p99 request latency, requests/s, texts/s and 
     python bench/serve_latency.py --build-bundle /tmp/lexicon-bundle --requests 4000 --batch 1 \
         --concurrency 64 --mode keepalive per-request --markdown
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,6 +39,7 @@ def load_texts(path: str | None, limit: int = 2000) -> list[str]:
     if path and Path(path).exists():
         sys.path.insert(0, str(ROOT / "src"))
         from sentiloop.store import iter_chunks
+
         texts: list[str] = []
         for chunk in iter_chunks(path, ("text",), where="split = 'test'", chunk_size=1000):
             texts.extend(chunk["text"].astype(str))
@@ -65,6 +67,7 @@ def build_lexicon_bundle(out: str, rows: int = 30_000) -> str:
     from sentiloop.models.base import build_model
     from sentiloop.sample import packaged_path
     from sentiloop.settings import compose_settings
+
     s = compose_settings()
     df = pd.read_csv(packaged_path(), encoding_errors="replace").dropna(subset=["text"])
     df = df.sample(n=min(rows, len(df)), random_state=0)
@@ -73,16 +76,33 @@ def build_lexicon_bundle(out: str, rows: int = 30_000) -> str:
     model.fit(df["text"].astype(str).tolist(), np.array([classes.index(v) for v in df["sentiment"]]))
     member = Path(out + ".member")
     model.save(member)
-    build_bundle(out, member_dirs={"lexicon": member}, weights=None, classes=classes, language="en",
-                 gate={"deployable": True})
+    build_bundle(
+        out, member_dirs={"lexicon": member}, weights=None, classes=classes, language="en", gate={"deployable": True}
+    )
     return out
 
 
 def start_server(bundle: str, port: int, max_batch: int) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.Popen([sys.executable, "-m", "sentiloop.cli", "serve", "--bundle", bundle,
-                             "--host", "127.0.0.1", "--port", str(port), "--max-batch", str(max_batch)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sentiloop.cli",
+            "serve",
+            "--bundle",
+            bundle,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--max-batch",
+            str(max_batch),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.time() + 120
     while time.time() < deadline:
         if proc.poll() is not None:
@@ -99,8 +119,7 @@ def start_server(bundle: str, port: int, max_batch: int) -> subprocess.Popen:
     raise RuntimeError("server did not become healthy in 120 s")
 
 
-def run_load(port: int, texts: list[str], batch: int, concurrency: int, requests: int,
-             mode: str = "keepalive") -> dict:
+def run_load(port: int, texts: list[str], batch: int, concurrency: int, requests: int, mode: str = "keepalive") -> dict:
     per_worker = max(1, requests // concurrency)
     latencies: list[float] = []
     errors: dict[str, int] = {}
@@ -114,8 +133,7 @@ def run_load(port: int, texts: list[str], batch: int, concurrency: int, requests
         if wait:
             go.wait()
         for _ in range(per_worker):
-            body = json.dumps({"texts": rng.sample(texts, batch)} if batch > 1
-                              else {"text": rng.choice(texts)})
+            body = json.dumps({"texts": rng.sample(texts, batch)} if batch > 1 else {"text": rng.choice(texts)})
             t0 = time.perf_counter()
             try:
                 if con is None:
@@ -154,25 +172,44 @@ def run_load(port: int, texts: list[str], batch: int, concurrency: int, requests
     wall = time.perf_counter() - start
     lat = np.array(latencies) * 1000
     n = len(lat)
-    return {"mode": mode, "batch": batch, "concurrency": concurrency, "requests": n,
-            "errors": sum(errors.values()), "error_kinds": dict(errors),
-            "p50_ms": float(np.percentile(lat, 50)), "p90_ms": float(np.percentile(lat, 90)),
-            "p99_ms": float(np.percentile(lat, 99)), "max_ms": float(lat.max()),
-            "req_per_s": n / wall, "texts_per_s": n * batch / wall, "wall_s": wall}
+    return {
+        "mode": mode,
+        "batch": batch,
+        "concurrency": concurrency,
+        "requests": n,
+        "errors": sum(errors.values()),
+        "error_kinds": dict(errors),
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p90_ms": float(np.percentile(lat, 90)),
+        "p99_ms": float(np.percentile(lat, 99)),
+        "max_ms": float(lat.max()),
+        "req_per_s": n / wall,
+        "texts_per_s": n * batch / wall,
+        "wall_s": wall,
+    }
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bundle", default="models/bundle")
-    ap.add_argument("--texts", default="data/final/sentences.sqlite",
-                    help="store whose test split supplies the texts (synthetic texts when absent)")
+    ap.add_argument(
+        "--texts",
+        default="data/final/sentences.sqlite",
+        help="store whose test split supplies the texts (synthetic texts when absent)",
+    )
     ap.add_argument("--requests", type=int, default=400, help="requests per configuration")
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 32])
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
-    ap.add_argument("--mode", nargs="+", default=["keepalive"], choices=["keepalive", "per-request"],
-                    help="one keep-alive connection per client, or a new connection per request")
-    ap.add_argument("--build-bundle", metavar="DIR",
-                    help="first fit a lexicon on the embedded sample corpus and bundle it at DIR")
+    ap.add_argument(
+        "--mode",
+        nargs="+",
+        default=["keepalive"],
+        choices=["keepalive", "per-request"],
+        help="one keep-alive connection per client, or a new connection per request",
+    )
+    ap.add_argument(
+        "--build-bundle", metavar="DIR", help="first fit a lexicon on the embedded sample corpus and bundle it at DIR"
+    )
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
     a = ap.parse_args(argv)
     if a.build_bundle:
@@ -185,23 +222,28 @@ def main(argv=None) -> int:
         for mode, batch, conc in [(m, b, c) for m in a.mode for b in a.batch for c in a.concurrency]:
             r = run_load(port, texts, batch, conc, a.requests, mode)
             results.append(r)
-            print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in r.items()}),
-                  flush=True)
+            print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in r.items()}), flush=True)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
     manifest = json.loads((Path(a.bundle) / "manifest.json").read_text())
     if a.markdown:
-        print(f"\n{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()} "
-              f"{os.cpu_count()} cores, Python {platform.python_version()}, bundle members "
-              f"{list(manifest['members'])}, {len(texts)} distinct texts\n")
-        print("| connection | batch | concurrency | requests | p50 ms | p90 ms | p99 ms | max ms | req/s | texts/s | errors |")
+        print(
+            f"\n{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()} "
+            f"{os.cpu_count()} cores, Python {platform.python_version()}, bundle members "
+            f"{list(manifest['members'])}, {len(texts)} distinct texts\n"
+        )
+        print(
+            "| connection | batch | concurrency | requests | p50 ms | p90 ms | p99 ms | max ms | req/s | texts/s | errors |"
+        )
         print("|---|---|---|---|---|---|---|---|---|---|---|")
         for r in results:
             kinds = ", ".join(f"{k} {v}" for k, v in r["error_kinds"].items())
-            print(f"| {r['mode']} | {r['batch']} | {r['concurrency']} | {r['requests']} | {r['p50_ms']:.1f} | "
-                  f"{r['p90_ms']:.1f} | {r['p99_ms']:.1f} | {r['max_ms']:.0f} | {r['req_per_s']:.0f} | "
-                  f"{r['texts_per_s']:.0f} | {r['errors']}{f' ({kinds})' if kinds else ''} |")
+            print(
+                f"| {r['mode']} | {r['batch']} | {r['concurrency']} | {r['requests']} | {r['p50_ms']:.1f} | "
+                f"{r['p90_ms']:.1f} | {r['p99_ms']:.1f} | {r['max_ms']:.0f} | {r['req_per_s']:.0f} | "
+                f"{r['texts_per_s']:.0f} | {r['errors']}{f' ({kinds})' if kinds else ''} |"
+            )
     return 0
 
 

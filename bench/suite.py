@@ -1,8 +1,9 @@
 """Every planted-noise setting x noise seeds: no correction vs cleanlab vs the loop at its defaults.
 
-    python bench/suite.py                     # all settings, seeds 17,18,19 (docs/benchmarks.md)
-    python bench/suite.py --settings sym30 --seeds 17 --no-doc
+python bench/suite.py                     # all settings, seeds 17,18,19 (docs/benchmarks.md)
+python bench/suite.py --settings sym30 --seeds 17 --no-doc
 """
+
 import sys
 from pathlib import Path
 

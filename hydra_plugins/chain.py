@@ -11,21 +11,25 @@ sentiloop.settings first: a bad or unknown parameter, or a combination that cann
 the composition with one line (`params.yaml: correction.queue_at = -0.05: must be between 0 and 1`)
 and params.yaml is not written, so no stage ever runs on it.
 """
+
 import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 _SRC = str(Path(__file__).resolve().parents[1] / "src")
-if _SRC not in sys.path:        # this checkout's sentiloop, not one installed from elsewhere
+if _SRC not in sys.path:  # this checkout's sentiloop, not one installed from elsewhere
     sys.path.insert(0, _SRC)
 
 from sentiloop.settings import DERIVED, iteration_chain, retrain_chain, validate_composed  # noqa: E402
 
 
 def _chain(n, *, _root_):
-    tree = {k: OmegaConf.to_container(_root_[k], resolve=True) if OmegaConf.is_config(_root_[k]) else _root_[k]
-            for k in _root_ if k not in DERIVED}
+    tree = {
+        k: OmegaConf.to_container(_root_[k], resolve=True) if OmegaConf.is_config(_root_[k]) else _root_[k]
+        for k in _root_
+        if k not in DERIVED
+    }
     validate_composed(tree)
     return OmegaConf.create(iteration_chain(n))
 

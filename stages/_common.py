@@ -11,13 +11,14 @@ Progress bars (a terminal only): sentiloop.progress.
 
 Deliberately small: its import closure (sentiloop.errors, .settings, .layout) is part of every
 stage's, so it must not pull in the pipeline. SENTILOOP_DEBUG=1 shows tracebacks."""
+
 import argparse
 import logging
 import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")     # before anything loads TensorFlow (the LSTM member)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything loads TensorFlow (the LSTM member)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -49,8 +50,11 @@ def configure_logging() -> None:
     if name not in LOG_LEVELS:
         raise SettingsError(f"${LOG_ENV} = {name!r}: must be one of {', '.join(LOG_LEVELS)}")
     level = logging.getLevelName(name)
-    logging.basicConfig(stream=sys.stderr, level=level if name in ("DEBUG", "ERROR") else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=level if name in ("DEBUG", "ERROR") else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     logging.getLogger("sentiloop").setLevel(level)
 
 

@@ -1,4 +1,5 @@
 """Stage publish: the refined corpus and the loop's termination reason."""
+
 import _common
 from sentiloop.steps import publish
 

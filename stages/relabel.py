@@ -1,4 +1,5 @@
 """Stage relabel@itK: queue low-confidence / conflicting train rows; an LLM answers if configured."""
+
 import _common
 from sentiloop.steps import relabel
 

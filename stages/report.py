@@ -1,4 +1,5 @@
 """Stage report: metrics/report.md with PNG figures under metrics/report/."""
+
 import _common
 from sentiloop.steps import report
 

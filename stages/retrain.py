@@ -1,4 +1,5 @@
 """Stage retrain@itK-<member>: the member's own strategy, from the previous iteration's model."""
+
 import _common
 from sentiloop.steps import train
 

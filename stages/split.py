@@ -1,4 +1,5 @@
 """Stage split: stratified, seeded train/dev/test -> data/it0/sentences.sqlite."""
+
 import _common
 from sentiloop.steps import split
 

@@ -1,4 +1,5 @@
 """Stage summarize: per-iteration metrics -> dvclive (metrics/live), iteration on the x axis."""
+
 import _common
 from sentiloop.steps import summarize
 

@@ -1,4 +1,5 @@
 """Stage train@<member>: iteration 0, every member fitted on the original labels."""
+
 import _common
 from sentiloop.steps import train
 

@@ -1,5 +1,6 @@
 """A tiny finished run in a directory laid out like the repository (params.yaml, data/, metrics/),
 with the review summaries of stage review_data: what the app's tests serve."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -44,6 +45,7 @@ def rerun_loop_from(prm, L: Layout, k: int = 1) -> None:
     """The next `dvc repro` after new feedback: correct@it<k> onwards (feedback.dir is a dep of
     every correct stage), with the loop's own step functions."""
     from sentiloop.steps import correct, judge, predict, publish, relabel, train
+
     for i in range(k, prm.loop.max_iterations + 1):
         if i > k:
             predict.run(prm, L, i)

@@ -1,4 +1,5 @@
 """Shared fixtures: tiny corpora with known labels, and params composed from conf/ as users get them."""
+
 from __future__ import annotations
 
 import copy
@@ -13,8 +14,28 @@ ROOT = Path(__file__).resolve().parents[1]
 
 POS = ["great", "love", "wonderful", "excellent", "happy", "amazing", "best", "fantastic", "enjoyed", "brilliant"]
 NEG = ["awful", "hate", "terrible", "boring", "worst", "sad", "horrible", "waste", "disappointing", "poor"]
-FILLER = ["the", "movie", "film", "plot", "actor", "story", "scene", "music", "ending", "cast", "today",
-          "really", "quite", "very", "and", "was", "is", "this", "that", "with"]
+FILLER = [
+    "the",
+    "movie",
+    "film",
+    "plot",
+    "actor",
+    "story",
+    "scene",
+    "music",
+    "ending",
+    "cast",
+    "today",
+    "really",
+    "quite",
+    "very",
+    "and",
+    "was",
+    "is",
+    "this",
+    "that",
+    "with",
+]
 
 
 def synthetic_corpus(n: int, seed: int = 0) -> tuple[list[str], np.ndarray]:
@@ -56,24 +77,51 @@ def base_params() -> dict:
 def schedule(name: str, start: float, end: float, max_drift: float | None = 0.02):
     """A typed schedule section (what the correction functions take)."""
     from sentiloop.settings.loop import Schedule
+
     return Schedule(name=name, start=start, end=end, max_drift=max_drift)
 
 
-def tiny_params(base: dict, csv_path: Path, *, gold: bool = True, iterations: int = 3, schedule: dict | None = None,
-                members: list[str] | None = None, **loop) -> dict:
+def tiny_params(
+    base: dict,
+    csv_path: Path,
+    *,
+    gold: bool = True,
+    iterations: int = 3,
+    schedule: dict | None = None,
+    members: list[str] | None = None,
+    **loop,
+) -> dict:
     p = copy.deepcopy(base)
-    p["data"] = {"source": "file", "path": str(csv_path), "format": "csv", "encoding_errors": "strict",
-                 "language": "en", "classes": ["negative", "positive"], "id_column": "id", "text_column": "text",
-                 "label_column": "label", "gold_column": "gold" if gold else None,
-                 "label_map": {"negative": "negative", "positive": "positive"}, "max_text_chars": 500,
-                 "filtered_labels": [], "max_rows": None, "noise": {"rate": 0.0, "matrix": None, "seed": 17}}
+    p["data"] = {
+        "source": "file",
+        "path": str(csv_path),
+        "format": "csv",
+        "encoding_errors": "strict",
+        "language": "en",
+        "classes": ["negative", "positive"],
+        "id_column": "id",
+        "text_column": "text",
+        "label_column": "label",
+        "gold_column": "gold" if gold else None,
+        "label_map": {"negative": "negative", "positive": "positive"},
+        "max_text_chars": 500,
+        "filtered_labels": [],
+        "max_rows": None,
+        "noise": {"rate": 0.0, "matrix": None, "seed": 17},
+    }
     p["loop"] = {**p["loop"], "max_iterations": iterations, "chunk_size": 257, **loop}
     p["models"]["lexicon"] = {**p["models"]["lexicon"], "seed_lexicon": "none", "min_count": 2}
     p["ensemble"]["members"] = members or ["lexicon"]
     p["schedule"] = {"max_drift": 0.02, **(schedule or {"name": "linear", "start": 0.66, "end": 0.6})}
-    p["convergence"] = {"min_iterations": 0, "label_change_eps": 0.0, "dict_change_eps": 0.0, "patience": 10, "noise_eps": 0.0,
-                        "min_delta": 0.0}
-    return p      # a params tree: pipeline.run_loop validates it and derives the iteration chain
+    p["convergence"] = {
+        "min_iterations": 0,
+        "label_change_eps": 0.0,
+        "dict_change_eps": 0.0,
+        "patience": 10,
+        "noise_eps": 0.0,
+        "min_delta": 0.0,
+    }
+    return p  # a params tree: pipeline.run_loop validates it and derives the iteration chain
 
 
 @pytest.fixture
@@ -81,6 +129,8 @@ def noisy_corpus(tmp_path) -> tuple[Path, np.ndarray]:
     texts, gold = synthetic_corpus(1500, seed=7)
     noisy, flipped = plant_flips(gold, 0.30, seed=11)
     names = np.array(["negative", "positive"])
-    rows = [{"id": f"s{i}", "text": t, "label": names[y], "gold": names[g]}
-            for i, (t, y, g) in enumerate(zip(texts, noisy, gold))]
+    rows = [
+        {"id": f"s{i}", "text": t, "label": names[y], "gold": names[g]}
+        for i, (t, y, g) in enumerate(zip(texts, noisy, gold))
+    ]
     return write_csv(tmp_path / "noisy.csv", rows), flipped

@@ -2,6 +2,7 @@
 and its params (attribute reads on the typed settings while it runs). tests/test_dag.py compares
 both with dvc.yaml. `python tests/dag_support.py` prints each stage's closure (to write dvc.yaml).
 """
+
 from __future__ import annotations
 
 import ast
@@ -25,7 +26,7 @@ def module_file(name: str) -> Path | None:
     for cand in (base.with_suffix(".py"), base / "__init__.py"):
         if cand.exists():
             return cand
-    if "." not in name and (STAGES / f"{name}.py").exists():     # stage scripts import _common
+    if "." not in name and (STAGES / f"{name}.py").exists():  # stage scripts import _common
         return STAGES / f"{name}.py"
     return None
 
@@ -62,12 +63,12 @@ def direct_imports(path: Path) -> frozenset[Path]:
                 if me is None:
                     continue
                 base_parts = me.split(".") if is_pkg else me.split(".")[:-1]
-                base_parts = base_parts[:len(base_parts) - (node.level - 1)]
+                base_parts = base_parts[: len(base_parts) - (node.level - 1)]
                 base = ".".join(base_parts + ([node.module] if node.module else []))
             else:
                 base = node.module or ""
             names.append(base)
-            names += [f"{base}.{a.name}" for a in node.names]     # `from pkg import submodule`
+            names += [f"{base}.{a.name}" for a in node.names]  # `from pkg import submodule`
     out = set()
     for name in names:
         for n in _packages(name) + [name]:
@@ -77,7 +78,7 @@ def direct_imports(path: Path) -> frozenset[Path]:
     return frozenset(out)
 
 
-DISPATCH = {"load_model", "build_model", "model_class"}     # models.base: a member class by its kind
+DISPATCH = {"load_model", "build_model", "model_class"}  # models.base: a member class by its kind
 
 
 def dispatches(path: Path) -> bool:
@@ -155,11 +156,13 @@ def dvc_stages(params: dict) -> dict[str, dict]:
             pairs = items.items() if isinstance(items, dict) else ((i, i) for i in items)
             for name, item in pairs:
                 body = st["do"]
-                out[f"{key}@{name}"] = {"template": key, "item": item,
-                                        **{f: _resolve(body.get(f, []), params, item) for f in FIELDS}}
+                out[f"{key}@{name}"] = {
+                    "template": key,
+                    "item": item,
+                    **{f: _resolve(body.get(f, []), params, item) for f in FIELDS},
+                }
         else:
-            out[key] = {"template": key, "item": None,
-                        **{f: _resolve(st.get(f, []), params, None) for f in FIELDS}}
+            out[key] = {"template": key, "item": None, **{f: _resolve(st.get(f, []), params, None) for f in FIELDS}}
     for st in out.values():
         st["deps"] = [_name(d) for d in st["deps"]]
         st["params"] = [_name(p) for p in st["params"]]

@@ -12,6 +12,7 @@ sentences with a keyword oracle and play a script of faults, one per request:
   "stall" (no reply until the test sets `release`; `stalled` is set when it arrives).
 Every request is recorded (path, headers, body) so tests can count paid calls.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,7 +35,7 @@ def oracle(text: str) -> str:
 
 
 def items_from_prompt(prompt: str) -> list[dict]:
-    return json.loads(prompt[prompt.index("["):])
+    return json.loads(prompt[prompt.index("[") :])
 
 
 class _Server(ThreadingHTTPServer):
@@ -45,11 +46,11 @@ class _Server(ThreadingHTTPServer):
 class FakeLLM:
     def __init__(self, *, faults=(), delay_s: float = 1.0, echo_key: bool = False):
         self.faults = list(faults)
-        self.echo_key = echo_key    # a careless server: quotes the key back in every reply text
+        self.echo_key = echo_key  # a careless server: quotes the key back in every reply text
         self.delay_s = delay_s
         self.requests: list[dict] = []
         self.lock = threading.Lock()
-        self.stalled, self.release = threading.Event(), threading.Event()   # fault "stall"
+        self.stalled, self.release = threading.Event(), threading.Event()  # fault "stall"
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -62,10 +63,9 @@ class FakeLLM:
                 n = int(self.headers.get("content-length", 0))
                 body = json.loads(self.rfile.read(n) or b"{}")
                 with fake.lock:
-                    fake.requests.append({"path": self.path, "headers": dict(self.headers),
-                                          "body": body})
+                    fake.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
                     fault = fake.faults.pop(0) if fake.faults else "ok"
-                if fault == "stall":          # hold the reply until the test releases it
+                if fault == "stall":  # hold the reply until the test releases it
                     fake.stalled.set()
                     fake.release.wait(60)
                     fault = "ok"
@@ -75,8 +75,7 @@ class FakeLLM:
                     pass
 
         self.server = _Server(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02},
-                                       daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
 
     @property
     def port(self) -> int:
@@ -101,8 +100,15 @@ class FakeLLM:
 
     def answers(self, items: list[dict], fault: str, key: str = "") -> list[dict]:
         echo = f" (key {key})" if self.echo_key else ""
-        out = [{"id": it["id"], "label": oracle(it["text"]), "confidence": 0.9,
-                "rationale": f"keyword rule for {it['id']}{echo}"} for it in items]
+        out = [
+            {
+                "id": it["id"],
+                "label": oracle(it["text"]),
+                "confidence": 0.9,
+                "rationale": f"keyword rule for {it['id']}{echo}",
+            }
+            for it in items
+        ]
         if fault == "drop1" and out:
             out = out[:-1]
         elif fault == "unknown_id":
@@ -117,16 +123,13 @@ class FakeLLM:
     def fault_response(self, h, fault: str) -> bool:
         """Answer `fault` if it is an HTTP-level fault; True if handled."""
         if fault == "429":
-            self.send(h, 429, self.error(429, "Resource has been exhausted (e.g. check quota).",
-                                         "RESOURCE_EXHAUSTED"))
+            self.send(h, 429, self.error(429, "Resource has been exhausted (e.g. check quota).", "RESOURCE_EXHAUSTED"))
         elif fault == "500":
             self.send(h, 500, self.error(500, "Internal error encountered.", "INTERNAL"))
         elif fault == "429echo":
-            self.send(h, 429, self.error(429, f"Quota exceeded for key {self.received_key(h)}",
-                                         "RESOURCE_EXHAUSTED"))
+            self.send(h, 429, self.error(429, f"Quota exceeded for key {self.received_key(h)}", "RESOURCE_EXHAUSTED"))
         elif fault == "401echo":
-            self.send(h, 401, self.error(401, f"API key not valid: {self.received_key(h)}",
-                                         "UNAUTHENTICATED"))
+            self.send(h, 401, self.error(401, f"API key not valid: {self.received_key(h)}", "UNAUTHENTICATED"))
         elif fault == "timeout":
             time.sleep(self.delay_s)
             self.send(h, 503, self.error(503, "late", "UNAVAILABLE"))
@@ -171,12 +174,17 @@ class FakeGemini(FakeLLM):
             text = json.dumps(review_reply(schema, self.received_key(h) if self.echo_key else ""))
         text = self.text_fault(text, fault)
         p, c = len(prompt) // 4 + 50, len(text) // 4
-        self.send(h, 200, {
-            "candidates": [{"content": {"role": "model", "parts": [{"text": text}]},
-                            "finishReason": "STOP", "index": 0}],
-            "usageMetadata": {"promptTokenCount": p, "candidatesTokenCount": c,
-                              "totalTokenCount": p + c},
-            "modelVersion": m.group(2)})
+        self.send(
+            h,
+            200,
+            {
+                "candidates": [
+                    {"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP", "index": 0}
+                ],
+                "usageMetadata": {"promptTokenCount": p, "candidatesTokenCount": c, "totalTokenCount": p + c},
+                "modelVersion": m.group(2),
+            },
+        )
 
 
 class FakeOpenAI(FakeLLM):
@@ -205,12 +213,18 @@ class FakeOpenAI(FakeLLM):
             payload = review_reply(schema, self.received_key(h) if self.echo_key else "")
         text = self.text_fault(json.dumps(payload), fault)
         p, c = len(prompt) // 4 + 50, len(text) // 4
-        self.send(h, 200, {
-            "id": "chatcmpl-test", "object": "chat.completion", "created": 0,
-            "model": body.get("model", "local"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}})
+        self.send(
+            h,
+            200,
+            {
+                "id": "chatcmpl-test",
+                "object": "chat.completion",
+                "created": 0,
+                "model": body.get("model", "local"),
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c},
+            },
+        )
 
 
 def review_reply(schema: dict, echo: str = "") -> dict:
@@ -219,6 +233,9 @@ def review_reply(schema: dict, echo: str = "") -> dict:
     tail = f" Sent with key {echo}." if echo else ""
     for name, prop in (schema.get("properties") or {}).items():
         t = str(prop.get("type", "string")).lower()
-        out[name] = ([f"{name} point one{tail}", f"{name} point two"] if t == "array"
-                     else f"The {name} written by the fake reviewer.{tail}")
+        out[name] = (
+            [f"{name} point one{tail}", f"{name} point two"]
+            if t == "array"
+            else f"The {name} written by the fake reviewer.{tail}"
+        )
     return out

@@ -1,4 +1,5 @@
 """A tiny synthetic 3-class sentiment corpus for the neural members' tests (no downloads)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,12 +35,19 @@ def make_tiny_bert(directory, words) -> str:
     """Save a 4-layer, 32-wide BERT with a word-level vocabulary of `words` (no download)."""
     import torch
     from transformers import BertConfig, BertModel, BertTokenizerFast
+
     tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(words))
     tok = BertTokenizerFast(vocab={t: i for i, t in enumerate(tokens)})
     assert "[UNK]" not in tok.tokenize(" ".join(sorted(set(words))))
     tok.save_pretrained(directory)
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=len(tokens), hidden_size=32, num_hidden_layers=4,
-                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    cfg = BertConfig(
+        vocab_size=len(tokens),
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     BertModel(cfg).save_pretrained(directory)
     return str(directory)

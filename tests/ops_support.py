@@ -1,6 +1,7 @@
 """Shared helpers for the post-loop tests (gate, bundle, registry, serving, feedback, report):
 a tiny English corpus in a real store, a real lexicon member, and the loop's own step functions
 chained in a temporary directory."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,16 @@ from sentiloop import convergence, store
 from sentiloop.models.base import build_model
 
 CLASSES = ["negative", "neutral", "positive"]
-LEX_CONFIG = {"strategy": "blend", "old_weight": 0.7, "min_count": 1, "smoothing": 1.0,
-              "max_vocab": 5000, "seed_lexicon": "none", "seed_weight": 0.5, "negation": True}
+LEX_CONFIG = {
+    "strategy": "blend",
+    "old_weight": 0.7,
+    "min_count": 1,
+    "smoothing": 1.0,
+    "max_vocab": 5000,
+    "seed_lexicon": "none",
+    "seed_weight": 0.5,
+    "negation": True,
+}
 
 _WORDS = {
     "negative": ["awful", "terrible", "hate", "broken", "worst", "angry", "delayed", "rude"],
@@ -39,8 +48,16 @@ def corpus(n_per_class: int = 30, seed: int = 0) -> list[dict]:
     for i in range(n_per_class * len(CLASSES)):
         label = CLASSES[i % len(CLASSES)]
         split = ("train", "train", "train", "dev", "test")[(i // len(CLASSES)) % 5]
-        rows.append({"id": f"t{i}", "text": sentence(rng, label), "label": label, "split": split,
-                     "current_label": label, "locked": 0})
+        rows.append(
+            {
+                "id": f"t{i}",
+                "text": sentence(rng, label),
+                "label": label,
+                "split": split,
+                "current_label": label,
+                "locked": 0,
+            }
+        )
     return rows
 
 
@@ -48,8 +65,11 @@ def write_store(path: Path, rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     con = sqlite3.connect(path)
     store.create_sentences(con)
-    con.executemany("INSERT INTO sentences (id, text, label, split, current_label, locked) "
-                    "VALUES (:id, :text, :label, :split, :current_label, :locked)", rows)
+    con.executemany(
+        "INSERT INTO sentences (id, text, label, split, current_label, locked) "
+        "VALUES (:id, :text, :label, :split, :current_label, :locked)",
+        rows,
+    )
     con.commit()
     con.close()
     return path
@@ -72,14 +92,27 @@ def params(**overrides):
     """The settings the stages would read, for a lexicon-only run (conf/'s defaults, with these
     sections changed; nested mappings merged)."""
     from sentiloop.settings import compose_settings
+
     base = {
         "seed": 7,
-        "data": {"classes": CLASSES, "language": "en", "source": "test", "path": "unused.csv",
-                 "max_text_chars": 1000, "label_map": {c: c for c in CLASSES}},
+        "data": {
+            "classes": CLASSES,
+            "language": "en",
+            "source": "test",
+            "path": "unused.csv",
+            "max_text_chars": 1000,
+            "label_map": {c: c for c in CLASSES},
+        },
         "loop": {"max_iterations": 3, "cross_fit": 0, "chunk_size": 16},
         "correction": {"relabel_queue_max": 50},
-        "convergence": {"min_iterations": 0, "label_change_eps": 0.0, "dict_change_eps": 0.0, "patience": 10,
-                        "min_delta": 0.0, "noise_eps": 0.0},
+        "convergence": {
+            "min_iterations": 0,
+            "label_change_eps": 0.0,
+            "dict_change_eps": 0.0,
+            "patience": 10,
+            "min_delta": 0.0,
+            "noise_eps": 0.0,
+        },
         "schedule": {"name": "constant", "start": 0.01, "end": 0.01},
         "ensemble": {"members": ["lexicon"], "weights": {"lexicon": 1.0}, "fit_weights": False},
         "models": {"lexicon": dict(LEX_CONFIG)},
@@ -98,6 +131,7 @@ def run_loop(root: Path, rows: list[dict], prm, *, feedback_dir: Path | None = N
     from sentiloop.jsonio import write_json
     from sentiloop.layout import Layout
     from sentiloop.steps import correct, judge, predict, publish, relabel, train
+
     if feedback_dir is not None:
         prm = prm.merged({"feedback": {"dir": str(feedback_dir)}})
     L = Layout(root)

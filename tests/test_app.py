@@ -1,4 +1,5 @@
 """The review app's pages, run by streamlit.testing's AppTest (no browser) over a tiny real run."""
+
 from __future__ import annotations
 
 import json
@@ -67,7 +68,7 @@ def test_overview_shows_the_run(root, monkeypatch):
     changes = [json.loads(Layout(root).iteration_metrics(k).read_text())["changes"] for k in (1, 2)]
     assert frames[1]["k"].tolist() == [1, 2] and frames[1]["changes"].tolist() == changes
     assert "ensemble" in frames[2].index and frames[2].loc["ensemble", "test_macro_f1"] == pytest.approx(1.0)
-    assert any("awful" in set(f.get("word", [])) for f in frames[3:])          # lexicon top words
+    assert any("awful" in set(f.get("word", [])) for f in frames[3:])  # lexicon top words
     assert "train 54" in at.caption[0].value
 
 
@@ -81,14 +82,15 @@ def test_no_run_yet_says_which_command_to_run(tmp_path, run_dir, monkeypatch):
     outside = tmp_path / "empty"
     outside.mkdir()
     at = app(outside, monkeypatch)
-    assert errors(at) == [f"{outside / 'params.yaml'}: not found; start the app in a sentiloop repository "
-                          "(or pass --root)"]
+    assert errors(at) == [
+        f"{outside / 'params.yaml'}: not found; start the app in a sentiloop repository (or pass --root)"
+    ]
 
 
 def test_missing_or_corrupt_summaries_name_the_command(root, monkeypatch):
     L = Layout(root)
     assert errors(app(root, monkeypatch)) == [] and errors(app(root, monkeypatch, "Review queue")) == []
-    time.sleep(0.01)              # a new mtime: the app's caches are keyed by the files' mtimes
+    time.sleep(0.01)  # a new mtime: the app's caches are keyed by the files' mtimes
     L.review_overview.write_text("{not json")
     at = app(root, monkeypatch)
     assert errors(at) == [f"{L.review_overview} is corrupt (JSONDecodeError): rerun `dvc repro -f review_data`"]
@@ -98,12 +100,12 @@ def test_missing_or_corrupt_summaries_name_the_command(root, monkeypatch):
     L.final_store.write_bytes(b"not a database" * 100)
     at = app(root, monkeypatch, "Row lookup")
     at.text_input(key="lookup_id").set_value("t1").run()
-    (msg,) = errors(at)                      # one line naming the file and what to run
+    (msg,) = errors(at)  # one line naming the file and what to run
     assert msg.startswith(f"{L.final_store}: ") and "not a database" in msg and "dvc" in msg
     shutil.rmtree(L.review_dir)
     at = app(root, monkeypatch)
     assert errors(at) == [f"{L.review_overview} is missing: run `dvc repro review_data` to write the review summaries"]
-    assert not list((root / "data/feedback").iterdir())            # nothing written
+    assert not list((root / "data/feedback").iterdir())  # nothing written
 
 
 def _session_file(root: Path) -> Path:
@@ -123,7 +125,7 @@ def test_review_queue_records_accept_choose_skip_in_rank_order(root, monkeypatch
     probs = at.table[0].value
     assert list(probs.index) == ["lexicon", "ensemble"] and list(probs.columns) == A.S.CLASSES
     assert probs.loc["ensemble", q.current_label[0]] == pytest.approx(1 - q.score[0], abs=1e-4)
-    hist = at.table[1].value                                      # row 1 was changed by the loop
+    hist = at.table[1].value  # row 1 was changed by the loop
     assert hist["source"].tolist() == ["ensemble"] and hist["new_label"].tolist() == [q.current_label[0]]
     assert hist.index.tolist() == [1]
 
@@ -132,8 +134,10 @@ def test_review_queue_records_accept_choose_skip_in_rank_order(root, monkeypatch
     at.button(key=f"btn_choose_{other}").click().run()
     at.button(key="btn_skip_None").click().run()
     path = _session_file(root)
-    assert path.read_text() == (f"id,label,reviewer,action\n{q.id[0]},{q.current_label[0]},ann,accept\n"
-                                f"{q.id[1]},{other},ann,choose\n{q.id[2]},,ann,skip\n")
+    assert path.read_text() == (
+        f"id,label,reviewer,action\n{q.id[0]},{q.current_label[0]},ann,accept\n"
+        f"{q.id[1]},{other},ann,choose\n{q.id[2]},,ann,skip\n"
+    )
     assert at.subheader[0].value == f"#4 · id {q.id[3]}"
     assert "2 pending for the next run" in at.caption[0].value
     at.toggle(key="show_pending").set_value(True).run()
@@ -190,8 +194,10 @@ def test_bad_reviewer_name_is_refused(root, monkeypatch):
     assert not list((root / "data/feedback").glob("app-*"))
     # a damaged session id in the URL starts a new session, and says so
     at = app(root, monkeypatch, "Review queue", reviewer="ann", session="../../x")
-    assert at.warning[0].value == ("session id '../../x' is malformed (expected YYYYMMDDTHHMMSS-xxxxxx, as the "
-                                   "app writes it); started a new session")
+    assert at.warning[0].value == (
+        "session id '../../x' is malformed (expected YYYYMMDDTHHMMSS-xxxxxx, as the "
+        "app writes it); started a new session"
+    )
     assert at.query_params["session"] != "../../x" and at.subheader[0].value.startswith("#1 · id")
 
 
@@ -226,7 +232,7 @@ def test_row_lookup_by_id_and_text(root, monkeypatch):
     at.text_input(key="lookup_id").set_value("nope").run()
     assert at.warning[0].value.startswith("No row with id 'nope'")
     at.text_input(key="lookup_id").set_value("").run()
-    at.text_input(key="lookup_text").set_value("100%_").run()             # LIKE wildcards are literal
+    at.text_input(key="lookup_text").set_value("100%_").run()  # LIKE wildcards are literal
     assert at.dataframe[0].value.empty
     word = changed.text.split()[0]
     at.text_input(key="lookup_text").set_value(word).run()
@@ -242,6 +248,7 @@ def test_experiments_table_and_overlaid_curves(root, monkeypatch):
     a commit with other curves: the page shows `dvc exp show` and overlays both runs."""
     from sentiloop.settings import load
     from sentiloop.steps import summarize
+
     s = load(root / "params.yaml")
     summarize.run(s, Layout(root))
     tool = A.S.tool
@@ -265,6 +272,7 @@ def test_experiments_table_and_overlaid_curves(root, monkeypatch):
     assert at.multiselect(key="exps").value == ["my-exp (constant)"]
     assert "label_change_rate" in at.multiselect(key="curves").value
     from sentiloop.app import logic
+
     runs = {"workspace": logic.curves(root, None), "my-exp": logic.curves(root, exp)}
     frame = logic.overlay(runs, "label_change_rate")
     assert frame["my-exp"].tolist() == [0.5, 0.25] and frame.index.tolist() == [1, 2]
@@ -273,18 +281,22 @@ def test_experiments_table_and_overlaid_curves(root, monkeypatch):
 
 def test_sentiloop_app_command_serves_on_localhost_and_refuses_a_non_repository(tmp_path, capsys):
     from sentiloop.cli import app_command, main
+
     cmd = app_command(tmp_path, "127.0.0.1", 8765)
     assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4] == SCRIPT
     assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1" and cmd[cmd.index("--server.port") + 1] == "8765"
     assert main(["app", "--root", str(tmp_path)]) == 2
-    assert capsys.readouterr().err.strip() == (f"sentiloop: error: {tmp_path.resolve() / 'params.yaml'}: not found; "
-                                               "run the app in a sentiloop repository or pass --root")
+    assert capsys.readouterr().err.strip() == (
+        f"sentiloop: error: {tmp_path.resolve() / 'params.yaml'}: not found; "
+        "run the app in a sentiloop repository or pass --root"
+    )
 
 
 def test_rev_serves_a_commits_outputs_and_writes_feedback_to_the_repository(root, monkeypatch):
     """`sentiloop app --rev`: params, metrics (git) and the review summaries and final store (DVC
     cache) of a commit, in a directory of their own; decisions still go to the repository."""
     from sentiloop.app.logic import AppError, materialize_rev
+
     _git(root, "init", "-q")
     _git(root, "config", "user.email", "t@example.com")
     _git(root, "config", "user.name", "t")
@@ -295,7 +307,7 @@ def test_rev_serves_a_commits_outputs_and_writes_feedback_to_the_repository(root
     _git(root, "commit", "-qm", "run")
     committed = Layout(root).review_overview.read_text()
     q = queue(root)
-    Layout(root).review_overview.write_text("{}")                     # the workspace moves on
+    Layout(root).review_overview.write_text("{}")  # the workspace moves on
     with pytest.raises(AppError, match="no such git revision or DVC experiment"):
         materialize_rev(root, "nope")
     shown = materialize_rev(root, "HEAD")
@@ -306,6 +318,7 @@ def test_rev_serves_a_commits_outputs_and_writes_feedback_to_the_repository(root
     at = app(shown, monkeypatch, "Review queue", reviewer="ann")
     at.button(key="btn_skip_None").click().run()
     assert [p.name.startswith("app-ann-") for p in (root / "data/feedback").iterdir()] == [True]
-    assert (root / "data/feedback").glob("app-ann-*.csv").__next__().read_text() == \
-        f"id,label,reviewer,action\n{q.id[0]},,ann,skip\n"
+    assert (root / "data/feedback").glob(
+        "app-ann-*.csv"
+    ).__next__().read_text() == f"id,label,reviewer,action\n{q.id[0]},,ann,skip\n"
     assert not (shown / "data/feedback").exists() or not list((shown / "data/feedback").iterdir())

@@ -8,6 +8,7 @@ Chromium comes from the system package manager (`apt-get install -y chromium`; .
 it as root); Playwright's own browser download needs the network. Without either the test skips
 and says why. SENTILOOP_SCREENSHOTS=docs/img writes the pages' screenshots for docs/review.md.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,14 @@ import app_support as A
 from sentiloop.cli import app_command
 from sentiloop.layout import Layout
 
-CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium")
-                 if p and Path(p).exists()), None)
+CHROMIUM = next(
+    (
+        p
+        for p in (shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium")
+        if p and Path(p).exists()
+    ),
+    None,
+)
 
 
 def _free_port() -> int:
@@ -49,8 +56,13 @@ def server(tmp_path):
     prm, L = A.make_run(root)
     port = _free_port()
     log = open(tmp_path / "streamlit.log", "w")
-    proc = subprocess.Popen(app_command(root, "127.0.0.1", port), cwd=root, stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "SENTILOOP_ROOT": str(root)})
+    proc = subprocess.Popen(
+        app_command(root, "127.0.0.1", port),
+        cwd=root,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "SENTILOOP_ROOT": str(root)},
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while True:
@@ -75,6 +87,7 @@ def server(tmp_path):
 def _settled(page) -> None:
     """Wait until Streamlit has finished the rerun (its status widget goes away)."""
     from playwright.sync_api import expect
+
     expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=30_000)
 
 
@@ -82,19 +95,22 @@ def _shot(page, name: str) -> None:
     out = os.environ.get("SENTILOOP_SCREENSHOTS")
     if out:
         _settled(page)
-        page.wait_for_timeout(500)            # charts draw after the rerun ends
+        page.wait_for_timeout(500)  # charts draw after the rerun ends
         Path(out).mkdir(parents=True, exist_ok=True)
         path = Path(out) / f"review_{name}.png"
         page.screenshot(path=str(path))
-        from PIL import Image             # 64 colours: a third of the size, same look
+        from PIL import Image  # 64 colours: a third of the size, same look
+
         Image.open(path).convert("RGB").quantize(colors=64, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
 
 
 def _rows(db: Path, ids: list[str]) -> dict[str, tuple[str, int]]:
     con = sqlite3.connect(db)
     marks = ",".join("?" * len(ids))
-    out = {r[0]: (r[1], r[2]) for r in con.execute(
-        f"SELECT id, current_label, locked FROM sentences WHERE id IN ({marks})", ids)}
+    out = {
+        r[0]: (r[1], r[2])
+        for r in con.execute(f"SELECT id, current_label, locked FROM sentences WHERE id IN ({marks})", ids)
+    }
     con.close()
     return out
 
@@ -102,15 +118,19 @@ def _rows(db: Path, ids: list[str]) -> dict[str, tuple[str, int]]:
 def _history(db: Path, ids: list[str]) -> list[tuple]:
     con = sqlite3.connect(db)
     marks = ",".join("?" * len(ids))
-    out = con.execute(f"SELECT sentence_id, iteration, new_label, source FROM label_history "
-                      f"WHERE sentence_id IN ({marks}) ORDER BY rowid", ids).fetchall()
+    out = con.execute(
+        f"SELECT sentence_id, iteration, new_label, source FROM label_history "
+        f"WHERE sentence_id IN ({marks}) ORDER BY rowid",
+        ids,
+    ).fetchall()
     con.close()
     return out
 
 
 def test_review_three_rows_by_keyboard_then_the_next_run_locks_them(server):
     from playwright.sync_api import expect, sync_playwright
-    expect.set_options(timeout=30_000)            # a shared 2-core machine can be slow
+
+    expect.set_options(timeout=30_000)  # a shared 2-core machine can be slow
     url, root, prm, L = server
     q = pd.read_parquet(L.review_queue)
     classes = A.S.CLASSES
@@ -130,9 +150,10 @@ def test_review_three_rows_by_keyboard_then_the_next_run_locks_them(server):
         for name in ("Experiments", "Row lookup"):
             page.get_by_text(name, exact=True).click()
             expect(page.get_by_role("heading", name=name)).to_be_visible()
-            if name == "Experiments":      # the tiny run is no DVC repository: said on the page
-                expect(page.get_by_text("`dvc exp show` failed").or_(
-                    page.get_by_text("dvc exp show")).first).to_be_visible()
+            if name == "Experiments":  # the tiny run is no DVC repository: said on the page
+                expect(
+                    page.get_by_text("`dvc exp show` failed").or_(page.get_by_text("dvc exp show")).first
+                ).to_be_visible()
         page.get_by_role("textbox", name="Row id").fill(str(q.id[0]))
         page.get_by_role("textbox", name="Row id").press("Enter")
         expect(page.get_by_text("Label history")).to_be_visible()
@@ -148,7 +169,7 @@ def test_review_three_rows_by_keyboard_then_the_next_run_locks_them(server):
         page.get_by_role("heading", name="Review queue").click()
         page.wait_for_timeout(1000)
         for i, label in enumerate(picks):
-            _settled(page)                                                  # the rerun is over: keys are live
+            _settled(page)  # the rerun is over: keys are live
             page.keyboard.press(str(classes.index(label) + 1))
             expect(page.get_by_text(f"#{i + 2} · id {q.id[i + 1]}")).to_be_visible()
             expect(page.get_by_text(f"Saved: choose {q.id[i]} → {label}")).to_be_visible()
@@ -162,7 +183,8 @@ def test_review_three_rows_by_keyboard_then_the_next_run_locks_them(server):
     files = sorted((root / "data/feedback").glob("app-ann-*.csv"))
     assert len(files) == 1
     assert files[0].read_text() == "id,label,reviewer,action\n" + "".join(
-        f"{rid},{label},ann,choose\n" for rid, label in zip(q.id[:3], picks))
+        f"{rid},{label},ann,choose\n" for rid, label in zip(q.id[:3], picks)
+    )
 
     # the next run: every correct stage from it1 on reruns with the new feedback
     ids = list(q.id[:3])
@@ -178,6 +200,7 @@ def test_review_three_rows_by_keyboard_then_the_next_run_locks_them(server):
 
     # and the app's summaries, rebuilt, show them applied and out of the queue
     from sentiloop.review_data import build
+
     build(prm, Layout(root))
     applied = pd.read_parquet(L.review_applied)
     assert set(applied["id"]) == set(ids)

@@ -1,5 +1,6 @@
 """bench/encoders.py's parts on tiny synthetic Korean data (the real run needs NSMC): a fitted
 member is reused only for the same member, config, seed and data; the report renders."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,22 +34,46 @@ def test_a_fitted_member_is_reused_only_for_the_same_data(tmp_path):
 
 
 def test_render_reports_members_ensemble_and_gain():
-    spec = {"subset_seed": 13, "n_train": 20000, "dev_share": 0.1, "n_test": 5000, "model_seed": 42,
-            "throughput_texts": 300}
+    spec = {
+        "subset_seed": 13,
+        "n_train": 20000,
+        "dev_share": 0.1,
+        "n_test": 5000,
+        "model_seed": 42,
+        "throughput_texts": 300,
+    }
     results = {
-        "spec": spec, "machine": "test", "started": "s", "finished": "f", "load_before": [1, 1, 1],
+        "spec": spec,
+        "machine": "test",
+        "started": "s",
+        "finished": "f",
+        "load_before": [1, 1, 1],
         "load_after": [1, 1, 1],
-        "throughput": [{"encoder": "e5", "threads": 1, "sentences_per_s": 10.0, "sentences_per_cpu_s": 20.0,
-                        "load_before": [2.0, 2.0, 2.0]}],
+        "throughput": [
+            {
+                "encoder": "e5",
+                "threads": 1,
+                "sentences_per_s": 10.0,
+                "sentences_per_cpu_s": 20.0,
+                "load_before": [2.0, 2.0, 2.0],
+            }
+        ],
         "encoders": [{"encoder": "e5", "dev_accuracy": 0.8, "test_accuracy": 0.79, "encoded": 25000, "fit_s": 9.0}],
-        "members": [{"member": "lexicon", "test_accuracy": 0.81, "dev_accuracy": 0.8},
-                    {"member": "bert", "encoder": "e5", "test_accuracy": 0.79, "dev_accuracy": 0.8,
-                     "reused": True}],
-        "ensemble": {"seed weights": {"weights": {"lexicon": 0.33, "bert": 0.67}, "test_accuracy": 0.82,
-                                      "dev_accuracy": 0.81},
-                     "fitted weights (default)": {"weights": {"lexicon": 0.6, "bert": 0.4},
-                                                  "test_accuracy": 0.835, "dev_accuracy": 0.82}},
-        "weighting": {"zeroed": {}}, "best_member": {"member": "lexicon", "test_accuracy": 0.81}}
+        "members": [
+            {"member": "lexicon", "test_accuracy": 0.81, "dev_accuracy": 0.8},
+            {"member": "bert", "encoder": "e5", "test_accuracy": 0.79, "dev_accuracy": 0.8, "reused": True},
+        ],
+        "ensemble": {
+            "seed weights": {"weights": {"lexicon": 0.33, "bert": 0.67}, "test_accuracy": 0.82, "dev_accuracy": 0.81},
+            "fitted weights (default)": {
+                "weights": {"lexicon": 0.6, "bert": 0.4},
+                "test_accuracy": 0.835,
+                "dev_accuracy": 0.82,
+            },
+        },
+        "weighting": {"zeroed": {}},
+        "best_member": {"member": "lexicon", "test_accuracy": 0.81},
+    }
     md = render(results, "python bench/encoders.py")
     assert "| ensemble, fitted weights (default) | **0.8350** |" in md
     assert "+2.50 points" in md and "bert (`e5`) ‡" in md and "‡ fitted by an earlier run" in md

@@ -1,4 +1,5 @@
 """The benchmark's parts that need no corpus: subset drawing, noise on train only, scoring, report."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,8 +11,9 @@ from sentiloop.benchmark.report import COLUMNS, markdown_table, plot_iterations,
 
 def _corpus(n_neg=300, n_pos=900):
     gold = np.r_[np.zeros(n_neg, int), np.ones(n_pos, int)]
-    return pd.DataFrame({"id": [f"r{i}" for i in range(gold.size)],
-                         "text": [f"text {i}" for i in range(gold.size)], "gold": gold})
+    return pd.DataFrame(
+        {"id": [f"r{i}" for i in range(gold.size)], "text": [f"text {i}" for i in range(gold.size)], "gold": gold}
+    )
 
 
 def test_balanced_subset_has_equal_classes_and_disjoint_splits():
@@ -21,7 +23,7 @@ def test_balanced_subset_has_equal_classes_and_disjoint_splits():
     for split in ("train", "test"):
         assert sub.loc[sub["split"] == split, "gold"].mean() == pytest.approx(0.5)
     assert sub["id"].is_unique
-    assert draw_subset(_corpus(), spec).equals(sub)          # seeded
+    assert draw_subset(_corpus(), spec).equals(sub)  # seeded
     assert not draw_subset(_corpus(), SubsetSpec(n_train=200, n_test=100, seed=2)).equals(sub)
 
 
@@ -43,8 +45,8 @@ def test_noise_is_planted_on_train_rows_only():
 
 def test_label_repair_counts_right_and_wrong_corrections():
     gold = np.array([0, 0, 1, 1, 1, 0])
-    noisy = np.array([1, 0, 0, 1, 1, 0])     # rows 0 and 2 are wrong
-    final = np.array([0, 1, 0, 1, 1, 0])     # fixes row 0, breaks row 1, misses row 2
+    noisy = np.array([1, 0, 0, 1, 1, 0])  # rows 0 and 2 are wrong
+    final = np.array([0, 1, 0, 1, 1, 0])  # fixes row 0, breaks row 1, misses row 2
     r = label_repair(gold, noisy, final)
     assert r["n_corrections"] == 2
     assert r["correction_precision"] == pytest.approx(0.5)
@@ -57,7 +59,7 @@ def test_label_repair_counts_right_and_wrong_corrections():
 def test_label_repair_for_pruning_scores_removals():
     gold = np.array([0, 0, 1, 1])
     noisy = np.array([1, 0, 0, 1])
-    kept = np.array([False, False, True, True])   # removes the wrong row 0 and the right row 1
+    kept = np.array([False, False, True, True])  # removes the wrong row 0 and the right row 1
     r = label_repair(gold, noisy, noisy, kept=kept)
     assert r["n_train"] == 2 and r["n_corrections"] == 2
     assert r["correction_precision"] == pytest.approx(0.5)

@@ -1,4 +1,5 @@
 """Scale bench parts: seeded corpus samples, the report, and (slow) a two-size run on NSMC."""
+
 import gzip
 import json
 
@@ -26,7 +27,7 @@ def test_write_sample_is_seeded_and_keeps_the_header(tmp_path):
     assert la[0] == "id\tmovie_id\tdocument\trating"
     assert len(la) == 101 and la == lb and la != lc
     ids = [int(line.split("\t")[0]) for line in la[1:]]
-    assert ids == sorted(ids) and len(set(ids)) == 100       # source order, no duplicates
+    assert ids == sorted(ids) and len(set(ids)) == 100  # source order, no duplicates
 
 
 def _stage(peak):
@@ -35,14 +36,31 @@ def _stage(peak):
 
 def test_render_section_reports_ratio_and_targets():
     summary = {
-        "members": ["lexicon"], "machine": "m", "started": "t", "load_before": [1, 1, 1], "load_after": [1, 1, 1],
-        "chunk_size": 5000, "token_cache": True, "fit": {"lexicon": {"n_train": 10, "seconds": 1.0}},
-        "throughput": {"n": 10, "kiwi_tokenize_per_s": 1000.0,
-                       "members": {"lexicon": {"score_tokens_per_s": 80000.0, "predict_cached_per_s": 30000.0}}},
-        "sizes": {"100": {"rows": 100, "peak_rss_mb": 200.0,
-                          "stages": {s: _stage(200.0) for s in ("ingest", "split", "predict", "relabel", "correct")}},
-                  "1000": {"rows": 1000, "peak_rss_mb": 300.0,
-                           "stages": {s: _stage(300.0) for s in ("ingest", "split", "predict", "relabel", "correct")}}},
+        "members": ["lexicon"],
+        "machine": "m",
+        "started": "t",
+        "load_before": [1, 1, 1],
+        "load_after": [1, 1, 1],
+        "chunk_size": 5000,
+        "token_cache": True,
+        "fit": {"lexicon": {"n_train": 10, "seconds": 1.0}},
+        "throughput": {
+            "n": 10,
+            "kiwi_tokenize_per_s": 1000.0,
+            "members": {"lexicon": {"score_tokens_per_s": 80000.0, "predict_cached_per_s": 30000.0}},
+        },
+        "sizes": {
+            "100": {
+                "rows": 100,
+                "peak_rss_mb": 200.0,
+                "stages": {s: _stage(200.0) for s in ("ingest", "split", "predict", "relabel", "correct")},
+            },
+            "1000": {
+                "rows": 1000,
+                "peak_rss_mb": 300.0,
+                "stages": {s: _stage(300.0) for s in ("ingest", "split", "predict", "relabel", "correct")},
+            },
+        },
     }
     text = render_section(summary, "python bench/scale.py")
     assert "**1.50** (target <= 1.3)" in text
@@ -53,8 +71,15 @@ def test_render_section_reports_ratio_and_targets():
 @pytest.mark.slow
 @pytest.mark.skipif(find_nsmc() is None, reason="NSMC not found beside the repository")
 def test_two_size_run_measures_every_stage(tmp_path):
-    summary = run_scale(sizes=[300, 3000], members=["lexicon"], workdir=tmp_path, train_rows=2000,
-                        throughput_rows=500, log=lambda *_: None, timeout=300)
+    summary = run_scale(
+        sizes=[300, 3000],
+        members=["lexicon"],
+        workdir=tmp_path,
+        train_rows=2000,
+        throughput_rows=500,
+        log=lambda *_: None,
+        timeout=300,
+    )
     for size in ("300", "3000"):
         rec = summary["sizes"][size]
         assert rec["rows"] == int(size)

@@ -4,6 +4,7 @@ Needs NSMC beside the repository (../shared/data/nsmc, as in CI); skipped with t
 otherwise. Arms run in this process for speed (one arm is also run in a subprocess, the way
 `make bench` runs them all, to check the isolation and the memory figure).
 """
+
 import json
 
 import pytest
@@ -15,24 +16,30 @@ from sentiloop.benchmark.runner import ARMS_DIR, run_arm
 
 NSMC = find_nsmc()
 pytestmark = pytest.mark.skipif(
-    NSMC is None, reason="NSMC not found at ../shared/data/nsmc/nsmc_reviews.tsv.gz "
-                         "(set SENTILOOP_NSMC to run the tiny benchmark)")
+    NSMC is None,
+    reason="NSMC not found at ../shared/data/nsmc/nsmc_reviews.tsv.gz (set SENTILOOP_NSMC to run the tiny benchmark)",
+)
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("bench")
-    run = QualityRun(subset=SubsetSpec(n_train=2000, n_test=500, seed=3, noise_seed=4, pool_rows=100_000),
-                     members=("lexicon",), schedules=SCHEDULES, variants={}, cleanlab_folds=3,
-                     workdir=str(workdir), isolate=False)
+    run = QualityRun(
+        subset=SubsetSpec(n_train=2000, n_test=500, seed=3, noise_seed=4, pool_rows=100_000),
+        members=("lexicon",),
+        schedules=SCHEDULES,
+        variants={},
+        cleanlab_folds=3,
+        workdir=str(workdir),
+        isolate=False,
+    )
     return run_quality(run, log=lambda *_: None), workdir
 
 
 def test_every_arm_produces_every_column(tiny):
     summary, _ = tiny
     arms = [r["arm"] for r in summary["rows"]]
-    assert arms == ["none", "cleanlab_relabel", "cleanlab_prune",
-                    *[f"sentiloop:{s}" for s in SCHEDULES], "ceiling"]
+    assert arms == ["none", "cleanlab_relabel", "cleanlab_prune", *[f"sentiloop:{s}" for s in SCHEDULES], "ceiling"]
     for row in summary["rows"]:
         for key, _ in COLUMNS:
             assert key in row, (row["arm"], key)
@@ -51,7 +58,7 @@ def test_the_loop_beats_no_correction_on_label_accuracy(tiny):
     for s in SCHEDULES:
         row = by[f"sentiloop:{s}"]
         assert row["n_corrections"] > 0, s
-        assert row["correction_precision"] > 0.5, s          # more right than wrong changes
+        assert row["correction_precision"] > 0.5, s  # more right than wrong changes
         assert row["label_accuracy"] > base, (s, row["label_accuracy"], base)
         trace = row["trace"]
         assert [t["iteration"] for t in trace] == list(range(len(trace)))

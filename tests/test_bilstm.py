@@ -7,8 +7,21 @@ from sentiloop.models.base import ModelError, build_model, load_model
 from sentiloop.models.bilstm import BiLSTMModel
 from sentiloop.settings import member_config
 
-FAST = member_config("bilstm", **{"threads": 1, "epochs": 3, "batch_size": 32, "embedding_dim": 16, "hidden_size": 16, "dense_size": 16,
-        "min_count": 1, "max_len": 12, "patience": 5, "learning_rate": 0.01})  # conf/'s defaults, made small
+FAST = member_config(
+    "bilstm",
+    **{
+        "threads": 1,
+        "epochs": 3,
+        "batch_size": 32,
+        "embedding_dim": 16,
+        "hidden_size": 16,
+        "dense_size": 16,
+        "min_count": 1,
+        "max_len": 12,
+        "patience": 5,
+        "learning_rate": 0.01,
+    },
+)  # conf/'s defaults, made small
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +40,7 @@ def test_fits_and_predicts_probabilities(fitted, data):
     p = fitted.predict_proba(dx)
     assert p.shape == (len(dx), 3)
     np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-6)
-    assert (p.argmax(1) == dy).mean() > 0.6           # chance is 1/3
+    assert (p.argmax(1) == dy).mean() > 0.6  # chance is 1/3
     assert fitted.strategy_ == "initial" and fitted.n_train_samples_ == len(tx)
     assert [h["epoch"] for h in fitted.history_ if "epoch" in h] == [0, 1, 2]
     assert "dev_loss" in fitted.history_[0]
@@ -49,9 +62,10 @@ def test_save_load_gives_identical_predictions(fitted, data, tmp_path):
 def test_finetune_freezes_embeddings_and_keeps_vocabulary(fitted, data):
     (tx, ty), dev = data
     before = {k: v.clone() for k, v in fitted.net.state_dict().items()}
-    new_texts = [t + " brandnewword" for t in tx]    # a new word must not grow the vocabulary
+    new_texts = [t + " brandnewword" for t in tx]  # a new word must not grow the vocabulary
     m = BiLSTMModel(CLASSES, {**FAST, "strategy": "finetune"}, seed=2).fit(
-        new_texts, ty, init_from=fitted, eval_set=dev)
+        new_texts, ty, init_from=fitted, eval_set=dev
+    )
     assert m.strategy_ == "finetune"
     assert m.vocab == fitted.vocab and "brandnewword" not in m.vocab.index
     assert torch.equal(m.net.embedding.weight, before["embedding.weight"])
@@ -72,8 +86,7 @@ def test_scratch_retrains_everything(fitted, data):
 
 def test_early_stopping_restores_best_epoch(data):
     (tx, ty), dev = data
-    m = BiLSTMModel(CLASSES, {**FAST, "epochs": 6, "patience": 1, "learning_rate": 0.05}).fit(
-        tx, ty, eval_set=dev)
+    m = BiLSTMModel(CLASSES, {**FAST, "epochs": 6, "patience": 1, "learning_rate": 0.05}).fit(tx, ty, eval_set=dev)
     epochs = [h for h in m.history_ if "epoch" in h]
     best = m.history_[-1]["restored_best_epoch"]
     assert epochs[best]["dev_loss"] == min(h["dev_loss"] for h in epochs)

@@ -1,4 +1,5 @@
 """A bundle loads only its own files, each matching the manifest; errors name the file."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,14 @@ def bundle_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("bundle")
     model = S.fit_lexicon(S.corpus(30))
     model.save(root / "models/lexicon")
-    build_bundle(root / "bundle", member_dirs={"lexicon": root / "models/lexicon"}, weights=None,
-                 classes=S.CLASSES, language="en", gate={"passed": True, "deployable": True})
+    build_bundle(
+        root / "bundle",
+        member_dirs={"lexicon": root / "models/lexicon"},
+        weights=None,
+        classes=S.CLASSES,
+        language="en",
+        gate={"passed": True, "deployable": True},
+    )
     return root / "bundle"
 
 
@@ -42,7 +49,9 @@ def test_a_member_path_outside_the_bundle_is_refused(bundle_dir, tmp_path, verif
     with open(evil / "dictionary.tsv", "a") as fh:
         fh.write("sneaky\t9\t9\t9\t1\t1\t1\n")
     edit_manifest(b, lambda m: m["members"]["lexicon"].update(path="../evil/lexicon"))
-    with pytest.raises(BundleError, match=r"member 'lexicon' has path '\.\./evil/lexicon', which is not inside the bundle"):
+    with pytest.raises(
+        BundleError, match=r"member 'lexicon' has path '\.\./evil/lexicon', which is not inside the bundle"
+    ):
         Bundle.load(b, verify=verify)
 
 
@@ -100,30 +109,56 @@ def test_a_truncated_store_names_its_file(tmp_path):
 def refused_bundle(tmp_path_factory):
     root = tmp_path_factory.mktemp("refused")
     S.fit_lexicon(S.corpus(30)).save(root / "lexicon")
-    build_bundle(root / "bundle", member_dirs={"lexicon": root / "lexicon"}, weights=None,
-                 classes=S.CLASSES, language="en", gate={"passed": False, "deployable": False, "f1": 0.4})
+    build_bundle(
+        root / "bundle",
+        member_dirs={"lexicon": root / "lexicon"},
+        weights=None,
+        classes=S.CLASSES,
+        language="en",
+        gate={"passed": False, "deployable": False, "f1": 0.4},
+    )
     return root / "bundle"
 
 
 def test_predict_says_when_the_bundle_is_not_deployable_or_the_language_differs(
-        bundle_dir, refused_bundle, tmp_path, capsys, monkeypatch):
+    bundle_dir, refused_bundle, tmp_path, capsys, monkeypatch
+):
     import io
 
     import pandas as pd
+
     texts = ["i love this wonderful day", "정말 최고의 영화였어요", "12345", "awful rude service"]
     pd.DataFrame({"text": texts}).to_csv(tmp_path / "in.csv", index=False)
-    assert main(["predict", "--bundle", str(bundle_dir), "-i", str(tmp_path / "in.csv"),
-                 "-o", str(tmp_path / "ok.csv")]) == 0
+    assert (
+        main(["predict", "--bundle", str(bundle_dir), "-i", str(tmp_path / "in.csv"), "-o", str(tmp_path / "ok.csv")])
+        == 0
+    )
     ok = pd.read_csv(tmp_path / "ok.csv", keep_default_na=False)
     assert ok["warnings"].tolist() == ["", "language_mismatch", "", ""]
     err = capsys.readouterr().err
     assert "1 of 4 text(s) are not in the bundle's language (en)" in err and "not deployable" not in err
 
-    assert main(["predict", "--bundle", str(refused_bundle), "-i", str(tmp_path / "in.csv"),
-                 "-o", str(tmp_path / "refused.parquet")]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--bundle",
+                str(refused_bundle),
+                "-i",
+                str(tmp_path / "in.csv"),
+                "-o",
+                str(tmp_path / "refused.parquet"),
+            ]
+        )
+        == 0
+    )
     out = pd.read_parquet(tmp_path / "refused.parquet")
-    assert out["warnings"].tolist() == ["not_deployable", "not_deployable;language_mismatch",
-                                        "not_deployable", "not_deployable"]
+    assert out["warnings"].tolist() == [
+        "not_deployable",
+        "not_deployable;language_mismatch",
+        "not_deployable",
+        "not_deployable",
+    ]
     assert "is not deployable" in capsys.readouterr().err
 
     monkeypatch.setattr("sys.stdin", io.StringIO("i love it\n최악이다\n"))
@@ -139,32 +174,53 @@ def test_serve_marks_doubtful_predictions(refused_bundle):
     import threading
 
     from sentiloop.serve import PredictionService, make_server
+
     srv = make_server(PredictionService(Bundle.load(refused_bundle)), port=0)
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
     try:
         c = http.client.HTTPConnection("127.0.0.1", srv.server_address[1], timeout=10)
-        c.request("POST", "/predict", json.dumps({"texts": ["good day", "좋은 날"]}),
-                  {"Content-Type": "application/json"})
+        c.request(
+            "POST", "/predict", json.dumps({"texts": ["good day", "좋은 날"]}), {"Content-Type": "application/json"}
+        )
         body = json.loads(c.getresponse().read())
     finally:
         srv.shutdown()
         srv.server_close()
-    assert [p["warnings"] for p in body["predictions"]] == [["not_deployable"],
-                                                            ["not_deployable", "language_mismatch"]]
+    assert [p["warnings"] for p in body["predictions"]] == [["not_deployable"], ["not_deployable", "language_mismatch"]]
 
 
 def test_predict_input_with_a_stray_quote_loses_no_row(bundle_dir, tmp_path, capsys):
     import pandas as pd
-    lines = ["id,text"] + [f"{i},i love it {i}" for i in range(1, 6)] + ['6,"a stray quote here'] + \
-        [f"{i},awful rude service {i}" for i in range(7, 11)] + ["11,too,many,fields", '12,"two\nlines, one row"']
+
+    lines = (
+        ["id,text"]
+        + [f"{i},i love it {i}" for i in range(1, 6)]
+        + ['6,"a stray quote here']
+        + [f"{i},awful rude service {i}" for i in range(7, 11)]
+        + ["11,too,many,fields", '12,"two\nlines, one row"']
+    )
     (tmp_path / "in.csv").write_text("\n".join(lines) + "\n")
-    assert main(["predict", "--bundle", str(bundle_dir), "-i", str(tmp_path / "in.csv"), "--id-column", "id",
-                 "-o", str(tmp_path / "out.csv")]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--bundle",
+                str(bundle_dir),
+                "-i",
+                str(tmp_path / "in.csv"),
+                "--id-column",
+                "id",
+                "-o",
+                str(tmp_path / "out.csv"),
+            ]
+        )
+        == 0
+    )
     out = pd.read_csv(tmp_path / "out.csv", keep_default_na=False, dtype=str)
     assert len(out) == 12
     bad = out[out["warnings"] == "malformed_row"]
-    assert bad["id"].tolist() == ["5", "10"] and (bad["label"] == "").all()     # data row numbers
+    assert bad["id"].tolist() == ["5", "10"] and (bad["label"] == "").all()  # data row numbers
     good = out[out["warnings"] == ""]
     assert good["id"].tolist() == [str(i) for i in range(1, 11) if i != 6] + ["12"]
     assert set(good["label"]) <= set(S.CLASSES) and good.set_index("id").loc["7", "label"] == "negative"
@@ -173,6 +229,7 @@ def test_predict_input_with_a_stray_quote_loses_no_row(bundle_dir, tmp_path, cap
 
 def test_text_script_is_the_script_of_most_letters():
     from sentiloop.bundle import text_script
+
     assert text_script("정말 최고의 movie 였어요") == "hangul"
     assert text_script("what a great day, 최고") == "latin"
     assert text_script("café naïve") == "latin"

@@ -8,6 +8,7 @@
 - the driver (sentiloop.pipeline.plan) names the same stages as dvc.yaml, in an order its deps
   allow, each bound to the step function its stage script calls.
 """
+
 from __future__ import annotations
 
 import ast
@@ -80,6 +81,7 @@ def test_stage_scripts_import_only_their_step():
 # --- the driver ------------------------------------------------------------------------------------
 def test_the_driver_runs_dvc_yamls_stages_in_an_order_its_deps_allow(default_params, stages):
     from sentiloop.settings import from_dict
+
     plan = pipeline.plan(from_dict(default_params))
     assert [st.name for st in plan] and set(st.name for st in plan) == set(stages)
     produced_by = {out: name for name, st in stages.items() for out in st["outs"]}
@@ -87,25 +89,39 @@ def test_the_driver_runs_dvc_yamls_stages_in_an_order_its_deps_allow(default_par
     for st in plan:
         for dep in stages[st.name]["deps"]:
             producer = next((p for out, p in produced_by.items() if D.covers(out, dep) or D.covers(dep, out)), None)
-            assert producer is None or producer == st.name or producer in done, \
+            assert producer is None or producer == st.name or producer in done, (
                 f"{st.name} runs before {producer}, which writes its dep {dep}"
+            )
         done.add(st.name)
 
 
 def test_each_stage_script_calls_the_step_the_driver_runs(default_params, stages):
     from sentiloop.settings import from_dict
+
     for st in pipeline.plan(from_dict(default_params)):
         fn = getattr(st.run, "func", st.run)
-        module = fn.__module__                               # sentiloop.steps.<x>
+        module = fn.__module__  # sentiloop.steps.<x>
         script = D.stage_script(stages[st.name]["cmd"])
         tree = ast.parse(script.read_text())
-        imported = {f"{n.module}.{a.name}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module
-                    for a in n.names}
-        called = {f"{n.func.value.id}.{n.func.attr}" for n in ast.walk(tree)
-                  if isinstance(n, ast.Attribute) is False and isinstance(n, ast.Call)
-                  and isinstance(n.func, ast.Attribute) and isinstance(n.func.value, ast.Name)}
-        referenced = {f"{n.value.id}.{n.attr}" for n in ast.walk(tree)
-                      if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)}
+        imported = {
+            f"{n.module}.{a.name}"
+            for n in ast.walk(tree)
+            if isinstance(n, ast.ImportFrom) and n.module
+            for a in n.names
+        }
+        called = {
+            f"{n.func.value.id}.{n.func.attr}"
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Attribute) is False
+            and isinstance(n, ast.Call)
+            and isinstance(n.func, ast.Attribute)
+            and isinstance(n.func.value, ast.Name)
+        }
+        referenced = {
+            f"{n.value.id}.{n.attr}"
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)
+        }
         short = module.rsplit(".", 1)[1]
         assert module in imported, (st.name, script.name, module)
         assert f"{short}.{fn.__name__}" in referenced | called, (st.name, script.name, fn.__name__)
@@ -116,11 +132,15 @@ class Reads:
     """Wraps the settings and records every parameter path a stage reads."""
 
     # helpers on the settings that read params on the caller's behalf
-    DERIVED_READS = {"members": ["ensemble.members"], "classes": ["data.classes"],
-                     "enabled": ["llm.provider"], "has_gold": ["data.gold_column"],
-                     "api_key": ["llm.api_key_env"],
-                     "active": ["data.noise.rate", "data.noise.matrix"],
-                     "fold_members": ["loop.cross_fit", "loop.cross_fit_members", "ensemble.members"]}
+    DERIVED_READS = {
+        "members": ["ensemble.members"],
+        "classes": ["data.classes"],
+        "enabled": ["llm.provider"],
+        "has_gold": ["data.gold_column"],
+        "api_key": ["llm.api_key_env"],
+        "active": ["data.noise.rate", "data.noise.matrix"],
+        "fold_members": ["loop.cross_fit", "loop.cross_fit_members", "ensemble.members"],
+    }
 
     def __init__(self, obj, path: str, log: set[str]):
         object.__setattr__(self, "_obj", obj)
@@ -128,7 +148,7 @@ class Reads:
         object.__setattr__(self, "_log", log)
 
     @property
-    def __class__(self):          # isinstance(reads, LLM) holds, as for the wrapped object
+    def __class__(self):  # isinstance(reads, LLM) holds, as for the wrapped object
         return type(self._obj)
 
     def _p(self, name: str) -> str:
@@ -145,7 +165,7 @@ class Reads:
         if isinstance(value, BaseModel):
             return Reads(value, self._p(name), log)
         if callable(value) and not isinstance(value, type):
-            log.add(self._path or "*")              # model_dump, model_copy, as_params, cost ...
+            log.add(self._path or "*")  # model_dump, model_copy, as_params, cost ...
             return value
         log.add(self._p(name))
         return value
@@ -160,15 +180,46 @@ def _tiny_settings(tmp_path) -> Settings:
     texts, gold = synthetic_corpus(240, seed=3)
     noisy, _ = plant_flips(gold, 0.3, seed=4)
     names = np.array(["negative", "positive"])
-    csv = write_csv(tmp_path / "tiny.csv", [{"id": i, "text": t, "label": names[y], "gold": names[g]}
-                                            for i, (t, y, g) in enumerate(zip(texts, noisy, gold))])
-    return compose_settings(["ensemble.members=[lexicon]", "loop.max_iterations=2", "llm=simulated", "data.gold_column=gold",
-                             "models.lexicon.seed_lexicon=none", "report.max_token_rows=300",
-                             "gate.f1_threshold=1.0", "gate.max_attempts=1", "loop.cross_fit=2"]).merged({"data": {
-        "source": "file", "path": str(csv), "format": "csv", "encoding_errors": "strict", "language": "en",
-        "classes": ["negative", "positive"], "id_column": "id", "text_column": "text", "label_column": "label",
-        "gold_column": "gold", "label_map": {"negative": "negative", "positive": "positive"},
-        "max_text_chars": 500, "filtered_labels": [], "max_rows": None}, "schedule": {"start": 0.66, "end": 0.6}})
+    csv = write_csv(
+        tmp_path / "tiny.csv",
+        [
+            {"id": i, "text": t, "label": names[y], "gold": names[g]}
+            for i, (t, y, g) in enumerate(zip(texts, noisy, gold))
+        ],
+    )
+    return compose_settings(
+        [
+            "ensemble.members=[lexicon]",
+            "loop.max_iterations=2",
+            "llm=simulated",
+            "data.gold_column=gold",
+            "models.lexicon.seed_lexicon=none",
+            "report.max_token_rows=300",
+            "gate.f1_threshold=1.0",
+            "gate.max_attempts=1",
+            "loop.cross_fit=2",
+        ]
+    ).merged(
+        {
+            "data": {
+                "source": "file",
+                "path": str(csv),
+                "format": "csv",
+                "encoding_errors": "strict",
+                "language": "en",
+                "classes": ["negative", "positive"],
+                "id_column": "id",
+                "text_column": "text",
+                "label_column": "label",
+                "gold_column": "gold",
+                "label_map": {"negative": "negative", "positive": "positive"},
+                "max_text_chars": 500,
+                "filtered_labels": [],
+                "max_rows": None,
+            },
+            "schedule": {"start": 0.66, "end": 0.6},
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -192,15 +243,17 @@ def _declared(st: dict) -> list[str]:
 
 
 def _covers(declared: str, read: str) -> bool:
-    if declared == "params.yaml":                    # `- params.yaml:` tracks every parameter
+    if declared == "params.yaml":  # `- params.yaml:` tracks every parameter
         return True
     return read == "*" or read == declared or read.startswith(declared + ".")
 
 
 def test_every_param_a_stage_reads_is_declared(reads, tmp_path):
     st_all = D.dvc_stages(_tiny_settings(tmp_path).as_params())
-    missing = {name: sorted(r for r in got if not any(_covers(d, r) for d in _declared(st_all[name])))
-               for name, got in reads.items()}
+    missing = {
+        name: sorted(r for r in got if not any(_covers(d, r) for d in _declared(st_all[name])))
+        for name, got in reads.items()
+    }
     missing = {k: v for k, v in missing.items() if v}
     assert not missing, f"params read but not declared in dvc.yaml (changing them would not rerun): {missing}"
 
@@ -210,8 +263,9 @@ def test_no_stage_declares_a_param_it_never_reads(reads, tmp_path):
     extra = {}
     for name, got in reads.items():
         for d in _declared(st_all[name]):
-            if d != "params.yaml" and not any(r == d or r.startswith(d + ".") or d.startswith(r + ".")
-                                              or r == "*" for r in got):
+            if d != "params.yaml" and not any(
+                r == d or r.startswith(d + ".") or d.startswith(r + ".") or r == "*" for r in got
+            ):
                 extra.setdefault(name, []).append(d)
     assert not extra, f"dvc.yaml declares params these stages never read (needless reruns): {extra}"
 
@@ -236,15 +290,34 @@ def test_every_parameter_is_read_by_some_stage(reads, tmp_path):
         else:
             yield prefix
 
-    unread = [p for p in leaves({k: v for k, v in tree.items() if k not in (*DERIVED, "profile")})
-              if not any(r == p or p.startswith(r + ".") or r == "*" for r in all_reads)]
+    unread = [
+        p
+        for p in leaves({k: v for k, v in tree.items() if k not in (*DERIVED, "profile")})
+        if not any(r == p or p.startswith(r + ".") or r == "*" for r in all_reads)
+    ]
     # keys read only by a provider or strategy that the tiny run does not use
-    other_paths = {"llm.base_url", "llm.api_version", "llm.temperature", "llm.thinking_budget",
-                   "llm.response_format", "llm.timeout_s", "llm.model", "llm.retries.attempts",
-                   "llm.retries.backoff_s", "llm.retries.max_backoff_s", "llm.review.enabled",
-                   "llm.review.max_output_tokens", "models.lstm", "models.bilstm", "models.bert",
-                   "llm.price.input_per_mtok", "llm.price.output_per_mtok", "llm.api_key_env",
-                   "schedule.max_drift", "llm.budget.est_output_tokens_per_row"}
+    other_paths = {
+        "llm.base_url",
+        "llm.api_version",
+        "llm.temperature",
+        "llm.thinking_budget",
+        "llm.response_format",
+        "llm.timeout_s",
+        "llm.model",
+        "llm.retries.attempts",
+        "llm.retries.backoff_s",
+        "llm.retries.max_backoff_s",
+        "llm.review.enabled",
+        "llm.review.max_output_tokens",
+        "models.lstm",
+        "models.bilstm",
+        "models.bert",
+        "llm.price.input_per_mtok",
+        "llm.price.output_per_mtok",
+        "llm.api_key_env",
+        "schedule.max_drift",
+        "llm.budget.est_output_tokens_per_row",
+    }
     unread = [p for p in unread if not any(p == o or p.startswith(o + ".") for o in other_paths)]
     assert not unread, f"params no stage reads (dead keys, or a stage that lost a read): {unread}"
 

@@ -2,6 +2,7 @@
 end through DVC and GTO in a temporary git repository (day 1 deploys, day 2's drifted batch
 fails the gate, retries, alerts once and keeps prod, day 3 recovers; a second run the same day
 is a no-op)."""
+
 from __future__ import annotations
 
 import json
@@ -47,15 +48,32 @@ def make_repo(root: Path, corpus_rows: list[dict]) -> Path:
             shutil.copy(src, repo / item)
     (repo / "data").mkdir(exist_ok=True)
     write_csv(repo / "data/corpus.csv", corpus_rows)
-    (repo / "conf/data/daily.yaml").write_text(yaml.safe_dump({  # conf/data/file.yaml, every key kept
-        **yaml.safe_load((ROOT / "conf/data/file.yaml").read_text()), **{
-        "source": "file", "path": "data/corpus.csv", "format": "csv", "encoding_errors": "strict",
-        "language": "en", "classes": ["negative", "positive"], "id_column": "id", "text_column": "text",
-        "label_column": "label", "gold_column": None,
-        "label_map": {"negative": "negative", "positive": "positive"}, "max_text_chars": 500, "max_rows": None,
-        "noise": {"rate": 0.0, "matrix": None, "seed": 17}}}))
-    (repo / ".gitignore").write_text("/data/*.sqlite\n/data/it*/\n/data/final/\n/data/rejects.csv\n/models/\n"
-                                     "/.sentiloop/\n/data/incoming/\n")
+    (repo / "conf/data/daily.yaml").write_text(
+        yaml.safe_dump(
+            {  # conf/data/file.yaml, every key kept
+                **yaml.safe_load((ROOT / "conf/data/file.yaml").read_text()),
+                **{
+                    "source": "file",
+                    "path": "data/corpus.csv",
+                    "format": "csv",
+                    "encoding_errors": "strict",
+                    "language": "en",
+                    "classes": ["negative", "positive"],
+                    "id_column": "id",
+                    "text_column": "text",
+                    "label_column": "label",
+                    "gold_column": None,
+                    "label_map": {"negative": "negative", "positive": "positive"},
+                    "max_text_chars": 500,
+                    "max_rows": None,
+                    "noise": {"rate": 0.0, "matrix": None, "seed": 17},
+                },
+            }
+        )
+    )
+    (repo / ".gitignore").write_text(
+        "/data/*.sqlite\n/data/it*/\n/data/final/\n/data/rejects.csv\n/models/\n/.sentiloop/\n/data/incoming/\n"
+    )
     sh(["git", "init", "-q"], repo)
     sh(["git", "config", "user.email", "t@t"], repo)
     sh(["git", "config", "user.name", "t"], repo)
@@ -65,6 +83,7 @@ def make_repo(root: Path, corpus_rows: list[dict]) -> Path:
 def test_incoming_files_that_fail_ingest_are_quarantined_with_a_reason(tmp_path):
     from sentiloop.daily import ingest_batch
     from sentiloop.settings import compose_settings
+
     repo = make_repo(tmp_path, rows(20, seed=1, start=0))
     s = compose_settings().merged({"data": yaml.safe_load((repo / "conf/data/daily.yaml").read_text())})
     inbox = repo / "data/incoming"
@@ -73,6 +92,7 @@ def test_incoming_files_that_fail_ingest_are_quarantined_with_a_reason(tmp_path)
     (inbox / "b.csv").write_text("id,words\n1,no text or label column\n")
     (inbox / "c.weird").write_text("what is this")
     import pandas as pd
+
     pd.DataFrame(rows(3, seed=3, start=200)).to_parquet(inbox / "d.parquet")
     out = ingest_batch(repo, s, "2026-01-01")
     assert [f["file"] for f in out["files"]] == ["a.csv", "d.parquet"] and out["rows"] == 8
@@ -114,13 +134,25 @@ class _Hook:
 def test_three_simulated_days(tmp_path, monkeypatch):
     from sentiloop import registry
     from sentiloop.daily import run_daily
+
     repo = make_repo(tmp_path, rows(400, seed=1, start=0))
     sh([sys.executable, "-m", "dvc", "remote", "modify", "local", "url", tmp_path / "remote"], repo)
     monkeypatch.setenv("PATH", str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])
     monkeypatch.delenv("DVCLIVE_TEST", raising=False)
-    sh([sys.executable, "-m", "sentiloop.config", "data=daily", "loop.max_iterations=1",
-        "ensemble.members=[lexicon]", "models.lexicon.seed_lexicon=none", "gate.f1_threshold=0.8",
-        "gate.max_attempts=2"], repo)
+    sh(
+        [
+            sys.executable,
+            "-m",
+            "sentiloop.config",
+            "data=daily",
+            "loop.max_iterations=1",
+            "ensemble.members=[lexicon]",
+            "models.lexicon.seed_lexicon=none",
+            "gate.f1_threshold=0.8",
+            "gate.max_attempts=2",
+        ],
+        repo,
+    )
     sh(["git", "add", "-A"], repo)
     sh(["git", "commit", "-qm", "init"], repo)
     inbox = repo / "data/incoming"
@@ -137,7 +169,7 @@ def test_three_simulated_days(tmp_path, monkeypatch):
         assert d1["phases"]["promoted"]["version"] == "v0.0.1"
         assert registry.stage_version(repo, "prod") == "v0.0.1"
         assert hook.received == []
-        assert any((tmp_path / "remote").rglob("*.dir"))      # pushed to the DVC remote
+        assert any((tmp_path / "remote").rglob("*.dir"))  # pushed to the DVC remote
         # the same day again: a no-op that says so
         log.clear()
         assert run_daily(repo, "2026-03-01", log=log.append) == 0
@@ -149,14 +181,15 @@ def test_three_simulated_days(tmp_path, monkeypatch):
         write_csv(inbox / "day2.csv", rows(700, seed=3, start=2000, invert=True))
         from sentiloop.daily import _dvc_repro
 
-        def interrupted(r):          # the machine goes down right after `dvc repro` finished
+        def interrupted(r):  # the machine goes down right after `dvc repro` finished
             _dvc_repro(r)
             raise KeyboardInterrupt
+
         with pytest.raises(KeyboardInterrupt):
             run_daily(repo, "2026-03-02", log=log.append, repro=interrupted)
         assert hook.received == []
         log.clear()
-        assert run_daily(repo, "2026-03-02", log=log.append) == 1   # resumes: repro is up to date
+        assert run_daily(repo, "2026-03-02", log=log.append) == 1  # resumes: repro is up to date
         assert log[0] == "daily 2026-03-02: resuming after ingested, evaluated"
         d2 = json.loads((repo / "metrics/daily/2026-03-02.json").read_text())
         assert d2["status"] == "failed" and d2["phases"]["evaluated"]["batch_f1"] < 0.8
@@ -166,10 +199,12 @@ def test_three_simulated_days(tmp_path, monkeypatch):
         assert len(hook.received) == 1 and hook.received[0]["alert_type"] == "DAILY_JOB_FAILURE"
         assert hook.received[0]["date"] == "2026-03-02"
         assert (inbox / "failed/2026-03-02/day2.csv").exists()
-        assert sh(["git", "show", "HEAD:data/corpus.csv"], repo) == sh(["git", "show", f"{head.strip()}:data/corpus.csv"], repo)
+        assert sh(["git", "show", "HEAD:data/corpus.csv"], repo) == sh(
+            ["git", "show", f"{head.strip()}:data/corpus.csv"], repo
+        )
         assert (repo / "data/corpus.csv").read_text() == sh(["git", "show", "HEAD:data/corpus.csv"], repo)
         assert "DAILY_JOB_FAILURE" in sh(["git", "show", "HEAD:metrics/alerts.jsonl"], repo)
-        assert run_daily(repo, "2026-03-02", log=log.append) == 1     # no second alert, no promotion
+        assert run_daily(repo, "2026-03-02", log=log.append) == 1  # no second alert, no promotion
         assert len(hook.received) == 1
 
         # day 3: a clean batch -> prod clears the bar on it and on the test split -> passes

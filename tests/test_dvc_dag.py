@@ -6,6 +6,7 @@ which stages DVC considers changed, not what they compute), then:
   - shrinking the corpus file (data=file) marks ingest: the input data is a dependency;
   - a bad parameter stops `dvc exp run` while params are composed, before any stage runs.
 """
+
 from __future__ import annotations
 
 import re
@@ -25,6 +26,7 @@ OVERRIDES = ["data=tiny", "loop.max_iterations=2", "ensemble.members=[lexicon]"]
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     import sys
+
     dst = tmp_path_factory.mktemp("dag") / "repo"
     dst.mkdir()
     for item in COPY:
@@ -37,17 +39,38 @@ def repo(tmp_path_factory):
     texts, gold = synthetic_corpus(300, seed=3)
     noisy, _ = plant_flips(gold, 0.3, seed=4)
     names = np.array(["negative", "positive"])
-    write_csv(dst / "tiny.csv", [{"id": i, "text": t, "label": names[y], "gold": names[g]}
-                                 for i, (t, y, g) in enumerate(zip(texts, noisy, gold))])
-    (dst / "conf/data/tiny.yaml").write_text(yaml.safe_dump({
-        "source": "file", "path": "tiny.csv", "format": "csv", "encoding_errors": "strict", "language": "en",
-        "classes": ["negative", "positive"], "id_column": "id", "text_column": "text", "label_column": "label",
-        "gold_column": "gold", "label_map": {"negative": "negative", "positive": "positive"},
-        "max_text_chars": 500, "filtered_labels": [], "max_rows": None, "noise": {"rate": 0.0, "matrix": None, "seed": 17}}))
+    write_csv(
+        dst / "tiny.csv",
+        [
+            {"id": i, "text": t, "label": names[y], "gold": names[g]}
+            for i, (t, y, g) in enumerate(zip(texts, noisy, gold))
+        ],
+    )
+    (dst / "conf/data/tiny.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "source": "file",
+                "path": "tiny.csv",
+                "format": "csv",
+                "encoding_errors": "strict",
+                "language": "en",
+                "classes": ["negative", "positive"],
+                "id_column": "id",
+                "text_column": "text",
+                "label_column": "label",
+                "gold_column": "gold",
+                "label_map": {"negative": "negative", "positive": "positive"},
+                "max_text_chars": 500,
+                "filtered_labels": [],
+                "max_rows": None,
+                "noise": {"rate": 0.0, "matrix": None, "seed": 17},
+            }
+        )
+    )
     py = sys.executable
     sh([py, "-m", "sentiloop.config", *OVERRIDES], dst)
     params = yaml.safe_load((dst / "params.yaml").read_text())
-    for st in D.dvc_stages(params).values():          # placeholder outputs: nothing runs
+    for st in D.dvc_stages(params).values():  # placeholder outputs: nothing runs
         for out in st["outs"]:
             p = dst / out
             if p.suffix:
@@ -69,6 +92,7 @@ def repo(tmp_path_factory):
 
 def _changed(repo) -> set[str]:
     import sys
+
     out = sh([sys.executable, "-m", "dvc", "status"], repo)
     return {m.group(1) for m in re.finditer(r"^(\S+):\s*$", out, flags=re.M)}
 
@@ -77,14 +101,29 @@ def test_editing_a_members_predict_code_reruns_the_stages_that_run_it(repo):
     lexicon = repo / "src/sentiloop/models/lexicon.py"
     original = lexicon.read_text()
     try:
-        lexicon.write_text(original.replace("    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:",
-                                            "    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:  # edited", 1))
+        lexicon.write_text(
+            original.replace(
+                "    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:",
+                "    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:  # edited",
+                1,
+            )
+        )
         assert lexicon.read_text() != original
         changed = _changed(repo)
     finally:
         lexicon.write_text(original)
-    runs_lexicon = {"train@lexicon", "retrain@it1-lexicon", "retrain@it2-lexicon", "predict@it1", "predict@it2",
-                    "predict_final", "gate", "bundle", "report", "review_data"}
+    runs_lexicon = {
+        "train@lexicon",
+        "retrain@it1-lexicon",
+        "retrain@it2-lexicon",
+        "predict@it1",
+        "predict@it2",
+        "predict_final",
+        "gate",
+        "bundle",
+        "report",
+        "review_data",
+    }
     assert changed == runs_lexicon
 
 
@@ -92,7 +131,7 @@ def test_a_smaller_corpus_file_reruns_ingest(repo):
     corpus = repo / "tiny.csv"
     original = corpus.read_bytes()
     try:
-        corpus.write_bytes(b"".join(original.splitlines(keepends=True)[:201]))     # 300 -> 200 rows
+        corpus.write_bytes(b"".join(original.splitlines(keepends=True)[:201]))  # 300 -> 200 rows
         assert _changed(repo) == {"ingest"}
     finally:
         corpus.write_bytes(original)
@@ -102,9 +141,14 @@ def test_a_smaller_corpus_file_reruns_ingest(repo):
 def test_a_bad_parameter_stops_dvc_exp_run_before_any_stage(repo):
     import subprocess
     import sys
+
     before = (repo / "params.yaml").read_text()
-    r = subprocess.run([sys.executable, "-m", "dvc", "exp", "run", "-S", "correction.aside_at=-0.05"],
-                       cwd=repo, capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "dvc", "exp", "run", "-S", "correction.aside_at=-0.05"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+    )
     out = r.stdout + r.stderr
     assert r.returncode != 0
     assert "params.yaml: correction.aside_at = -0.05: must be in (0, 1]" in out

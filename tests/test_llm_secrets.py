@@ -4,6 +4,7 @@ A distinctive key is put in the environment; servers that echo it back (in error
 rationales, in the review) are used on purpose, the way a careless proxy or a prompt-injected
 model might; then every file written and everything logged is searched for it.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -47,32 +48,42 @@ def test_every_llm_config_composes_and_parses(group):
         assert cfg.model == "gemini-2.5-flash" and cfg.price.input_per_mtok > 0
 
 
-def test_the_key_is_in_no_params_file_log_metric_cache_or_report(tmp_path, monkeypatch,
-                                                                   caplog, capfd):
+def test_the_key_is_in_no_params_file_log_metric_cache_or_report(tmp_path, monkeypatch, caplog, capfd):
     from dvclive import Live
 
     monkeypatch.setenv("GEMINI_API_KEY", KEY)
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    caplog.set_level(logging.DEBUG)              # SDK debug logs included
+    caplog.set_level(logging.DEBUG)  # SDK debug logs included
     out = tmp_path / "out"
     labels, changes, preds = iteration_frames()
     queue = labels[labels["split"] == "train"].assign(priority=1.0)[["id", "text", "priority"]]
-    runs = [(FakeGemini, "gemini", ["429echo", "ok", "garbage", "ok", "401echo"]),
-            (FakeOpenAI, "openai_compatible", ["429echo", "ok", "401echo"])]
+    runs = [
+        (FakeGemini, "gemini", ["429echo", "ok", "garbage", "ok", "401echo"]),
+        (FakeOpenAI, "openai_compatible", ["429echo", "ok", "401echo"]),
+    ]
     for Fake, group, faults in runs:
         with Fake(faults=faults, echo_key=True) as fake:
-            params = compose_llm(group, [f"llm.base_url={fake.base_url}", "llm.batch_size=3",
-                                         "llm.retries.backoff_s=0.001"])
+            params = compose_llm(
+                group, [f"llm.base_url={fake.base_url}", "llm.batch_size=3", "llm.retries.backoff_s=0.001"]
+            )
             (out / group).mkdir(parents=True)
             (out / group / "params.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(params)))
-            answers, usage = answer_queue(queue, params["llm"], CLASSES, iteration=1,
-                                          cache_dir=out / "cache")
-            assert (answers["status"] == "answered").any()          # the run really ran
-            assert (answers["status"] == "failed").any()            # and the 401 really hit
+            answers, usage = answer_queue(queue, params["llm"], CLASSES, iteration=1, cache_dir=out / "cache")
+            assert (answers["status"] == "answered").any()  # the run really ran
+            assert (answers["status"] == "failed").any()  # and the 401 really hit
             fake.faults = []
-            report = bias_report(labels, CLASSES, iteration=1, out_dir=out / group / "analysis",
-                                 changes=changes, predictions=preds, answers=answers,
-                                 llm_cfg=params["llm"], cache_dir=out / "cache", llm_usage=usage)
+            report = bias_report(
+                labels,
+                CLASSES,
+                iteration=1,
+                out_dir=out / group / "analysis",
+                changes=changes,
+                predictions=preds,
+                answers=answers,
+                llm_cfg=params["llm"],
+                cache_dir=out / "cache",
+                llm_usage=usage,
+            )
             assert report["review"]["status"] == "ok"
             assert any(KEY in json.dumps(r["headers"]) for r in fake.requests)  # key was sent
         answers.to_parquet(out / group / "relabel.parquet")
@@ -84,15 +95,16 @@ def test_the_key_is_in_no_params_file_log_metric_cache_or_report(tmp_path, monke
                 else:
                     live.log_param(f"llm_{k}", v)
     logged = caplog.text + "".join(capfd.readouterr())
-    assert "[REDACTED]" in logged                # the 401 echoed the key: it was logged redacted
+    assert "[REDACTED]" in logged  # the 401 echoed the key: it was logged redacted
     files = [p for p in out.rglob("*") if p.is_file()]
     assert len(files) >= 12
     leaks = [str(p.relative_to(out)) for p in files if KEY.encode() in p.read_bytes()]
-    leaks += [str(p.relative_to(ROOT)) for p in (ROOT / "conf").rglob("*")
-              if p.is_file() and KEY.encode() in p.read_bytes()]
+    leaks += [
+        str(p.relative_to(ROOT)) for p in (ROOT / "conf").rglob("*") if p.is_file() and KEY.encode() in p.read_bytes()
+    ]
     assert leaks == []
     assert KEY not in logged
     md = (out / "gemini" / "analysis" / "it1.md").read_text()
-    assert "[REDACTED]" in md                    # the echoed key was there and was removed
+    assert "[REDACTED]" in md  # the echoed key was there and was removed
     rationale = " ".join(pd.read_parquet(out / "gemini" / "relabel.parquet")["rationale"].dropna())
     assert "[REDACTED]" in rationale

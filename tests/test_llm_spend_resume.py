@@ -1,5 +1,6 @@
 """LLM spend is recorded as it is paid: a relabel run killed with SIGKILL after two answered
 batches, then resumed, reports every paid request, as the uninterrupted run does."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,17 @@ from fake_llm_servers import FakeOpenAI
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY_ENV = "SENTILOOP_TEST_LLM_KEY"
-TEXTS = ["a good movie", "bad acting", "it was a film", "I love it", "terrible plot", "great cast",
-         "awful ending", "excellent score"]
+TEXTS = [
+    "a good movie",
+    "bad acting",
+    "it was a film",
+    "I love it",
+    "terrible plot",
+    "great cast",
+    "awful ending",
+    "excellent score",
+]
+
 
 def run_relabel(url: str, cache: str) -> dict:
     """One relabel iteration of TEXTS (4 batches of 2) against the fake server at `url`."""
@@ -26,25 +36,32 @@ def run_relabel(url: str, cache: str) -> dict:
 
     from sentiloop.relabel import answer_queue
     from sentiloop.settings import llm_config
+
     n = len(TEXTS)
-    queue = pd.DataFrame({"id": [f"s{i}" for i in range(n)], "text": TEXTS,
-                          "priority": [float(n - i) for i in range(n)]})
-    cfg = llm_config("openai_compatible", model="m", base_url=url, api_key_env=[KEY_ENV],
-                     batch_size=2, timeout_s=30.0,
-                     retries=dict(attempts=1, backoff_s=0.001, max_backoff_s=0.01),
-                     price=dict(input_per_mtok=1000.0, output_per_mtok=1000.0),
-                     budget=dict(max_rows=100, max_tokens=10_000_000, max_cost_usd=1000.0))
-    answers, usage = answer_queue(queue, cfg, ["negative", "neutral", "positive"], iteration=2,
-                                  cache_dir=cache)
+    queue = pd.DataFrame(
+        {"id": [f"s{i}" for i in range(n)], "text": TEXTS, "priority": [float(n - i) for i in range(n)]}
+    )
+    cfg = llm_config(
+        "openai_compatible",
+        model="m",
+        base_url=url,
+        api_key_env=[KEY_ENV],
+        batch_size=2,
+        timeout_s=30.0,
+        retries=dict(attempts=1, backoff_s=0.001, max_backoff_s=0.01),
+        price=dict(input_per_mtok=1000.0, output_per_mtok=1000.0),
+        budget=dict(max_rows=100, max_tokens=10_000_000, max_cost_usd=1000.0),
+    )
+    answers, usage = answer_queue(queue, cfg, ["negative", "neutral", "positive"], iteration=2, cache_dir=cache)
     return {"usage": usage, "labels": answers["llm_label"].tolist()}
 
 
-SCRIPT = textwrap.dedent('''
+SCRIPT = textwrap.dedent("""
     import json, sys
     sys.path[:0] = [{tests!r}]
     from test_llm_spend_resume import run_relabel
     print(json.dumps(run_relabel({url!r}, {cache!r})))
-''')
+""")
 
 
 def relabel(fake, cache: Path, tmp_path: Path, *, background: bool = False):
@@ -54,8 +71,7 @@ def relabel(fake, cache: Path, tmp_path: Path, *, background: bool = False):
     script = tmp_path / "relabel.py"
     script.write_text(SCRIPT.format(tests=str(ROOT / "tests"), url=fake.base_url, cache=str(cache)))
     env = {**os.environ, KEY_ENV: "sk-test", "PYTHONPATH": str(ROOT / "src")}
-    return subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    return subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def test_a_killed_relabel_run_keeps_its_spend(tmp_path, monkeypatch):
@@ -69,7 +85,7 @@ def test_a_killed_relabel_run_keeps_its_spend(tmp_path, monkeypatch):
         try:
             assert fake.stalled.wait(90), proc.communicate(timeout=5)
             time.sleep(0.2)
-            proc.send_signal(signal.SIGKILL)         # kill -9 during the third batch
+            proc.send_signal(signal.SIGKILL)  # kill -9 during the third batch
             proc.wait(30)
         finally:
             fake.release.set()
@@ -96,6 +112,7 @@ def test_open_spend_of_a_live_concurrent_run_is_not_taken_over(tmp_path, monkeyp
     import socket
 
     from sentiloop.relabel import cache as C
+
     cache = C.ResponseCache(tmp_path)
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -109,10 +126,10 @@ def test_open_spend_of_a_live_concurrent_run_is_not_taken_over(tmp_path, monkeyp
         reqs, _, _, cost, owners = cache.open_spend("q")
         assert (reqs, cost, owners) == (2, 0.25, [f"{host}:{dead.pid}"])
         cache.close_spend("q", owners)
-        assert cache.open_spend("q")[0] == 0                 # the dead run's spend is closed
+        assert cache.open_spend("q")[0] == 0  # the dead run's spend is closed
         live.kill()
         live.wait()
-        assert cache.open_spend("q")[3] == 1.0               # the live one's stays open until it ends
+        assert cache.open_spend("q")[3] == 1.0  # the live one's stays open until it ends
     finally:
         live.kill()
         cache.close()

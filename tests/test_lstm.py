@@ -1,5 +1,6 @@
 """LSTM member under Keras 3: TensorFlow in-process (the default backend), PyTorch in a
 subprocess (the backend is fixed when keras is first imported)."""
+
 import json
 import os
 import subprocess
@@ -14,8 +15,19 @@ from sentiloop.errors import SentiloopError
 from sentiloop.models.base import ModelError, build_model, load_model
 from sentiloop.settings import member_config
 
-FAST = member_config("lstm", **{"threads": 1, "epochs": 3, "batch_size": 32, "embedding_dim": 16, "units": 16,
-        "min_count": 1, "max_len": 12, "patience": 5})  # conf/'s defaults, made small
+FAST = member_config(
+    "lstm",
+    **{
+        "threads": 1,
+        "epochs": 3,
+        "batch_size": 32,
+        "embedding_dim": 16,
+        "units": 16,
+        "min_count": 1,
+        "max_len": 12,
+        "patience": 5,
+    },
+)  # conf/'s defaults, made small
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -70,16 +82,14 @@ def test_finetune_gives_new_layers_fresh_he_normal_weights(fitted, data):
 
 def test_learning_rate_decays_exponentially_per_step(data):
     (tx, ty), _ = data
-    cfg = {**FAST, "epochs": 2, "batch_size": 60, "decay_steps": 2, "decay_rate": 0.5,
-           "learning_rate": 0.01}
-    m = build_model("lstm", CLASSES, cfg).fit(tx, ty)       # 3 steps per epoch
-    assert [h["lr_end"] for h in m.history_] == pytest.approx([0.01 * 0.5 ** 1, 0.01 * 0.5 ** 3])
+    cfg = {**FAST, "epochs": 2, "batch_size": 60, "decay_steps": 2, "decay_rate": 0.5, "learning_rate": 0.01}
+    m = build_model("lstm", CLASSES, cfg).fit(tx, ty)  # 3 steps per epoch
+    assert [h["lr_end"] for h in m.history_] == pytest.approx([0.01 * 0.5**1, 0.01 * 0.5**3])
 
 
 def test_scratch_ignores_previous_weights(fitted, data):
     (tx, ty), _ = data
-    m = build_model("lstm", CLASSES, {**FAST, "strategy": "scratch", "epochs": 1}).fit(
-        tx, ty, init_from=fitted)
+    m = build_model("lstm", CLASSES, {**FAST, "strategy": "scratch", "epochs": 1}).fit(tx, ty, init_from=fitted)
     assert m.strategy_ == "scratch" and m.history_[0]["transferred"] == []
     assert m.vocab == fitted.vocab
 
@@ -117,13 +127,26 @@ print(json.dumps({"backend": keras.backend.backend(), "model_backend": m.backend
 """
 
 
-@pytest.mark.slow   # ~30 s (a fresh process imports torch and keras): the alternative backend, run by .ci/run
+@pytest.mark.slow  # ~30 s (a fresh process imports torch and keras): the alternative backend, run by .ci/run
 def test_lstm_runs_under_the_torch_backend(fitted, data, tmp_path):
     fitted.save(tmp_path / "tf_model")
     env = {**os.environ, "KERAS_BACKEND": "torch"}
-    r = subprocess.run([sys.executable, "-c", _TORCH_SCRIPT, str(ROOT / "src"), str(ROOT / "tests"),
-                        json.dumps(FAST), str(tmp_path), str(tmp_path / "tf_model")],
-                       env=env, capture_output=True, text=True, timeout=240)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _TORCH_SCRIPT,
+            str(ROOT / "src"),
+            str(ROOT / "tests"),
+            json.dumps(FAST),
+            str(tmp_path),
+            str(tmp_path / "tf_model"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(r.stdout.strip().splitlines()[-1])
     assert res["backend"] == res["model_backend"] == "torch"

@@ -1,5 +1,6 @@
 """The Hydra strategy choices compose into configs the member accepts: every key known, every
 value in range, and no defaults hidden in the member's code (conf/ is the one place)."""
+
 import importlib
 
 import pytest
@@ -7,15 +8,19 @@ import pytest
 from sentiloop.settings import check_member_config, compose
 from sentiloop.settings.members import MEMBER_CONFIGS
 
-STRATEGIES = {"lexicon": ["blend", "scratch"], "lstm": ["finetune", "scratch"],
-              "bilstm": ["finetune", "scratch"], "bert": ["finetune", "head", "scratch"]}
+STRATEGIES = {
+    "lexicon": ["blend", "scratch"],
+    "lstm": ["finetune", "scratch"],
+    "bilstm": ["finetune", "scratch"],
+    "bert": ["finetune", "head", "scratch"],
+}
 
 
 @pytest.mark.parametrize("kind,strategy", [(k, s) for k, ss in STRATEGIES.items() for s in ss])
 def test_each_strategy_composes_with_known_keys(kind, strategy):
     cfg = compose([f"models/{kind}={strategy}"])["models"][kind]
     assert cfg["strategy"] == strategy
-    assert check_member_config(kind, cfg) == cfg        # complete, nothing unknown, in range
+    assert check_member_config(kind, cfg) == cfg  # complete, nothing unknown, in range
 
 
 def test_members_keep_no_defaults_of_their_own():

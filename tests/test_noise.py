@@ -1,4 +1,5 @@
 """Planted label noise: exact counts with a seed, matrices realised, bad input refused."""
+
 import numpy as np
 import pytest
 
@@ -57,9 +58,7 @@ def test_symmetric_rate_zero_changes_nothing():
 
 def test_matrix_is_realised_within_one_row_per_cell():
     y = _labels([1000, 700, 300])
-    T = np.array([[0.8, 0.15, 0.05],
-                  [0.1, 0.7, 0.2],
-                  [0.0, 0.4, 0.6]])
+    T = np.array([[0.8, 0.15, 0.05], [0.1, 0.7, 0.2], [0.0, 0.4, 0.6]])
     out = plant_matrix(y, T, seed=3)
     m = realised_matrix(y, out.labels, 3)
     for c, n in enumerate([1000, 700, 300]):
@@ -102,13 +101,16 @@ def test_rate_out_of_range_is_refused(rate):
         plant_symmetric(_labels([5, 5]), 2, rate, seed=0)
 
 
-@pytest.mark.parametrize("matrix, message", [
-    ([[0.9, 0.1]], "square"),
-    ([[1.0]], "at least two"),
-    ([[0.9, 0.2], [0.1, 0.9]], "sum to 1"),
-    ([[1.1, -0.1], [0.0, 1.0]], ">= 0"),
-    ([[np.nan, 1.0], [0.0, 1.0]], "finite"),
-])
+@pytest.mark.parametrize(
+    "matrix, message",
+    [
+        ([[0.9, 0.1]], "square"),
+        ([[1.0]], "at least two"),
+        ([[0.9, 0.2], [0.1, 0.9]], "sum to 1"),
+        ([[1.1, -0.1], [0.0, 1.0]], ">= 0"),
+        ([[np.nan, 1.0], [0.0, 1.0]], "finite"),
+    ],
+)
 def test_bad_matrix_is_refused(matrix, message):
     with pytest.raises(NoiseError, match=message):
         check_noise_matrix(matrix)
@@ -129,7 +131,7 @@ def test_realised_matrix_transposes_to_cleanlab_orientation():
     from cleanlab.benchmarking.noise_generation import generate_noisy_labels
 
     y = _labels([500, 500])
-    T = np.array([[0.8, 0.2], [0.4, 0.6]])     # ours: rows = true
+    T = np.array([[0.8, 0.2], [0.4, 0.6]])  # ours: rows = true
     np.random.seed(0)
-    s = generate_noisy_labels(y, T.T)           # cleanlab: columns = true
+    s = generate_noisy_labels(y, T.T)  # cleanlab: columns = true
     np.testing.assert_allclose(realised_matrix(y, s, 2), T, atol=0.01)

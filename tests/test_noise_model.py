@@ -1,4 +1,5 @@
 """The noise model on scores with a known answer: planted class-conditional noise, known flips."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,11 +21,14 @@ def _scores(n: int, k: int, T: np.ndarray, seed: int, sharpness: float = 3.0):
     return true, noisy, q @ T
 
 
-@pytest.mark.parametrize("T", [
-    np.array([[0.7, 0.3], [0.3, 0.7]]),                   # 30% symmetric
-    np.array([[0.9, 0.1], [0.4, 0.6]]),                   # asymmetric: positives mislabelled
-    np.array([[0.8, 0.2, 0.0], [0.15, 0.7, 0.15], [0.0, 0.2, 0.8]]),   # neighbour confusion
-])
+@pytest.mark.parametrize(
+    "T",
+    [
+        np.array([[0.7, 0.3], [0.3, 0.7]]),  # 30% symmetric
+        np.array([[0.9, 0.1], [0.4, 0.6]]),  # asymmetric: positives mislabelled
+        np.array([[0.8, 0.2, 0.0], [0.15, 0.7, 0.15], [0.0, 0.2, 0.8]]),  # neighbour confusion
+    ],
+)
 def test_recovers_the_noise_matrix_and_rate(T):
     true, noisy, p = _scores(6000, len(T), T, seed=3)
     est = noise_model.estimate(p, noisy)
@@ -41,7 +45,7 @@ def test_posterior_finds_the_planted_flips():
     p_wrong = 1 - post[np.arange(len(noisy)), noisy]
     sure = p_wrong >= 0.9
     assert sure.sum() > 500
-    assert np.mean(true[sure] != noisy[sure]) >= 0.9          # what it is sure of is wrong
+    assert np.mean(true[sure] != noisy[sure]) >= 0.9  # what it is sure of is wrong
     # the raw scores are flattened by the noise: few reach 0.9 against the label
     raw_sure = (1 - p[np.arange(len(noisy)), noisy]) >= 0.9
     assert raw_sure.sum() < sure.sum() / 2
@@ -61,12 +65,15 @@ def test_the_diagonal_stays_dominant():
     assert T[0, 0] > T[0, 1] and np.allclose(T.sum(axis=1), 1.0)
 
 
-@pytest.mark.parametrize("probs, labels, message", [
-    (np.ones((3, 1)), [0, 0, 0], "must be \\(n, k >= 2\\)"),
-    (np.full((3, 2), 0.5), [0, 1], "2 labels for 3 rows"),
-    (np.full((3, 2), 0.5), [0, 1, 2], "class indices in \\[0, 2\\)"),
-    (np.array([[np.nan, 1.0], [0.5, 0.5]]), [0, 1], "NaN"),
-])
+@pytest.mark.parametrize(
+    "probs, labels, message",
+    [
+        (np.ones((3, 1)), [0, 0, 0], "must be \\(n, k >= 2\\)"),
+        (np.full((3, 2), 0.5), [0, 1], "2 labels for 3 rows"),
+        (np.full((3, 2), 0.5), [0, 1, 2], "class indices in \\[0, 2\\)"),
+        (np.array([[np.nan, 1.0], [0.5, 0.5]]), [0, 1], "NaN"),
+    ],
+)
 def test_bad_inputs_are_refused(probs, labels, message):
     with pytest.raises(NoiseModelError, match=message):
         noise_model.estimate(probs, np.asarray(labels))

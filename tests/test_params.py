@@ -1,4 +1,5 @@
 """params.yaml is what conf/ composes to, so `dvc repro` and `dvc exp run` agree."""
+
 from __future__ import annotations
 
 import yaml

@@ -1,6 +1,7 @@
 """DVC's own views: the curated plot tables the summarize and report stages write, no all-zero
 LLM counters with llm=none, three plots from `dvc plots show` (one line per series), rendered
 offline to PNG and self-contained HTML."""
+
 from __future__ import annotations
 
 import csv
@@ -45,18 +46,24 @@ def test_no_llm_counters_with_llm_none_and_the_plot_tables(run):
     assert set(live["corrections"]) == {"ensemble", "human"}
     conv = _rows(root / "metrics/plots/convergence.csv")
     assert [r["iteration"] for r in conv] == ["0", "1", "2"]
-    assert list(conv[0]) == ["iteration", "ensemble_dev_macro_f1", "ensemble_test_macro_f1", "label_change_rate",
-                             "lexicon_dict_change_rate"]
+    assert list(conv[0]) == [
+        "iteration",
+        "ensemble_dev_macro_f1",
+        "ensemble_test_macro_f1",
+        "label_change_rate",
+        "lexicon_dict_change_rate",
+    ]
     for k, r in enumerate(conv):
         ev = S.read_json(root / f"metrics/eval/it{k}.json")["ensemble"]
         assert float(r["ensemble_test_macro_f1"]) == pytest.approx(ev["test"]["macro_f1"], abs=1e-6)
-    assert conv[0]["label_change_rate"] == ""       # nothing is corrected at iteration 0
+    assert conv[0]["label_change_rate"] == ""  # nothing is corrected at iteration 0
     it1 = S.read_json(root / "metrics/iterations/it1.json")
     assert float(conv[1]["label_change_rate"]) == pytest.approx(it1["label_change_rate"], abs=1e-6)
     members = _rows(root / "metrics/plots/members.csv")
     assert list(members[0]) == ["iteration", "lexicon", "ensemble"]
     assert float(members[2]["lexicon"]) == pytest.approx(
-        S.read_json(root / "metrics/eval/it2.json")["members"]["lexicon"]["test"]["accuracy"], abs=1e-6)
+        S.read_json(root / "metrics/eval/it2.json")["members"]["lexicon"]["test"]["accuracy"], abs=1e-6
+    )
     confusion = _rows(root / "metrics/plots/confusion.csv")
     assert len(confusion) == sum(r["split"] == "test" for r in S.corpus(30))
     assert {r["actual"] for r in confusion} <= set(S.CLASSES) and {r["predicted"] for r in confusion} <= set(S.CLASSES)
@@ -64,12 +71,14 @@ def test_no_llm_counters_with_llm_none_and_the_plot_tables(run):
 
 def test_dvc_plots_show_three_curated_plots_rendered_offline(run, tmp_path, monkeypatch):
     from sentiloop.plots import dvc_specs, render
+
     root, prm, _ = run
     repo = tmp_path / "repo"
     (repo / "metrics").mkdir(parents=True)
     shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
     shutil.copytree(root / "metrics/plots", repo / "metrics/plots")
     import yaml
+
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["ensemble"]["members"] = ["lexicon"]
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
@@ -82,13 +91,14 @@ def test_dvc_plots_show_three_curated_plots_rendered_offline(run, tmp_path, monk
     assert fields == {"ensemble_dev_macro_f1", "ensemble_test_macro_f1", "label_change_rate"}
     values = specs["member_accuracy"][0]["data"]["values"]
     assert [v["lexicon"] for v in values] == [r["lexicon"] for r in _rows(root / "metrics/plots/members.csv")]
-    assert "lexicon" in json.dumps(specs["member_accuracy"][0]["encoding"]) or \
-        "lexicon" in json.dumps(specs["member_accuracy"][0].get("layer", ""))
+    assert "lexicon" in json.dumps(specs["member_accuracy"][0]["encoding"]) or "lexicon" in json.dumps(
+        specs["member_accuracy"][0].get("layer", "")
+    )
     pngs = render(specs, tmp_path / "out")
     assert sorted(p.name for p in pngs) == ["confusion.png", "convergence.png", "member_accuracy.png"]
     for p in pngs:
         assert is_png(p)
         page = p.with_suffix(".html").read_text()
-        assert "<script" in page and "cdn." not in page and 'src="http' not in page   # Vega inlined
+        assert "<script" in page and "cdn." not in page and 'src="http' not in page  # Vega inlined
     index = (tmp_path / "out/index.html").read_text()
     assert index.count("<img") == 3 and "http" not in index

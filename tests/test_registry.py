@@ -1,5 +1,6 @@
 """GTO registry in a temporary git + DVC repository: promote, refuse a failed gate, rollback,
 and load the bundle a stage points at."""
+
 from __future__ import annotations
 
 import json
@@ -45,10 +46,22 @@ def repo(tmp_path):
         """A new bundle (a lexicon fitted with `tag` in its config) + gate verdict, committed."""
         model = S.fit_lexicon(rows, config={"smoothing": 1.0 + noise})
         model.save(models / tag)
-        gate = {"passed": passed, "deployable": passed, "f1": 0.8 if passed else 0.6,
-                "threshold": 0.75, "attempts": 0 if passed else 3}
-        build_bundle(repo / "models/bundle", member_dirs={"lexicon": models / tag}, weights=None,
-                     classes=S.CLASSES, language="en", gate=gate, params={"tag": tag})
+        gate = {
+            "passed": passed,
+            "deployable": passed,
+            "f1": 0.8 if passed else 0.6,
+            "threshold": 0.75,
+            "attempts": 0 if passed else 3,
+        }
+        build_bundle(
+            repo / "models/bundle",
+            member_dirs={"lexicon": models / tag},
+            weights=None,
+            classes=S.CLASSES,
+            language="en",
+            gate=gate,
+            params={"tag": tag},
+        )
         (repo / "metrics").mkdir(exist_ok=True)
         (repo / "metrics/gate.json").write_text(json.dumps(gate))
         _sh(repo, S.tool("dvc"), "add", "-q", "models/bundle")
@@ -120,6 +133,7 @@ def test_promote_without_any_gate_verdict_is_refused(repo):
     # the working tree's bundle manifest still carries the verdict: that is used
     assert registry.promote(repo, "dev")["gate"]["source"].endswith("manifest.json")
     import shutil
+
     shutil.rmtree(repo / "models/bundle")
     with pytest.raises(registry.RegistryError, match="no quality-gate outcome"):
         registry.promote(repo, "staging", ref="HEAD")
@@ -146,8 +160,12 @@ print("closed" if stream.closed else "open")
 def test_importing_gto_leaves_other_log_handlers_open(how, expected):
     """gto's import-time dictConfig closes every existing handler; the registry shields them
     (under pytest, absl's handler closing the capture stream crashed the whole session)."""
-    out = subprocess.run([sys.executable, "-c", _HANDLER_SCRIPT, how], capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")})
+    out = subprocess.run(
+        [sys.executable, "-c", _HANDLER_SCRIPT, how],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")},
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == expected
 

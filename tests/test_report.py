@@ -1,4 +1,5 @@
 """The report: real loop outputs in, Markdown + valid PNGs out."""
+
 from __future__ import annotations
 
 import re
@@ -28,6 +29,7 @@ def run(tmp_path_factory):
 def _check_png(path):
     import matplotlib.image as mpimg
     from PIL import Image
+
     assert path.read_bytes()[:8] == PNG_SIGNATURE and is_png(path)
     with Image.open(path) as im:
         im.verify()
@@ -40,8 +42,15 @@ def test_report_from_a_real_run(run):
     root, prm = run
     data = collect(prm, Layout(root))
     figures = write_report(data, root / "metrics/report.md")
-    assert set(figures) == {"convergence", "accuracy", "confusion", "transitions", "distribution",
-                            "lexicon", "token_lengths"}
+    assert set(figures) == {
+        "convergence",
+        "accuracy",
+        "confusion",
+        "transitions",
+        "distribution",
+        "lexicon",
+        "token_lengths",
+    }
     for path in figures.values():
         _check_png(path)
     md = (root / "metrics/report.md").read_text()
@@ -60,15 +69,18 @@ def test_report_from_a_real_run(run):
     assert "| train |" in md  # token-length statistics table
     # iteration 0 vs the final models, from the run's own eval files
     ev0, ev2 = S.read_json(root / "metrics/eval/it0.json"), S.read_json(root / "metrics/eval/it2.json")
-    assert data.cleaning["test"] == {"it0": ev0["ensemble"]["test"]["macro_f1"],
-                                     "final": ev2["ensemble"]["test"]["macro_f1"]}
+    assert data.cleaning["test"] == {
+        "it0": ev0["ensemble"]["test"]["macro_f1"],
+        "final": ev2["ensemble"]["test"]["macro_f1"],
+    }
     assert "## Did cleaning help?" in md
 
 
 def test_compared_runs_are_drawn_and_missing_ones_noted(run, tmp_path):
     import shutil
+
     root, prm = run
-    bare = Layout(tmp_path / "bare")            # a run without test predictions or models
+    bare = Layout(tmp_path / "bare")  # a run without test predictions or models
     shutil.copytree(root / "metrics", bare.metrics)
     bare.final_dir.mkdir(parents=True)
     shutil.copy(root / "data/final/sentences.sqlite", bare.final_store)
@@ -96,13 +108,18 @@ def test_experiments_are_read_from_their_git_commits(run, tmp_path):
     import subprocess
 
     from sentiloop.report import convergence_from_metrics, convergence_from_rev, experiment_revs
+
     root, prm = run
     repo = tmp_path / "repo"
     shutil.copytree(root / "metrics", repo / "metrics")
 
     def git(*a):
-        return subprocess.run(["git", "-C", str(repo), "-c", "user.email=t@t", "-c", "user.name=t", *a],
-                              check=True, capture_output=True, text=True).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(repo), "-c", "user.email=t@t", "-c", "user.name=t", *a],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
 
     git("init", "-q")
     (repo / "params.yaml").write_text("schedule: {name: curriculum}\n")
@@ -118,17 +135,20 @@ def test_experiments_are_read_from_their_git_commits(run, tmp_path):
 
 def test_the_report_says_when_cleaning_did_not_improve_over_iteration_0(tmp_path):
     from sentiloop.report import cleaning_section, cleaning_verdict, gate_sentence
+
     worse = {"dev": {"it0": 0.71, "final": 0.74}, "test": {"it0": 0.739, "final": 0.739}}
     assert cleaning_verdict(worse) == ["test"]
     text = cleaning_section(worse)
     assert text.startswith("**Cleaning did not improve test macro-F1 over iteration 0**")
     better = {"dev": {"it0": 0.71, "final": 0.74}, "test": {"it0": 0.70, "final": 0.72}}
     assert cleaning_verdict(better) == [] and "did not" not in cleaning_section(better)
-    data = ReportData(classes=S.CLASSES, cleaning={"dev": {"it0": 0.8, "final": 0.7},
-                                                   "test": {"it0": 0.8, "final": 0.7}})
+    data = ReportData(
+        classes=S.CLASSES, cleaning={"dev": {"it0": 0.8, "final": 0.7}, "test": {"it0": 0.8, "final": 0.7}}
+    )
     write_report(data, tmp_path / "r.md")
     assert "Cleaning did not improve dev or test macro-F1" in (tmp_path / "r.md").read_text()
     g = {"passed": True, "f1": 0.76, "threshold": 0.75, "attempts": 2, "selected_attempt": 2, "dev_f1": 0.74}
     assert "compared on dev macro-F1 only (0.74 for retraining attempt 2, the best of 3)" in gate_sentence(
-        {**g, "selected_on": "dev"})
-    assert "Retraining attempt 2 was chosen on its test score" in gate_sentence(g)   # an older gate.json
+        {**g, "selected_on": "dev"}
+    )
+    assert "Retraining attempt 2 was chosen on its test score" in gate_sentence(g)  # an older gate.json

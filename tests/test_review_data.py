@@ -1,4 +1,5 @@
 """Stage review_data's summaries (data/review/) and the per-session feedback files of the app."""
+
 from __future__ import annotations
 
 import json
@@ -50,22 +51,27 @@ def test_queue_ranks_unlocked_train_rows_by_the_chance_the_label_is_wrong(run):
     have = {r[1] for r in _store(L, "PRAGMA table_info(sentences)")}
     p_wrong = dict(_store(L, "SELECT id, p_wrong FROM sentences")) if "p_wrong" in have else {}
 
-    def expected(rid, label, current):       # docs/review.md: how likely the current label is wrong
+    def expected(rid, label, current):  # docs/review.md: how likely the current label is wrong
         ens = 1 - preds.loc[rid, f"p_ens_{current}"]
         pw = p_wrong.get(rid)
         if pw is None:
             return ens
         return pw if label == current else max(1 - pw, ens)
+
     assert q["score"].to_numpy() == pytest.approx([expected(*r) for r in zip(q["id"], q["label"], q["current_label"])])
     assert (np.diff(q["score"].to_numpy()) <= 1e-12).all()
     changed = q[q["label"] != q["current_label"]]
     assert len(changed) and (changed["reason"] == "changed").all() and (changed["source"] == "ensemble").all()
     # every queued row's label_history is the store's, in order
     for rid, hist in zip(q["id"], q["history"]):
-        rows = _store(L, "SELECT iteration, old_label, new_label, source FROM label_history WHERE sentence_id = ? "
-                         "ORDER BY rowid", (rid,))
-        assert [(h["iteration"], h["old_label"], h["new_label"], h["source"]) for h in json.loads(hist)] == \
-            [tuple(r) for r in rows]
+        rows = _store(
+            L,
+            "SELECT iteration, old_label, new_label, source FROM label_history WHERE sentence_id = ? ORDER BY rowid",
+            (rid,),
+        )
+        assert [(h["iteration"], h["old_label"], h["new_label"], h["source"]) for h in json.loads(hist)] == [
+            tuple(r) for r in rows
+        ]
 
 
 def test_overview_and_iterations(run):
@@ -101,7 +107,7 @@ def test_newer_store_columns_p_wrong_aside_source_are_used_when_present(run):
     _store(L, "UPDATE sentences SET p_wrong = CASE WHEN label = current_label THEN 0.01 ELSE 0.99 END")
     _store(L, "UPDATE sentences SET p_wrong = 0.98, aside = 1, source = 'llm' WHERE id = ?", (same[7],))
     _store(L, "UPDATE sentences SET p_wrong = 0.5 WHERE id = ?", (same[3],))
-    _store(L, "UPDATE sentences SET p_wrong = 0.2 WHERE id = ?", (changed[0],))     # original likely right
+    _store(L, "UPDATE sentences SET p_wrong = 0.2 WHERE id = ?", (changed[0],))  # original likely right
     ov = build(prm, L)
     q = load_queue(L).set_index("id")
     preds = pd.read_parquet(L.final_predictions).set_index("id")
@@ -123,14 +129,25 @@ def test_llm_answers_and_rationale_reach_the_queue(run):
     prm, L = run
     q = load_queue(L)
     rid = q["id"][2]
-    pd.DataFrame([{"id": rid, "llm_label": "neutral", "llm_confidence": 0.8, "rationale": "no sentiment words",
-                   "status": "answered"},
-                  {"id": q["id"][3], "llm_label": None, "llm_confidence": None, "rationale": None,
-                   "status": "failed"}]).to_parquet(L.relabel(prm.loop.max_iterations), index=False)
+    pd.DataFrame(
+        [
+            {
+                "id": rid,
+                "llm_label": "neutral",
+                "llm_confidence": 0.8,
+                "rationale": "no sentiment words",
+                "status": "answered",
+            },
+            {"id": q["id"][3], "llm_label": None, "llm_confidence": None, "rationale": None, "status": "failed"},
+        ]
+    ).to_parquet(L.relabel(prm.loop.max_iterations), index=False)
     build(prm, L)
     q = load_queue(L).set_index("id")
-    assert (q.loc[rid, "llm_label"], q.loc[rid, "llm_confidence"], q.loc[rid, "llm_rationale"]) == \
-        ("neutral", 0.8, "no sentiment words")
+    assert (q.loc[rid, "llm_label"], q.loc[rid, "llm_confidence"], q.loc[rid, "llm_rationale"]) == (
+        "neutral",
+        0.8,
+        "no sentiment words",
+    )
     assert q["llm_label"].notna().sum() == 1 and q.loc[rid, "reason"] == "queued for relabel"
 
 
@@ -148,7 +165,7 @@ def test_queue_size_bounds_the_queue(run):
     build(prm.merged({"review": {"queue_size": 5}}), L)
     q = load_queue(L)
     assert len(q) == 5 and q["rank"].tolist() == [1, 2, 3, 4, 5]
-    build(prm, L)                                     # the full queue starts with the same five
+    build(prm, L)  # the full queue starts with the same five
     assert load_queue(L)["id"].tolist()[:5] == q["id"].tolist()
 
 
@@ -176,9 +193,9 @@ def test_session_file_is_rewritten_whole_one_row_per_id_and_reopened(tmp_path):
     assert s.path.name == "app-ann_lee-20250101T000000-abcdef.csv" and not s.path.exists()
     s.decide("t1", "accept", "positive")
     s.decide("t2", "skip")
-    s.decide("t1", "choose", "neutral")             # changed their mind: one row, moved last
+    s.decide("t1", "choose", "neutral")  # changed their mind: one row, moved last
     assert s.path.read_text() == ("id,label,reviewer,action\nt2,,ann lee,skip\nt1,neutral,ann lee,choose\n")
-    assert [p.name for p in fb.iterdir()] == [s.path.name]          # no temporary files left
+    assert [p.name for p in fb.iterdir()] == [s.path.name]  # no temporary files left
     again = ReviewSession(fb, "ann lee", CLASSES, session_id=s.session_id)
     assert again.decisions == s.decisions
     other = ReviewSession(fb, "ann lee", CLASSES)
@@ -217,5 +234,7 @@ def test_session_files_are_what_load_feedback_reads(run):
     b.decide(ids[2], "accept", "positive")
     acc, rej = load_feedback(fb, CLASSES, L.final_store)
     assert rej.empty and acc.attrs["unreviewed"] == 1
-    assert dict(zip(acc["id"], zip(acc["label"], acc["reviewer"]))) == {ids[0]: ("neutral", "ann"),
-                                                                       ids[2]: ("positive", "bo")}
+    assert dict(zip(acc["id"], zip(acc["label"], acc["reviewer"]))) == {
+        ids[0]: ("neutral", "ann"),
+        ids[2]: ("positive", "bo"),
+    }

@@ -1,5 +1,6 @@
 """`sentiloop review-report`: two committed runs (tiny lexicon config, the real stages in-process)
 in a temporary git + DVC repository, reviewed against each other and against the workspace."""
+
 from __future__ import annotations
 
 import re
@@ -15,8 +16,14 @@ import yaml
 from conftest import ROOT, plant_flips, synthetic_corpus, write_csv
 
 COPY = ["conf", "stages", "src", "hydra_plugins", "dvc.yaml", ".dvc/config", ".dvcignore", "data/feedback"]
-TINY = ["data=tiny", "loop.max_iterations=2", "ensemble.members=[lexicon]", "models.lexicon.seed_lexicon=none",
-        "gate.max_attempts=1", "gate.f1_threshold=0.7"]
+TINY = [
+    "data=tiny",
+    "loop.max_iterations=2",
+    "ensemble.members=[lexicon]",
+    "models.lexicon.seed_lexicon=none",
+    "gate.max_attempts=1",
+    "gate.f1_threshold=0.7",
+]
 
 
 def sh(args, cwd):
@@ -29,11 +36,13 @@ def _run(repo: Path, overrides: list[str]) -> None:
     """Compose params.yaml as `make params` does, then every stage of the pipeline in-process."""
     from sentiloop import pipeline
     from sentiloop.settings import load
+
     sh([sys.executable, "-m", "sentiloop.config", *overrides], repo)
     s = load(repo / "params.yaml")
     import os
+
     cwd = os.getcwd()
-    os.chdir(repo)             # data.path and feedback.dir are relative to the repository
+    os.chdir(repo)  # data.path and feedback.dir are relative to the repository
     try:
         pipeline.run_loop(s, Path("."), until="report")
     finally:
@@ -54,16 +63,39 @@ def two_runs(tmp_path_factory):
     texts, gold = synthetic_corpus(500, seed=3)
     noisy, _ = plant_flips(gold, 0.25, seed=4)
     names = np.array(["negative", "positive"])
-    write_csv(repo / "tiny.csv", [{"id": i, "text": t, "label": names[y], "gold": names[g]}
-                                  for i, (t, y, g) in enumerate(zip(texts, noisy, gold))])
-    (repo / "conf/data/tiny.yaml").write_text(yaml.safe_dump({  # conf/data/file.yaml, every key kept
-        **yaml.safe_load((ROOT / "conf/data/file.yaml").read_text()), **{
-        "source": "file", "path": "tiny.csv", "format": "csv", "encoding_errors": "strict", "language": "en",
-        "classes": ["negative", "positive"], "id_column": "id", "text_column": "text", "label_column": "label",
-        "gold_column": "gold", "label_map": {"negative": "negative", "positive": "positive"},
-        "max_text_chars": 500, "max_rows": None, "noise": {"rate": 0.0, "matrix": None, "seed": 17}}}))
-    (repo / ".gitignore").write_text("/data/*.sqlite\n/data/it*/\n/data/final/\n/data/rejects.csv\n/models/\n"
-                                     "/.sentiloop/\n")
+    write_csv(
+        repo / "tiny.csv",
+        [
+            {"id": i, "text": t, "label": names[y], "gold": names[g]}
+            for i, (t, y, g) in enumerate(zip(texts, noisy, gold))
+        ],
+    )
+    (repo / "conf/data/tiny.yaml").write_text(
+        yaml.safe_dump(
+            {  # conf/data/file.yaml, every key kept
+                **yaml.safe_load((ROOT / "conf/data/file.yaml").read_text()),
+                **{
+                    "source": "file",
+                    "path": "tiny.csv",
+                    "format": "csv",
+                    "encoding_errors": "strict",
+                    "language": "en",
+                    "classes": ["negative", "positive"],
+                    "id_column": "id",
+                    "text_column": "text",
+                    "label_column": "label",
+                    "gold_column": "gold",
+                    "label_map": {"negative": "negative", "positive": "positive"},
+                    "max_text_chars": 500,
+                    "max_rows": None,
+                    "noise": {"rate": 0.0, "matrix": None, "seed": 17},
+                },
+            }
+        )
+    )
+    (repo / ".gitignore").write_text(
+        "/data/*.sqlite\n/data/it*/\n/data/final/\n/data/rejects.csv\n/models/\n/.sentiloop/\n"
+    )
     sh(["git", "init", "-q"], repo)
     sh(["git", "config", "user.email", "t@t"], repo)
     sh(["git", "config", "user.name", "t"], repo)
@@ -81,6 +113,7 @@ def two_runs(tmp_path_factory):
 def test_review_of_two_committed_runs(two_runs):
     from sentiloop.cli import main
     from sentiloop.report import is_png
+
     repo = two_runs
     assert main(["review-report", "--repo", str(repo), "--base", "HEAD~1", "--target", "HEAD"]) == 0
     md = (repo / "reports/review.md").read_text()
@@ -92,6 +125,7 @@ def test_review_of_two_committed_runs(two_runs):
     assert "| Path" in metrics and "metrics/summary.json" in metrics
     # both gate verdicts, each with its own numbers
     import json
+
     gates = [json.loads(sh(["git", "show", f"{rev}:metrics/gate.json"], repo)) for rev in ("HEAD~1", "HEAD")]
     section = md.split("## Quality gate")[1].split("## Parameters")[0]
     for g in gates:
@@ -115,6 +149,7 @@ def test_review_of_two_committed_runs(two_runs):
 def test_review_against_the_workspace_and_bad_revisions(two_runs, capsys):
     from sentiloop.cli import main
     from sentiloop.review_report import write
+
     repo = two_runs
     out = write(repo, "HEAD", output=repo / "reports/ws.md")
     md = out["output"].read_text()

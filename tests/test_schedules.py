@@ -1,5 +1,6 @@
 """Schedules: the rule's knob over iterations, what each schedule changes in the rule, and the
 loop under every schedule."""
+
 from __future__ import annotations
 
 import pytest
@@ -35,29 +36,41 @@ def test_linear_is_a_posterior_bar_and_curriculum_a_share_of_the_estimated_error
     assert (r1.flip_at, r2.flip_at, r1.budget) == (0.9, pytest.approx(0.8), None)
     c = _settings(base_params, csv, {"name": "curriculum", "start": 0.5, "end": 1.0})
     r1, r2 = rule_for(c, 1, 0.3, 1000), rule_for(c, 2, 0.3, 1000)
-    assert (r1.budget, r2.budget) == (150, 300)                 # half, then all of 0.3 x 1000
+    assert (r1.budget, r2.budget) == (150, 300)  # half, then all of 0.3 x 1000
     assert r1.flip_at == c.correction.flip_floor
     b = _settings(base_params, csv, {"name": "class_balanced", "start": 0.9, "end": 0.8, "max_drift": 0.01})
     assert rule_for(b, 1, 0.3, 1000).max_drift == 0.01
 
 
-@pytest.mark.parametrize("bad, message", [
-    ({"name": "cosine", "start": 0.9, "end": 0.8, "max_drift": 0.02},
-     "schedule.name = 'cosine': must be one of 'constant', 'linear', 'curriculum', 'class_balanced'"),
-    ({"name": "linear", "start": 1.5, "end": 0.8, "max_drift": 0.02}, r"schedule.start = 1.5: must be in \(0, 1\]"),
-    ({"name": "linear", "start": -0.5, "end": 0.8, "max_drift": 0.02}, r"schedule.start = -0.5: must be in \(0, 1\]"),
-    ({"name": "curriculum", "start": 0.8, "end": 0.4, "max_drift": 0.02}, "a curriculum's share must not shrink")])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (
+            {"name": "cosine", "start": 0.9, "end": 0.8, "max_drift": 0.02},
+            "schedule.name = 'cosine': must be one of 'constant', 'linear', 'curriculum', 'class_balanced'",
+        ),
+        ({"name": "linear", "start": 1.5, "end": 0.8, "max_drift": 0.02}, r"schedule.start = 1.5: must be in \(0, 1\]"),
+        (
+            {"name": "linear", "start": -0.5, "end": 0.8, "max_drift": 0.02},
+            r"schedule.start = -0.5: must be in \(0, 1\]",
+        ),
+        ({"name": "curriculum", "start": 0.8, "end": 0.4, "max_drift": 0.02}, "a curriculum's share must not shrink"),
+    ],
+)
 def test_bad_schedules_are_refused(bad, message):
     with pytest.raises(SettingsError, match=message):
         validate_section(Schedule, bad, prefix=("schedule",))
 
 
-@pytest.mark.parametrize("sched", [
-    {"name": "constant", "start": 0.8, "end": 0.8},
-    {"name": "linear", "start": 0.9, "end": 0.8},
-    {"name": "curriculum", "start": 0.5, "end": 1.0},
-    {"name": "class_balanced", "start": 0.9, "end": 0.8, "max_drift": 0.01},
-])
+@pytest.mark.parametrize(
+    "sched",
+    [
+        {"name": "constant", "start": 0.8, "end": 0.8},
+        {"name": "linear", "start": 0.9, "end": 0.8},
+        {"name": "curriculum", "start": 0.5, "end": 1.0},
+        {"name": "class_balanced", "start": 0.9, "end": 0.8, "max_drift": 0.01},
+    ],
+)
 def test_every_schedule_runs_the_loop_and_improves_labels(noisy_corpus, base_params, tmp_path, sched):
     csv_path, _ = noisy_corpus
     params = tiny_params(base_params, csv_path, iterations=2, schedule=sched)

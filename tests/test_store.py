@@ -1,4 +1,5 @@
 """The store is read in chunks and written atomically."""
+
 from __future__ import annotations
 
 import pytest
@@ -9,8 +10,10 @@ from sentiloop import store
 def make(path, n):
     with store.atomic_db(path) as con:
         store.create_sentences(con)
-        con.executemany("INSERT INTO sentences (id, text, label, split, current_label) VALUES (?, ?, ?, 'train', ?)",
-                        [(str(i), f"t{i}", "a", "a") for i in range(n)])
+        con.executemany(
+            "INSERT INTO sentences (id, text, label, split, current_label) VALUES (?, ?, ?, 'train', ?)",
+            [(str(i), f"t{i}", "a", "a") for i in range(n)],
+        )
 
 
 def test_chunked_reads_never_exceed_chunk_size(tmp_path):
@@ -31,6 +34,7 @@ def test_failed_write_leaves_no_file_and_keeps_the_old_one(tmp_path):
 
 def test_label_changes_never_touch_locked_or_test_rows(tmp_path):
     import pandas as pd
+
     make(tmp_path / "s.sqlite", 3)
     con = store.connect(tmp_path / "s.sqlite")
     con.execute("UPDATE sentences SET locked = 1 WHERE id = '0'")

@@ -1,11 +1,12 @@
 """The token cache: same tokens as Kiwi, each text tokenized once, read-only respected."""
+
 import importlib
 
 import pytest
 
 from sentiloop.text.token_cache import ENV_VAR, TokenCache, active_cache, use_token_cache
 
-tk = importlib.import_module("sentiloop.text.tokenize")    # the module (sentiloop.text.tokenize is also a function)
+tk = importlib.import_module("sentiloop.text.tokenize")  # the module (sentiloop.text.tokenize is also a function)
 
 TEXTS = ["이 영화 정말 재밌었다", "진짜 별로였다 안 재밌어", "이 영화 정말 재밌었다", "최고!"]
 

@@ -42,7 +42,7 @@ def test_save_load_round_trip(tmp_path):
     w = Vocabulary.load(tmp_path)
     assert w == v and w.language == "ko"
     assert np.array_equal(w.encode(["좋은 영화"]), v.encode(["좋은 영화"]))
-    assert any(t.startswith("영화") for t in v.tokens)   # Kiwi morphemes, not whitespace words
+    assert any(t.startswith("영화") for t in v.tokens)  # Kiwi morphemes, not whitespace words
 
 
 def test_bad_settings_and_files_fail_clearly(tmp_path):
@@ -77,6 +77,7 @@ def test_vocabulary_for_prefers_previous_then_file_then_builds(tmp_path):
 def test_tokenize_cache_gives_the_same_tokens_even_when_it_overflows(monkeypatch):
     from sentiloop.models import vocab as vmod
     from sentiloop.text.tokenize import tokenize_list
+
     texts = [f"not good movie {i}" for i in range(10)] + ["not good movie 1"]
     monkeypatch.setattr(vmod, "TOKEN_CACHE_MAX", 4)
     monkeypatch.setattr(vmod, "_TOKEN_CACHE", {})
@@ -89,13 +90,14 @@ def test_tokenize_cache_gives_the_same_tokens_even_when_it_overflows(monkeypatch
 def test_tokenize_memo_is_a_bounded_lru(monkeypatch):
     from sentiloop.models import vocab as vmod
     from sentiloop.text.tokenize import tokenize_list
+
     monkeypatch.setattr(vmod, "TOKEN_CACHE_MAX", 3)
     monkeypatch.setattr(vmod, "_TOKEN_CACHE", {})
     vmod.tokenize_cached(["a b", "c d", "e f"], "en", True)
-    vmod.tokenize_cached(["a b"], "en", True)                 # touch: now the most recent
+    vmod.tokenize_cached(["a b"], "en", True)  # touch: now the most recent
     assert vmod.tokenize_cached(["g h"], "en", True) == tokenize_list(["g h"], "en")
     memo = vmod._TOKEN_CACHE[("en", True)]
-    assert list(memo) == ["e f", "a b", "g h"]                # "c d", least recently used, evicted
+    assert list(memo) == ["e f", "a b", "g h"]  # "c d", least recently used, evicted
     many = [f"word{i} not bad" for i in range(10)]
     assert vmod.tokenize_cached(many, "en", True) == tokenize_list(many, "en")
     assert len(memo) == 3

@@ -1,6 +1,7 @@
 """Ensemble weights that follow the evidence: the rules of weights.choose_weights, and the
 predict stage using them (fitted by default, majority-baseline members zeroed with the reason in
 the eval json, out-of-fold train rows as evidence when cross-fitting)."""
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,8 @@ def _probs(y, acc, rng, k=2, sharp=0.8):
 @pytest.fixture
 def evidence():
     rng = np.random.default_rng(0)
-    y = (rng.random(600) < 0.7).astype(np.int64)          # 70% class 1: the majority baseline is 0.7
-    flat = np.tile([0.3, 0.7], (len(y), 1))                 # always the majority class: accuracy 0.7
+    y = (rng.random(600) < 0.7).astype(np.int64)  # 70% class 1: the majority baseline is 0.7
+    flat = np.tile([0.3, 0.7], (len(y), 1))  # always the majority class: accuracy 0.7
     return y, {"good": _probs(y, 0.92, rng), "fair": _probs(y, 0.8, rng), "flat": flat}
 
 
@@ -42,9 +43,9 @@ def test_a_member_at_the_majority_baseline_gets_weight_zero_and_a_reason(evidenc
     assert d.weights["flat"] == 0.0
     assert set(d.zeroed) == {"flat"} and "majority-class baseline" in d.zeroed["flat"]
     assert sum(d.weights.values()) == pytest.approx(1.0, abs=1e-5)
-    assert d.weights["good"] > d.weights["fair"] > 0          # the better member earns more weight
+    assert d.weights["good"] > d.weights["fair"] > 0  # the better member earns more weight
     assert d.log_loss["fitted"] <= d.log_loss["seed"]
-    json.dumps(d.to_dict())                                    # the eval json records all of it
+    json.dumps(d.to_dict())  # the eval json records all of it
 
 
 def test_fitted_weights_start_from_the_seed_and_lower_the_log_loss(evidence):
@@ -102,6 +103,7 @@ def test_evidence_source_follows_cross_fitting():
 
 # --- the predict stage ---------------------------------------------------------------------------
 
+
 class ConstantModel(SentimentModel):
     """A member with no signal: the same distribution for every text (always the first class).
     Registered as the `bert` kind for these tests, so the settings accept it as a member."""
@@ -131,13 +133,19 @@ def stage(tmp_path, monkeypatch):
     from sentiloop.steps import predict, train
 
     monkeypatch.setitem(base.MODEL_KINDS, "bert", f"{__name__}:ConstantModel")
-    rows = S.corpus(60)           # 36 dev rows: enough evidence (weights.MIN_ROWS)
+    rows = S.corpus(60)  # 36 dev rows: enough evidence (weights.MIN_ROWS)
     runs = iter(range(100))
 
     def run(cross_fit: int, **ens):
-        prm = S.params(loop={"cross_fit": cross_fit},
-                       ensemble={"members": ["lexicon", "bert"], "fit_weights": True,
-                                 "weights": {"lexicon": 0.3, "bert": 0.7}, **ens})
+        prm = S.params(
+            loop={"cross_fit": cross_fit},
+            ensemble={
+                "members": ["lexicon", "bert"],
+                "fit_weights": True,
+                "weights": {"lexicon": 0.3, "bert": 0.7},
+                **ens,
+            },
+        )
         L = Layout(tmp_path / f"run{next(runs)}")
         S.write_store(L.store(0), rows)
         train.run(prm, L, "lexicon")
@@ -174,6 +182,7 @@ def test_predict_fits_weights_on_out_of_fold_train_rows_when_cross_fitting(stage
 def test_the_report_says_why_a_member_got_weight_zero(stage, tmp_path):
     from sentiloop.jsonio import write_json
     from sentiloop.report import ReportData, weighting_from_metrics, write_report
+
     ev, _ = stage(0)
     metrics = tmp_path / "metrics"
     write_json(metrics / "eval/it0.json", ev)

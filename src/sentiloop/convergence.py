@@ -12,6 +12,7 @@ least `min_iterations` have run:
   max_iterations          none of the above before the last iteration
 Once converged, later iterations pass their inputs through unchanged and keep the reason.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -29,10 +30,12 @@ class LoopState:
     termination_reason: str | None = None
     converged_at: int | None = None
     history: list[dict[str, Any]] = field(default_factory=list)  # one record per finished iteration
-    dev_f1: list[float] = field(default_factory=list)            # ensemble dev macro-F1 of models it0, it1, ...
-    noise_rate: list[float] = field(default_factory=list)        # estimated noise rate of the original labels, it1, it2, ...
-    expected_gain: list[float] = field(default_factory=list)     # expected label-accuracy gain of it1's, it2's, ... verdicts
-    residual_noise: list[float] = field(default_factory=list)    # estimated wrong-label share left in training, it1, ...
+    dev_f1: list[float] = field(default_factory=list)  # ensemble dev macro-F1 of models it0, it1, ...
+    noise_rate: list[float] = field(default_factory=list)  # estimated noise rate of the original labels, it1, it2, ...
+    expected_gain: list[float] = field(
+        default_factory=list
+    )  # expected label-accuracy gain of it1's, it2's, ... verdicts
+    residual_noise: list[float] = field(default_factory=list)  # estimated wrong-label share left in training, it1, ...
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -50,8 +53,9 @@ def plateaued(scores: list[float], patience: int, min_delta: float) -> bool:
     return max(scores[-patience:]) < best_before + min_delta
 
 
-def check(state: LoopState, cfg: Convergence, *, last_label_change: float | None,
-          last_dict_change: float | None) -> tuple[bool, str | None]:
+def check(
+    state: LoopState, cfg: Convergence, *, last_label_change: float | None, last_dict_change: float | None
+) -> tuple[bool, str | None]:
     """Has the loop converged given what the last finished iteration measured?
 
     No criterion fires before `min_iterations` iterations have run: a schedule that starts strict
@@ -72,8 +76,14 @@ def check(state: LoopState, cfg: Convergence, *, last_label_change: float | None
     return False, None
 
 
-def finish(state: LoopState, cfg: Convergence, max_iterations: int, *, last_label_change: float | None,
-           last_dict_change: float | None) -> LoopState:
+def finish(
+    state: LoopState,
+    cfg: Convergence,
+    max_iterations: int,
+    *,
+    last_label_change: float | None,
+    last_dict_change: float | None,
+) -> LoopState:
     """The final verdict after the last iteration: a criterion met at the end, or max_iterations."""
     if not state.converged:
         done, reason = check(state, cfg, last_label_change=last_label_change, last_dict_change=last_dict_change)

@@ -23,6 +23,7 @@ after its last completed phase (`dvc repro` itself skips finished stages), so it
 or alerts twice. The pipeline's own gate stage runs without the webhook here: the day sends one
 alert, not two.
 """
+
 from __future__ import annotations
 
 import csv
@@ -42,7 +43,7 @@ from sentiloop.layout import Layout
 
 INCOMING = Path("data/incoming")
 DAILY = Path("metrics/daily")
-BACKUP = Path(".sentiloop/daily")     # git-ignored: the corpus as it was before today's batch
+BACKUP = Path(".sentiloop/daily")  # git-ignored: the corpus as it was before today's batch
 PHASES = ("ingested", "evaluated", "retrained", "alerted", "reverted", "promoted")
 
 
@@ -64,6 +65,7 @@ def _run(cmd: Sequence[str], repo: Path, env: dict | None = None, check: bool = 
 
 # --- 1. today's batch ------------------------------------------------------------------------
 
+
 def _corpus_header(path: Path, delimiter: str) -> list[str]:
     with open(path, newline="", encoding="utf-8", errors="replace") as fh:
         return next(csv.reader(fh, delimiter=delimiter))
@@ -73,6 +75,7 @@ def read_batch(path: Path, data) -> list[dict[str, Any]]:
     """The rows of one incoming file as {column: value}, read by ingest's own reader; raises
     IngestError/DailyError (the file's reason) when ingest could not read it."""
     from sentiloop.ingest import detect_format, read_source
+
     cfg = data.model_copy(update={"format": "auto"})
     detect_format(path, "auto")
     rows = []
@@ -90,8 +93,10 @@ def ingest_batch(repo: Path, s, date: str, incoming: Path = INCOMING) -> dict[st
     corpus = repo / s.data.path
     fmt = corpus.suffix.lower().removesuffix(".gz")
     if fmt not in (".csv", ".tsv", ".txt") or corpus.name.endswith(".gz"):
-        raise DailyError(f"data.path = {s.data.path}: the daily job appends to a plain CSV/TSV corpus; "
-                         "convert it (or point data.path at one) first")
+        raise DailyError(
+            f"data.path = {s.data.path}: the daily job appends to a plain CSV/TSV corpus; "
+            "convert it (or point data.path at one) first"
+        )
     if not corpus.exists():
         raise DailyError(f"data.path = {s.data.path}: no such file")
     delimiter = "," if fmt == ".csv" else "\t"
@@ -124,7 +129,7 @@ def ingest_batch(repo: Path, s, date: str, incoming: Path = INCOMING) -> dict[st
         shutil.move(str(f), done / f.name)
         out["files"].append({"file": f.name, "rows": len(rows)})
     if appended:
-        with open(corpus, "rb+") as fh:     # a last line without a newline gets one first
+        with open(corpus, "rb+") as fh:  # a last line without a newline gets one first
             fh.seek(0, os.SEEK_END)
             if fh.tell():
                 fh.seek(-1, os.SEEK_END)
@@ -140,9 +145,11 @@ def ingest_batch(repo: Path, s, date: str, incoming: Path = INCOMING) -> dict[st
 
 # --- 2. the deployed bundle's scores ---------------------------------------------------------
 
+
 def score(bundle, texts: Sequence[str], labels: Sequence[str | None]) -> float | None:
     """Macro-F1 of a bundle on labelled texts (rows without a known label are left out)."""
     from sentiloop.evaluation import macro_f1
+
     keep = [(t, bundle.classes.index(y)) for t, y in zip(texts, labels) if t and y in bundle.classes]
     if not keep:
         return None
@@ -153,6 +160,7 @@ def score(bundle, texts: Sequence[str], labels: Sequence[str | None]) -> float |
 def test_rows(repo: Path, classes: Sequence[str]) -> tuple[list[str], list[str]]:
     """The held-out test split of the run in the workspace (data/final/sentences.sqlite)."""
     from sentiloop.store import iter_chunks
+
     db = Layout(repo).final_store
     if not db.exists():
         return [], []
@@ -166,6 +174,7 @@ def test_rows(repo: Path, classes: Sequence[str]) -> tuple[list[str], list[str]]
 def prod_bundle(repo: Path):
     from sentiloop import registry
     from sentiloop.bundle import Bundle
+
     version = registry.stage_version(repo, "prod")
     if version is None:
         return None, None
@@ -174,13 +183,17 @@ def prod_bundle(repo: Path):
 
 # --- the day's record ------------------------------------------------------------------------
 
+
 class Day:
     def __init__(self, repo: Path, date: str):
         self.repo, self.date = repo, date
         self.json_path = repo / DAILY / f"{date}.json"
         self.md_path = repo / DAILY / f"{date}.md"
-        self.rec: dict[str, Any] = json.loads(self.json_path.read_text()) if self.json_path.exists() else \
-            {"date": date, "status": "running", "phases": {}}
+        self.rec: dict[str, Any] = (
+            json.loads(self.json_path.read_text())
+            if self.json_path.exists()
+            else {"date": date, "status": "running", "phases": {}}
+        )
 
     def done(self, phase: str) -> bool:
         return phase in self.rec["phases"]
@@ -203,24 +216,37 @@ def _fmt(x) -> str:
 def write_day_report(day: Day) -> None:
     r, p = day.rec, day.rec["phases"]
     ing, ev, rt = p.get("ingested") or {}, p.get("evaluated") or {}, p.get("retrained") or {}
-    md = [f"# Daily run {r['date']}: {r['status'].upper()}", "", r.get("message", ""), "",
-          "## Batch", "",
-          f"{ing.get('rows', 0)} row(s) from {len(ing.get('files', []))} file(s) appended to the corpus; "
-          f"{len(ing.get('rejected_files', []))} file(s) rejected."]
+    md = [
+        f"# Daily run {r['date']}: {r['status'].upper()}",
+        "",
+        r.get("message", ""),
+        "",
+        "## Batch",
+        "",
+        f"{ing.get('rows', 0)} row(s) from {len(ing.get('files', []))} file(s) appended to the corpus; "
+        f"{len(ing.get('rejected_files', []))} file(s) rejected.",
+    ]
     md += [f"- rejected `{x['file']}`: {x['reason']}" for x in ing.get("rejected_files", [])]
     md += ["", "## Deployed model (prod)", ""]
     if ev.get("prod_version"):
-        md += [f"`prod` = {ev['prod_version']}: today's rows macro-F1 {_fmt(ev.get('batch_f1'))}, "
-               f"test split macro-F1 {_fmt(ev.get('test_f1'))}, threshold {ev.get('threshold')}."]
+        md += [
+            f"`prod` = {ev['prod_version']}: today's rows macro-F1 {_fmt(ev.get('batch_f1'))}, "
+            f"test split macro-F1 {_fmt(ev.get('test_f1'))}, threshold {ev.get('threshold')}."
+        ]
     else:
         md += ["No version holds `prod` yet."]
     md += ["", "## Retraining", ""]
     if rt:
-        retries = (f"after {rt['attempts']} retraining attempt(s), chosen on dev" if rt.get("attempts")
-                   else "with the loop's own models")
-        md += [f"`dvc repro`: gate {'passed' if rt.get('gate_passed') else 'failed'}, test macro-F1 "
-               f"{_fmt(rt.get('f1'))} {retries}; `prod` on the same test split "
-               f"{_fmt(rt.get('prod_f1_same_test'))}."]
+        retries = (
+            f"after {rt['attempts']} retraining attempt(s), chosen on dev"
+            if rt.get("attempts")
+            else "with the loop's own models"
+        )
+        md += [
+            f"`dvc repro`: gate {'passed' if rt.get('gate_passed') else 'failed'}, test macro-F1 "
+            f"{_fmt(rt.get('f1'))} {retries}; `prod` on the same test split "
+            f"{_fmt(rt.get('prod_f1_same_test'))}."
+        ]
     else:
         md += [f"Not retrained: {ev.get('why_not_retrained', 'the deployed model clears the bar')}."]
     if p.get("promoted"):
@@ -232,13 +258,20 @@ def write_day_report(day: Day) -> None:
 
 # --- the cycle -------------------------------------------------------------------------------
 
+
 def _git_commit(repo: Path, message: str, paths: Sequence[str]) -> bool:
     """Commit these paths, plus the .gitignore / .dvc files DVC staged itself (core.autostage),
     and nothing else: never the incoming batches, never what a user had staged."""
     _run(["git", "add", "--", *paths], repo)
     staged = _run(["git", "diff", "--cached", "--name-only"], repo).stdout.split()
-    ours = [p for p in staged if p in paths or any(p.startswith(f"{d.rstrip('/')}/") for d in paths)
-            or p.endswith(".gitignore") or p.endswith(".dvc")]
+    ours = [
+        p
+        for p in staged
+        if p in paths
+        or any(p.startswith(f"{d.rstrip('/')}/") for d in paths)
+        or p.endswith(".gitignore")
+        or p.endswith(".dvc")
+    ]
     if not ours:
         return False
     _run(["git", "commit", "-q", "-m", message, "--", *ours], repo)
@@ -251,12 +284,19 @@ def _default_remote(repo: Path) -> str | None:
     return name if res.returncode == 0 and name and "No default remote" not in name else None
 
 
-def run_daily(repo: str | Path = ".", date: str | None = None, *, incoming: Path = INCOMING,
-              repro: Callable[[Path], None] | None = None, log: Callable[[str], None] = print) -> int:
+def run_daily(
+    repo: str | Path = ".",
+    date: str | None = None,
+    *,
+    incoming: Path = INCOMING,
+    repro: Callable[[Path], None] | None = None,
+    log: Callable[[str], None] = print,
+) -> int:
     """One day's cycle; returns the exit code (0 passed or nothing to do, 1 failed and alerted)."""
     from sentiloop import gate as gate_mod
     from sentiloop import registry
     from sentiloop.settings import load
+
     repo = Path(repo).resolve()
     date = date or dt.date.today().isoformat()
     try:
@@ -272,14 +312,16 @@ def run_daily(repo: str | Path = ".", date: str | None = None, *, incoming: Path
     s = load(repo / "params.yaml")
     threshold = s.gate.f1_threshold
 
-    batch_file = repo / BACKUP / date / "batch.json"   # today's labelled rows: local, not committed
+    batch_file = repo / BACKUP / date / "batch.json"  # today's labelled rows: local, not committed
     if not day.done("ingested"):
         ing = ingest_batch(repo, s, date, incoming)
         batch_file.parent.mkdir(parents=True, exist_ok=True)
         batch_file.write_text(json.dumps({"texts": ing["texts"], "labels": ing["labels"]}))
         day.mark("ingested", {k: v for k, v in ing.items() if k not in ("texts", "labels")})
-        log(f"daily {date}: {ing['rows']} new row(s) from {len(ing['files'])} file(s), "
-            f"{len(ing['rejected_files'])} file(s) rejected")
+        log(
+            f"daily {date}: {ing['rows']} new row(s) from {len(ing['files'])} file(s), "
+            f"{len(ing['rejected_files'])} file(s) rejected"
+        )
     batch = json.loads(batch_file.read_text()) if batch_file.exists() else {"texts": [], "labels": []}
 
     if not day.done("evaluated"):
@@ -292,8 +334,14 @@ def run_daily(repo: str | Path = ".", date: str | None = None, *, incoming: Path
             ev["test_f1"] = score(bundle, *test_rows(repo, bundle.classes))
             low = [name for name in ("batch_f1", "test_f1") if ev[name] is not None and ev[name] < threshold]
             ev["retrain"] = bool(low)
-            ev["why"] = (f"prod {version} below {threshold} on " + " and ".join(
-                "today's rows" if n == "batch_f1" else "the test split" for n in low)) if low else None
+            ev["why"] = (
+                (
+                    f"prod {version} below {threshold} on "
+                    + " and ".join("today's rows" if n == "batch_f1" else "the test split" for n in low)
+                )
+                if low
+                else None
+            )
             if not low:
                 ev["why_not_retrained"] = f"prod {version} clears {threshold} on today's rows and the test split"
         day.mark("evaluated", ev)
@@ -305,8 +353,13 @@ def run_daily(repo: str | Path = ".", date: str | None = None, *, incoming: Path
         if not day.done("retrained"):
             (repro or _dvc_repro)(repo)
             g = json.loads(Layout(repo).gate_json.read_text())
-            rt = {"gate_passed": bool(g.get("passed")), "f1": g.get("f1"), "dev_f1": g.get("dev_f1"),
-                  "attempts": g.get("attempts", 0), "selected_attempt": g.get("selected_attempt", 0)}
+            rt = {
+                "gate_passed": bool(g.get("passed")),
+                "f1": g.get("f1"),
+                "dev_f1": g.get("dev_f1"),
+                "attempts": g.get("attempts", 0),
+                "selected_attempt": g.get("selected_attempt", 0),
+            }
             if ev.get("prod_version"):
                 _, bundle = prod_bundle(repo)
                 rt["prod_f1_same_test"] = score(bundle, *test_rows(repo, bundle.classes))
@@ -314,19 +367,35 @@ def run_daily(repo: str | Path = ".", date: str | None = None, *, incoming: Path
         rt = day.rec["phases"]["retrained"]
         prod_f1 = rt.get("prod_f1_same_test")
         if not rt["gate_passed"]:
-            ok, message = False, (f"retrained ensemble's test macro-F1 {_fmt(rt['f1'])} is below {threshold} "
-                                  f"after {rt['attempts']} attempt(s); prod stays {ev.get('prod_version') or 'unset'}")
+            ok, message = (
+                False,
+                (
+                    f"retrained ensemble's test macro-F1 {_fmt(rt['f1'])} is below {threshold} "
+                    f"after {rt['attempts']} attempt(s); prod stays {ev.get('prod_version') or 'unset'}"
+                ),
+            )
         elif prod_f1 is not None and rt["f1"] < prod_f1:
-            ok, message = False, (f"retrained ensemble's test macro-F1 {_fmt(rt['f1'])} is below prod "
-                                  f"{ev['prod_version']}'s {_fmt(prod_f1)} on the same test split; prod stays")
+            ok, message = (
+                False,
+                (
+                    f"retrained ensemble's test macro-F1 {_fmt(rt['f1'])} is below prod "
+                    f"{ev['prod_version']}'s {_fmt(prod_f1)} on the same test split; prod stays"
+                ),
+            )
         else:
             message = f"retrained ensemble passes: test macro-F1 {_fmt(rt['f1'])} >= {threshold}"
 
     if not ok:
         if not day.done("alerted"):
-            alert = {"alert_type": "DAILY_JOB_FAILURE", "severity": "critical", "date": date,
-                     "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                     "message": message, "prod": ev.get("prod_version"), "run": gate_mod.run_info()}
+            alert = {
+                "alert_type": "DAILY_JOB_FAILURE",
+                "severity": "critical",
+                "date": date,
+                "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "message": message,
+                "prod": ev.get("prod_version"),
+                "run": gate_mod.run_info(),
+            }
             url = os.environ.get(gate_mod.WEBHOOK_ENV, "")
             webhook = gate_mod.post_webhook(url, alert, s.gate.webhook_timeout) if url else {"sent": False}
             day.mark("alerted", {"message": message, "webhook": webhook})
@@ -337,8 +406,10 @@ def run_daily(repo: str | Path = ".", date: str | None = None, *, incoming: Path
             _revert(repo, s, date, incoming)
             day.mark("reverted", True)
         if pending_alert is not None or not _alert_logged(repo, date):
-            gate_mod.append_alert(Layout(repo).alerts, pending_alert or {
-                "alert_type": "DAILY_JOB_FAILURE", "date": date, "message": message})
+            gate_mod.append_alert(
+                Layout(repo).alerts,
+                pending_alert or {"alert_type": "DAILY_JOB_FAILURE", "date": date, "message": message},
+            )
     day.rec.update(status="passed" if ok else "failed", message=message, exit_code=0 if ok else 1)
     day.save()
     write_day_report(day)
@@ -346,8 +417,7 @@ def run_daily(repo: str | Path = ".", date: str | None = None, *, incoming: Path
     if ok:
         corpus_file = f"{s.data.path}.dvc" if (repo / f"{s.data.path}.dvc").exists() else s.data.path
         outputs += ["dvc.lock", "metrics", corpus_file]
-    _git_commit(repo, f"daily {date}: {day.rec['status']}: {message}",
-                [p for p in outputs if (repo / p).exists()])
+    _git_commit(repo, f"daily {date}: {day.rec['status']}: {message}", [p for p in outputs if (repo / p).exists()])
     if ok and ev["retrain"] and not day.done("promoted"):
         if _default_remote(repo):
             _run([_tool("dvc"), "push", "-q"], repo)
@@ -387,8 +457,12 @@ def _revert(repo: Path, s, date: str, incoming: Path) -> None:
     if backup.exists():
         shutil.copy2(backup, corpus)
     keep = {str(DAILY / f"{date}.json"), str(DAILY / f"{date}.md")}
-    ours = lambda p: p not in keep and (p in ("dvc.lock", s.data.path, f"{s.data.path}.dvc")
-                                        or p.startswith("metrics/") or p.endswith(".gitignore"))
+
+    def ours(p):
+        return p not in keep and (
+            p in ("dvc.lock", s.data.path, f"{s.data.path}.dvc") or p.startswith("metrics/") or p.endswith(".gitignore")
+        )
+
     # vs HEAD, staged or not (`dvc repro` stages dvc.lock itself: core.autostage); only what the
     # run wrote, never a user's edits
     changed = [p for p in _run(["git", "diff", "--name-only", "HEAD"], repo).stdout.split() if ours(p)]
@@ -401,8 +475,10 @@ def _revert(repo: Path, s, date: str, incoming: Path) -> None:
         (repo / p).unlink(missing_ok=True)
     res = _run([_tool("dvc"), "checkout", "-f", "-q"], repo, check=False)
     if res.returncode != 0:
-        raise DailyError(f"`dvc checkout -f` could not restore the last commit's outputs: "
-                         f"{(res.stderr.strip().splitlines() or ['failed'])[-1]}; rerun `sentiloop daily` after fixing it")
+        raise DailyError(
+            f"`dvc checkout -f` could not restore the last commit's outputs: "
+            f"{(res.stderr.strip().splitlines() or ['failed'])[-1]}; rerun `sentiloop daily` after fixing it"
+        )
     done = repo / incoming / "done" / date
     if done.exists():
         failed = repo / incoming / "failed" / date

@@ -5,6 +5,7 @@ bare CR is text and line numbers are what an editor shows. A quoted CSV field ma
 a stray quote costs its own line (one malformed record), never the rest of the file, and
 there is no field-size limit (an oversized field is the caller's to judge).
 """
+
 from __future__ import annotations
 
 import re
@@ -21,7 +22,7 @@ def physical_lines(fh) -> Iterator[tuple[str, str, bool]]:
     CRLF only, so a bare CR is text."""
     for raw in fh:
         eol = b"\r\n" if raw.endswith(b"\r\n") else b"\n" if raw.endswith(b"\n") else b""
-        raw = raw[:len(raw) - len(eol)]
+        raw = raw[: len(raw) - len(eol)]
         try:
             yield raw.decode("utf-8"), eol.decode(), False
         except UnicodeDecodeError:
@@ -56,7 +57,7 @@ def split_csv(s: str, d: str) -> list[str] | None | bool:
                 return fields
             fields.append(s[pos:j])
             pos = j
-        pos += 1                                    # past the delimiter
+        pos += 1  # past the delimiter
         if pos == n:
             fields.append("")
             return fields
@@ -78,7 +79,7 @@ class Records:
         self.d, self.quoting = delimiter, quoting
         self.pending: list[tuple[int, str, str, bool]] = []
         self.ncols: int | None = None
-        self.line_no = 0            # the physical line (1-based) where the last record began
+        self.line_no = 0  # the physical line (1-based) where the last record began
 
     def _line(self):
         return self.pending.pop() if self.pending else next(self.lines, None)
@@ -97,7 +98,7 @@ class Records:
             fields = split_csv(line, d)
             if fields is not None:
                 return (fields or None), line, bad
-            taken, size = [item], len(line)     # a quoted field is open: take lines until it closes
+            taken, size = [item], len(line)  # a quoted field is open: take lines until it closes
             while fields is None and size <= MAX_RECORD_CHARS:
                 more = self._line()
                 if more is None:

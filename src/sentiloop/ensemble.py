@@ -17,6 +17,7 @@ all members over the same rows and the same ordered classes.
   the ensemble's dev macro-F1 with it minus without it; the ensemble is flagged as imbalanced when
   the largest contribution exceeds `ratio` (3) times the smallest.
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
@@ -77,8 +78,13 @@ def member_probas(models: Mapping[str, Any], texts: Sequence[str]) -> dict[str, 
     return {name: np.asarray(model.predict_proba(texts)) for name, model in models.items()}
 
 
-def predict_proba(models: Mapping[str, Any], weights: Mapping[str, float] | None, texts: Sequence[str],
-                  *, chunk_size: int | None = None) -> np.ndarray:
+def predict_proba(
+    models: Mapping[str, Any],
+    weights: Mapping[str, float] | None,
+    texts: Sequence[str],
+    *,
+    chunk_size: int | None = None,
+) -> np.ndarray:
     """The ensemble's (n, k) probabilities for `texts`: the members' weighted soft vote, in
     chunks of `chunk_size` texts (all at once when None)."""
     texts = list(texts)
@@ -86,7 +92,7 @@ def predict_proba(models: Mapping[str, Any], weights: Mapping[str, float] | None
         raise EnsembleError("no members to predict with")
     n_classes = next(iter(models.values())).n_classes
     step = chunk_size or max(len(texts), 1)
-    parts = [combine(member_probas(models, texts[i:i + step]), weights) for i in range(0, len(texts), step)]
+    parts = [combine(member_probas(models, texts[i : i + step]), weights) for i in range(0, len(texts), step)]
     return np.concatenate(parts) if parts else np.zeros((0, n_classes))
 
 
@@ -131,9 +137,16 @@ def _check_labels(y, n: int, k: int) -> np.ndarray:
     return y
 
 
-def fit_weights(probs_dev: Mapping[str, np.ndarray], y_dev, seed: int = 0, *,
-                start: Mapping[str, float] | None = None,
-                steps: int = 500, lr: float = 0.5, tol: float = 1e-9) -> dict[str, float]:
+def fit_weights(
+    probs_dev: Mapping[str, np.ndarray],
+    y_dev,
+    seed: int = 0,
+    *,
+    start: Mapping[str, float] | None = None,
+    steps: int = 500,
+    lr: float = 0.5,
+    tol: float = 1e-9,
+) -> dict[str, float]:
     """Simplex weights minimising the ensemble's dev log-loss (exponentiated gradient).
 
     `start`: the starting weights (e.g. the seed weights; a member starting at 0 stays at 0);
@@ -146,7 +159,7 @@ def fit_weights(probs_dev: Mapping[str, np.ndarray], y_dev, seed: int = 0, *,
         return {names[0]: 1.0}
     if P.shape[1] == 0:
         raise EnsembleError("cannot fit weights on zero dev rows")
-    py = P[:, np.arange(P.shape[1]), y]            # (m, n): each member's prob of the true class
+    py = P[:, np.arange(P.shape[1]), y]  # (m, n): each member's prob of the true class
     if start is not None:
         w = np.array([float(start.get(m, 0.0)) for m in names])
         if not np.all(np.isfinite(w)) or (w < 0).any() or w.sum() <= 0:
@@ -168,8 +181,9 @@ def fit_weights(probs_dev: Mapping[str, np.ndarray], y_dev, seed: int = 0, *,
     return {m: round(float(x), 6) for m, x in zip(names, w)}
 
 
-def contributions(probs_dev: Mapping[str, np.ndarray], y_dev,
-                  weights: Mapping[str, float] | None = None) -> dict[str, float]:
+def contributions(
+    probs_dev: Mapping[str, np.ndarray], y_dev, weights: Mapping[str, float] | None = None
+) -> dict[str, float]:
     """Leave-one-out: ensemble dev macro-F1 with all members minus without member m (the
     remaining weights renormalised). With one member, or when every remaining member has weight 0
     (fitted weights can put all the weight on one member), "without" is the majority-class
@@ -212,8 +226,9 @@ def imbalance(contribs: Mapping[str, float], ratio: float = 3.0) -> bool:
     return bool(np.isfinite(r) and r > ratio) or r == float("inf")
 
 
-def report(probs_dev: Mapping[str, np.ndarray], y_dev, weights: Mapping[str, float] | None = None,
-           ratio: float = 3.0) -> dict:
+def report(
+    probs_dev: Mapping[str, np.ndarray], y_dev, weights: Mapping[str, float] | None = None, ratio: float = 3.0
+) -> dict:
     """Everything the evaluate/predict stages record about the ensemble on dev, JSON-ready."""
     names, P = _check(probs_dev)
     y = _check_labels(y_dev, P.shape[1], P.shape[2])
@@ -227,7 +242,8 @@ def report(probs_dev: Mapping[str, np.ndarray], y_dev, weights: Mapping[str, flo
         "dev_log_loss": log_loss(ens, y),
         "member_dev_macro_f1": {m: macro_f1(y, P[i].argmax(1), P.shape[2]) for i, m in enumerate(names)},
         "contributions": contrib,
-        "imbalance_ratio": None if not np.isfinite(r) and r != float("inf") else
-        ("inf" if r == float("inf") else round(r, 4)),
+        "imbalance_ratio": None
+        if not np.isfinite(r) and r != float("inf")
+        else ("inf" if r == float("inf") else round(r, 4)),
         "imbalanced": imbalance(contrib, ratio),
     }

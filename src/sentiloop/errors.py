@@ -9,6 +9,7 @@ a traceback would only bury it. Anything else is a bug in sentiloop and keeps it
 Module-specific errors (StoreError, ModelError, CorrectionError, ...) derive from this class and,
 where they always did, from ValueError/RuntimeError as well, so existing `except` clauses hold.
 """
+
 from __future__ import annotations
 
 import os

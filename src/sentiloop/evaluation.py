@@ -4,6 +4,7 @@ Macro-F1 is always over every class of the task (`labels`), a class absent from 
 and the predictions counting 0 (sklearn's zero_division=0), so the loop, the gate and the
 benchmarks agree on the same rows.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -14,9 +15,9 @@ import numpy as np
 def macro_f1(y_true, y_pred, labels: int | Sequence) -> float:
     """Macro-F1 over `labels` (a class count means the integer classes 0..n-1)."""
     from sklearn.metrics import f1_score  # imported on use: serving does not need sklearn
+
     labels = list(range(labels)) if isinstance(labels, (int, np.integer)) else list(labels)
-    return float(f1_score(np.asarray(y_true), np.asarray(y_pred), labels=labels, average="macro",
-                          zero_division=0))
+    return float(f1_score(np.asarray(y_true), np.asarray(y_pred), labels=labels, average="macro", zero_division=0))
 
 
 def classification_metrics(y_true, y_pred, labels) -> dict[str, float]:
@@ -24,9 +25,12 @@ def classification_metrics(y_true, y_pred, labels) -> dict[str, float]:
     if len(y_true) == 0:
         return {"accuracy": float("nan"), "macro_f1": float("nan"), "n": 0}
     from sklearn.metrics import accuracy_score
-    return {"accuracy": float(accuracy_score(y_true, y_pred)),
-            "macro_f1": macro_f1(y_true, y_pred, labels),
-            "n": int(len(y_true))}
+
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": macro_f1(y_true, y_pred, labels),
+        "n": int(len(y_true)),
+    }
 
 
 def _ratio(a, b) -> float | None:
@@ -50,17 +54,23 @@ def label_quality(gold, original, current, *, kept=None) -> dict:
     if kept is not None:
         kept = np.asarray(kept, dtype=bool)
         removed = ~kept
-        return {"label_accuracy": _ratio((cur[kept] == gold[kept]).sum(), kept.sum()),
-                "original_label_accuracy": _ratio((~noisy).sum(), gold.size),
-                "n_train": int(kept.sum()), "corrections": int(removed.sum()),
-                "correction_precision": _ratio((removed & noisy).sum(), removed.sum()),
-                "correction_recall": _ratio((removed & noisy).sum(), noisy.sum()),
-                "broken": int((removed & ~noisy).sum())}
+        return {
+            "label_accuracy": _ratio((cur[kept] == gold[kept]).sum(), kept.sum()),
+            "original_label_accuracy": _ratio((~noisy).sum(), gold.size),
+            "n_train": int(kept.sum()),
+            "corrections": int(removed.sum()),
+            "correction_precision": _ratio((removed & noisy).sum(), removed.sum()),
+            "correction_recall": _ratio((removed & noisy).sum(), noisy.sum()),
+            "broken": int((removed & ~noisy).sum()),
+        }
     changed = orig != cur
     fixed = changed & (cur == gold)
-    return {"label_accuracy": _ratio((cur == gold).sum(), gold.size),
-            "original_label_accuracy": _ratio((~noisy).sum(), gold.size),
-            "n_train": int(gold.size), "corrections": int(changed.sum()),
-            "correction_precision": _ratio(fixed.sum(), changed.sum()),
-            "correction_recall": _ratio((noisy & (cur == gold)).sum(), noisy.sum()),
-            "broken": int((changed & ~noisy).sum())}
+    return {
+        "label_accuracy": _ratio((cur == gold).sum(), gold.size),
+        "original_label_accuracy": _ratio((~noisy).sum(), gold.size),
+        "n_train": int(gold.size),
+        "corrections": int(changed.sum()),
+        "correction_precision": _ratio(fixed.sum(), changed.sum()),
+        "correction_recall": _ratio((noisy & (cur == gold)).sum(), noisy.sum()),
+        "broken": int((changed & ~noisy).sum()),
+    }

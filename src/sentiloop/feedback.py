@@ -16,6 +16,7 @@ applied. Row problems (unknown id, unknown label, a held-out split, the same id 
 labels) reject that row (all rows of that id, for conflicts) with a reason. Rows whose `label` is
 left empty were not reviewed and are skipped, not rejected.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -35,7 +36,7 @@ IGNORED_NAMES = {"README.md", ".gitkeep", ".gitignore"}
 REJECT_COLUMNS = ["file", "line", "id", "label", "reason"]
 ACCEPT_COLUMNS = ["id", "label", "reviewer", "file", "line"]
 HUMAN_SOURCE = "human"
-CORPUS_COLUMN = "corpus"   # the exported corpus's fingerprint (store.fingerprint), in every row
+CORPUS_COLUMN = "corpus"  # the exported corpus's fingerprint (store.fingerprint), in every row
 
 
 class FeedbackError(SentiloopError, ValueError):
@@ -44,20 +45,29 @@ class FeedbackError(SentiloopError, ValueError):
 
 # --- export ------------------------------------------------------------------------------
 
+
 def _ens_columns(columns: Sequence[str], classes: Sequence[str]) -> list[str]:
     cols = [f"p_ens_{c}" for c in classes]
     missing = [c for c in cols if c not in columns]
     if missing:
-        raise FeedbackError(f"predictions have no ensemble columns {missing}; "
-                            f"expected p_ens_<class> for classes {list(classes)}")
+        raise FeedbackError(
+            f"predictions have no ensemble columns {missing}; expected p_ens_<class> for classes {list(classes)}"
+        )
     return cols
 
 
-def most_uncertain(predictions: str | Path, classes: Sequence[str], n: int, *,
-                   split: str = "train", exclude: Iterable[str] = (),
-                   batch_size: int = 50_000) -> pd.DataFrame:
+def most_uncertain(
+    predictions: str | Path,
+    classes: Sequence[str],
+    n: int,
+    *,
+    split: str = "train",
+    exclude: Iterable[str] = (),
+    batch_size: int = 50_000,
+) -> pd.DataFrame:
     """The `n` rows of `split` with the smallest top-1 minus top-2 ensemble margin, streamed."""
     import pyarrow.parquet as pq
+
     if n < 1:
         raise FeedbackError(f"review export: -n must be >= 1, got {n}")
     pf = pq.ParquetFile(predictions)
@@ -77,9 +87,13 @@ def most_uncertain(predictions: str | Path, classes: Sequence[str], n: int, *,
         p = df[pcols].to_numpy(dtype=np.float64)
         top2 = np.sort(p, axis=1)[:, -2:] if p.shape[1] > 1 else np.hstack([np.zeros((len(p), 1)), p])
         margin = top2[:, 1] - top2[:, 0]
-        for i in np.argsort(margin, kind="stable")[: n]:
-            row = {"id": str(df["id"].iloc[i]), "margin": float(margin[i]),
-                   "confidence": float(top2[i, 1]), **{c: float(p[i, j]) for j, c in enumerate(pcols)}}
+        for i in np.argsort(margin, kind="stable")[:n]:
+            row = {
+                "id": str(df["id"].iloc[i]),
+                "margin": float(margin[i]),
+                "confidence": float(top2[i, 1]),
+                **{c: float(p[i, j]) for j, c in enumerate(pcols)},
+            }
             item = (-row["margin"], -seq, row)
             seq += 1
             if len(heap) < n:
@@ -90,39 +104,44 @@ def most_uncertain(predictions: str | Path, classes: Sequence[str], n: int, *,
     return pd.DataFrame(rows, columns=["id", "margin", "confidence", *pcols])
 
 
-def _store_rows(store: str | Path, ids: Sequence[str], columns: Sequence[str],
-                batch: int = 500) -> pd.DataFrame:
+def _store_rows(store: str | Path, ids: Sequence[str], columns: Sequence[str], batch: int = 500) -> pd.DataFrame:
     parts = []
     ids = list(dict.fromkeys(map(str, ids)))
     for start in range(0, len(ids), batch):
-        part = ids[start:start + batch]
+        part = ids[start : start + batch]
         marks = ",".join("?" * len(part))
-        parts.extend(iter_chunks(store, columns, where=f"id IN ({marks})", params=part,
-                                 chunk_size=batch))
+        parts.extend(iter_chunks(store, columns, where=f"id IN ({marks})", params=part, chunk_size=batch))
     if not parts:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
     return pd.concat(parts, ignore_index=True)
 
 
-def export_review(predictions: str | Path, store: str | Path, out: str | Path, *,
-                  classes: Sequence[str], n: int = 200, split: str = "train") -> pd.DataFrame:
+def export_review(
+    predictions: str | Path,
+    store: str | Path,
+    out: str | Path,
+    *,
+    classes: Sequence[str],
+    n: int = 200,
+    split: str = "train",
+) -> pd.DataFrame:
     """Write the review file for the `n` most uncertain unlocked rows; returns what was written.
 
     Each row carries its original label (as ingested), its current label (after the loop) and
     the proposed one (the ensemble's most probable class)."""
-    locked = {str(df_id) for chunk in iter_chunks(store, ("id",), where="locked = 1")
-              for df_id in chunk["id"]}
+    locked = {str(df_id) for chunk in iter_chunks(store, ("id",), where="locked = 1") for df_id in chunk["id"]}
     top = most_uncertain(predictions, classes, n, split=split, exclude=locked)
     info = _store_rows(store, top["id"].tolist(), ("id", "text", "label", "current_label"))
     merged = top.merge(info.rename(columns={"label": "original_label"}), on="id", how="inner")
     pcols = [f"p_ens_{c}" for c in classes]
     merged["proposed_label"] = [classes[i] for i in merged[pcols].to_numpy().argmax(axis=1)] if len(merged) else []
-    review = merged[["id", "text", "original_label", "current_label", "proposed_label", "confidence", "margin",
-                     *pcols]].copy()
+    review = merged[
+        ["id", "text", "original_label", "current_label", "proposed_label", "confidence", "margin", *pcols]
+    ].copy()
     review[pcols + ["confidence", "margin"]] = review[pcols + ["confidence", "margin"]].round(4)
-    review["label"] = ""       # the reviewer's answer: one of the classes
-    review["reviewer"] = ""    # optional: who reviewed it
-    review[CORPUS_COLUMN] = fingerprint(store)   # which corpus the ids belong to (checked on import)
+    review["label"] = ""  # the reviewer's answer: one of the classes
+    review["reviewer"] = ""  # optional: who reviewed it
+    review[CORPUS_COLUMN] = fingerprint(store)  # which corpus the ids belong to (checked on import)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     review.to_csv(out, index=False)
@@ -137,24 +156,47 @@ LS_TO_NAME = "text"
 def label_studio_config(classes: Sequence[str]) -> str:
     """The labeling interface the tasks are written for (paste it into the project's settings)."""
     from xml.sax.saxutils import quoteattr
+
     choices = "\n".join(f"    <Choice value={quoteattr(c)}/>" for c in classes)
-    return (f'<View>\n  <Text name="{LS_TO_NAME}" value="$text"/>\n'
-            f'  <Choices name="{LS_FROM_NAME}" toName="{LS_TO_NAME}" choice="single" showInline="true">\n'
-            f"{choices}\n  </Choices>\n</View>\n")
+    return (
+        f'<View>\n  <Text name="{LS_TO_NAME}" value="$text"/>\n'
+        f'  <Choices name="{LS_FROM_NAME}" toName="{LS_TO_NAME}" choice="single" showInline="true">\n'
+        f"{choices}\n  </Choices>\n</View>\n"
+    )
 
 
 def write_label_studio(review: pd.DataFrame, out: str | Path, classes: Sequence[str]) -> Path:
     """Label Studio tasks for an exported review (JSON import): the row's text and labels as data,
     the proposed label as a pre-annotation (a prediction with the ensemble's confidence)."""
     import json
+
     tasks = []
     for r in review.itertuples(index=False):
-        tasks.append({
-            "data": {"text": r.text, "sentiloop_id": str(r.id), "original_label": r.original_label,
-                     "current_label": r.current_label, "proposed_label": r.proposed_label},
-            "predictions": [{"model_version": "sentiloop-ensemble", "score": float(r.confidence),
-                             "result": [{"from_name": LS_FROM_NAME, "to_name": LS_TO_NAME, "type": "choices",
-                                         "value": {"choices": [r.proposed_label]}}]}]})
+        tasks.append(
+            {
+                "data": {
+                    "text": r.text,
+                    "sentiloop_id": str(r.id),
+                    "original_label": r.original_label,
+                    "current_label": r.current_label,
+                    "proposed_label": r.proposed_label,
+                },
+                "predictions": [
+                    {
+                        "model_version": "sentiloop-ensemble",
+                        "score": float(r.confidence),
+                        "result": [
+                            {
+                                "from_name": LS_FROM_NAME,
+                                "to_name": LS_TO_NAME,
+                                "type": "choices",
+                                "value": {"choices": [r.proposed_label]},
+                            }
+                        ],
+                    }
+                ],
+            }
+        )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(tasks, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
@@ -167,6 +209,7 @@ def read_label_studio(path: str | Path) -> pd.DataFrame:
     the last annotation that was not cancelled; tasks nobody annotated are left out. Labels are
     checked later, by load_feedback, like any feedback file's."""
     import json
+
     path = Path(path)
     try:
         tasks = json.loads(path.read_text(encoding="utf-8"))
@@ -180,25 +223,36 @@ def read_label_studio(path: str | Path) -> pd.DataFrame:
             raise FeedbackError(f"{path}: task {i} has no 'data' object; export with the JSON format")
         rid = task["data"].get("sentiloop_id")
         if rid in (None, ""):
-            raise FeedbackError(f"{path}: task {i} has no data.sentiloop_id; import tasks written by "
-                                "`sentiloop review export --label-studio`")
+            raise FeedbackError(
+                f"{path}: task {i} has no data.sentiloop_id; import tasks written by "
+                "`sentiloop review export --label-studio`"
+            )
         done = [a for a in task.get("annotations") or [] if isinstance(a, dict) and not a.get("was_cancelled")]
         if not done:
             continue
         ann = done[-1]
-        choices = [c for res in ann.get("result") or [] if isinstance(res, dict)
-                   and res.get("from_name") == LS_FROM_NAME for c in (res.get("value") or {}).get("choices") or []]
+        choices = [
+            c
+            for res in ann.get("result") or []
+            if isinstance(res, dict) and res.get("from_name") == LS_FROM_NAME
+            for c in (res.get("value") or {}).get("choices") or []
+        ]
         if len(choices) != 1:
-            raise FeedbackError(f"{path}: task {i} (id {rid}): expected one '{LS_FROM_NAME}' choice, "
-                                f"got {choices}")
+            raise FeedbackError(f"{path}: task {i} (id {rid}): expected one '{LS_FROM_NAME}' choice, got {choices}")
         who = ann.get("completed_by")
         who = who.get("email") or who.get("id") if isinstance(who, dict) else who
-        rows.append({"id": str(rid), "label": str(choices[0]), "reviewer": f"labelstudio:{who}" if who is not None
-                     else "labelstudio"})
+        rows.append(
+            {
+                "id": str(rid),
+                "label": str(choices[0]),
+                "reviewer": f"labelstudio:{who}" if who is not None else "labelstudio",
+            }
+        )
     return pd.DataFrame(rows, columns=["id", "label", "reviewer"])
 
 
 # --- import ------------------------------------------------------------------------------
+
 
 def _read_file(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     """Parse one feedback file strictly; raises FeedbackError on any structural problem.
@@ -215,21 +269,26 @@ def _read_file(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]
     records = Records(text_lines(raw), delimiter, quoting=delimiter == ",")
     first = next(records, None)
     if first is None or first[0] is None:
-        raise FeedbackError(f"not a valid {'TSV' if delimiter == chr(9) else 'CSV'} file: "
-                            f"line {records.line_no}: the header line is malformed")
+        raise FeedbackError(
+            f"not a valid {'TSV' if delimiter == chr(9) else 'CSV'} file: "
+            f"line {records.line_no}: the header line is malformed"
+        )
     header = [h.strip() for h in first[0]]
     records.ncols = len(header)
     rows = []
     for record, _, _ in records:
         line = records.line_no
         if record is None:
-            raise FeedbackError(f"line {line}: a quote that is never closed, or text after a "
-                                "closing quote: fix the quoting or the delimiter")
+            raise FeedbackError(
+                f"line {line}: a quote that is never closed, or text after a "
+                "closing quote: fix the quoting or the delimiter"
+            )
         if all(not f.strip() for f in record):
             continue
         if len(record) != len(header):
-            raise FeedbackError(f"line {line} has {len(record)} fields, the header has "
-                                f"{len(header)}: fix the quoting or the delimiter")
+            raise FeedbackError(
+                f"line {line} has {len(record)} fields, the header has {len(header)}: fix the quoting or the delimiter"
+            )
         rows.append((line, dict(zip(header, (f.strip() for f in record)))))
     missing = [c for c in ("id", "label") if c not in header]
     if missing:
@@ -244,13 +303,14 @@ def feedback_files(directory: str | Path) -> list[Path]:
     directory = Path(directory)
     if not directory.exists():
         return []
-    return sorted(p for p in directory.rglob("*")
-                  if p.is_file() and p.name not in IGNORED_NAMES and not p.name.startswith("."))
+    return sorted(
+        p for p in directory.rglob("*") if p.is_file() and p.name not in IGNORED_NAMES and not p.name.startswith(".")
+    )
 
 
-def load_feedback(directory: str | Path, classes: Sequence[str], store_path: str | Path, *,
-                  allowed_splits: Sequence[str] = ("train",)
-                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def load_feedback(
+    directory: str | Path, classes: Sequence[str], store_path: str | Path, *, allowed_splits: Sequence[str] = ("train",)
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read every reviewed file under `directory`.
 
     Returns (accepted: id, label, reviewer, file, line; one row per id), (rejects: file, line,
@@ -262,19 +322,24 @@ def load_feedback(directory: str | Path, classes: Sequence[str], store_path: str
     rejects: list[dict[str, Any]] = []
     candidates: list[dict[str, Any]] = []
     unreviewed = 0
-    corpus: str | None = None     # this run's fingerprint, computed once a file carries one
+    corpus: str | None = None  # this run's fingerprint, computed once a file carries one
     for path in feedback_files(directory):
         name = path.relative_to(directory).as_posix()
         if path.suffix.lower() not in FEEDBACK_SUFFIXES:
-            rejects.append({"file": name, "line": 0, "id": None, "label": None,
-                            "reason": f"unsupported file type {path.suffix or '(none)'}: "
-                                      f"use {' or '.join(FEEDBACK_SUFFIXES)}"})
+            rejects.append(
+                {
+                    "file": name,
+                    "line": 0,
+                    "id": None,
+                    "label": None,
+                    "reason": f"unsupported file type {path.suffix or '(none)'}: use {' or '.join(FEEDBACK_SUFFIXES)}",
+                }
+            )
             continue
         try:
             _, rows = _read_file(path)
         except FeedbackError as e:
-            rejects.append({"file": name, "line": 0, "id": None, "label": None,
-                            "reason": f"whole file rejected: {e}"})
+            rejects.append({"file": name, "line": 0, "id": None, "label": None, "reason": f"whole file rejected: {e}"})
             continue
         marks = {row.get(CORPUS_COLUMN, "") for _, row in rows} - {""}
         if marks:
@@ -283,7 +348,8 @@ def load_feedback(directory: str | Path, classes: Sequence[str], store_path: str
                 raise FeedbackError(
                     f"{path}: exported from corpus {', '.join(sorted(marks))}, this run's corpus is "
                     f"{corpus} ({CORPUS_COLUMN} column): its ids would land on unrelated rows; move "
-                    f"it out of {directory} or export a review from this corpus")
+                    f"it out of {directory} or export a review from this corpus"
+                )
         for line, row in rows:
             rid, label = row.get("id", ""), row.get("label", "")
             if not label:
@@ -295,8 +361,7 @@ def load_feedback(directory: str | Path, classes: Sequence[str], store_path: str
             elif label.lower() not in by_lower:
                 rejects.append({**base, "reason": f"unknown label {label!r}; classes are {list(classes)}"})
             else:
-                candidates.append({**base, "label": by_lower[label.lower()],
-                                   "reviewer": row.get("reviewer") or None})
+                candidates.append({**base, "label": by_lower[label.lower()], "reviewer": row.get("reviewer") or None})
 
     # ids must exist, in a split a human label may touch
     splits: dict[str, str] = {}
@@ -309,9 +374,14 @@ def load_feedback(directory: str | Path, classes: Sequence[str], store_path: str
         if split is None:
             rejects.append({**_reject_base(c), "reason": "unknown id: not in the store"})
         elif split not in allowed_splits:
-            rejects.append({**_reject_base(c), "reason": f"id is in the {split!r} split; human "
-                            f"labels apply to {list(allowed_splits)} only (the test split is "
-                            "held out and never relabelled)"})
+            rejects.append(
+                {
+                    **_reject_base(c),
+                    "reason": f"id is in the {split!r} split; human "
+                    f"labels apply to {list(allowed_splits)} only (the test split is "
+                    "held out and never relabelled)",
+                }
+            )
         else:
             checked.append(c)
 
@@ -332,8 +402,7 @@ def load_feedback(directory: str | Path, classes: Sequence[str], store_path: str
         accepted.append({k: first[k] for k in ACCEPT_COLUMNS})
     acc = pd.DataFrame(accepted, columns=ACCEPT_COLUMNS)
     rej = pd.DataFrame(rejects, columns=REJECT_COLUMNS, dtype=object)  # None stays None
-    acc.attrs.update(unreviewed=unreviewed, duplicates=duplicates,
-                     files=len(feedback_files(directory)))
+    acc.attrs.update(unreviewed=unreviewed, duplicates=duplicates, files=len(feedback_files(directory)))
     return acc, rej
 
 
@@ -348,12 +417,17 @@ def feedback_stats(accepted: pd.DataFrame, rejects: pd.DataFrame) -> dict[str, A
         key = r.split(":")[0] if not r.startswith("whole file") else "whole file rejected"
         key = "conflicting labels" if key.startswith("conflicting labels") else key
         reasons[key] = reasons.get(key, 0) + 1
-    return {"files": int(accepted.attrs.get("files", 0)), "accepted": int(len(accepted)),
-            "rejected": int(len(rejects)), "unreviewed": int(accepted.attrs.get("unreviewed", 0)),
-            "duplicates": int(accepted.attrs.get("duplicates", 0)),
-            "rejected_files": int(sum(1 for r in (rejects["reason"] if len(rejects) else [])
-                                      if r.startswith(("whole file", "unsupported")))),
-            "reject_reasons": reasons}
+    return {
+        "files": int(accepted.attrs.get("files", 0)),
+        "accepted": int(len(accepted)),
+        "rejected": int(len(rejects)),
+        "unreviewed": int(accepted.attrs.get("unreviewed", 0)),
+        "duplicates": int(accepted.attrs.get("duplicates", 0)),
+        "rejected_files": int(
+            sum(1 for r in (rejects["reason"] if len(rejects) else []) if r.startswith(("whole file", "unsupported")))
+        ),
+        "reject_reasons": reasons,
+    }
 
 
 def apply_feedback(con: sqlite3.Connection, accepted: pd.DataFrame, iteration: int) -> int:
@@ -366,17 +440,22 @@ def apply_feedback(con: sqlite3.Connection, accepted: pd.DataFrame, iteration: i
         return 0
     changed = []
     for start in range(0, len(accepted), 500):
-        part = accepted.iloc[start:start + 500]
+        part = accepted.iloc[start : start + 500]
         marks = ",".join("?" * len(part))
-        current = dict(con.execute(f"SELECT id, current_label FROM sentences WHERE id IN ({marks})",
-                                   list(part["id"].astype(str))).fetchall())
-        for rid, label, reviewer, file in zip(part["id"].astype(str), part["label"],
-                                              part["reviewer"], part["file"]):
+        current = dict(
+            con.execute(
+                f"SELECT id, current_label FROM sentences WHERE id IN ({marks})", list(part["id"].astype(str))
+            ).fetchall()
+        )
+        for rid, label, reviewer, file in zip(part["id"].astype(str), part["label"], part["reviewer"], part["file"]):
             if rid in current and current[rid] != label:
-                changed.append((rid, iteration, current[rid], label, HUMAN_SOURCE, 1.0,
-                                f"reviewer={reviewer or ''};file={file}"))
-    con.executemany("UPDATE sentences SET current_label = ?, locked = 1, aside = 0 WHERE id = ?",
-                    list(zip(accepted["label"].astype(str), accepted["id"].astype(str))))
+                changed.append(
+                    (rid, iteration, current[rid], label, HUMAN_SOURCE, 1.0, f"reviewer={reviewer or ''};file={file}")
+                )
+    con.executemany(
+        "UPDATE sentences SET current_label = ?, locked = 1, aside = 0 WHERE id = ?",
+        list(zip(accepted["label"].astype(str), accepted["id"].astype(str))),
+    )
     if changed:
         write_history(con, changed)
     return len(changed)

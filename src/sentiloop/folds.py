@@ -1,5 +1,6 @@
 """Cross-fitting folds (loop.cross_fit = K >= 2): each train row is judged by models fitted
 without it, so a model does not simply confirm the labels it memorised."""
+
 from __future__ import annotations
 
 import zlib

@@ -14,6 +14,7 @@ We register the TTF file ourselves instead of `import koreanize_matplotlib`: tha
 the sans-serif list and DejaVu Sans stays behind it, so matplotlib's per-glyph font fallback
 (>= 3.6) still finds symbols NanumGothic lacks.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -32,11 +33,13 @@ class FontError(RuntimeError):
 def cjk_font_path() -> Path:
     """The NanumGothic TTF that the koreanize-matplotlib wheel installs (no import of it)."""
     import importlib.metadata as md
+
     try:
         path = Path(str(md.distribution(FONT_DIST).locate_file(FONT_FILE)))
     except md.PackageNotFoundError:
-        raise FontError(f"the CJK font package {FONT_DIST!r} is not installed: "
-                        f"`pip install {FONT_DIST}` (a sentiloop dependency)") from None
+        raise FontError(
+            f"the CJK font package {FONT_DIST!r} is not installed: `pip install {FONT_DIST}` (a sentiloop dependency)"
+        ) from None
     if not path.is_file():
         raise FontError(f"{path}: {FONT_DIST} is installed but has no {Path(FONT_FILE).name}")
     return path

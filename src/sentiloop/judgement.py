@@ -17,6 +17,7 @@ are revisable (a flip the new evidence no longer supports reverts; an aside row 
   are exactly what must move.
 Locked (human) rows and rows settled by an annotator this iteration are not judged here.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,29 +35,35 @@ class JudgementError(SentiloopError, ValueError):
 
 @dataclass(frozen=True)
 class Rule:
-    flip_at: float          # posterior bar for a flip (the schedule's knob)
-    hold_at: float          # posterior an earlier flip needs to stay
-    aside_at: float         # P(original label wrong) that sets a row aside
-    agree: bool             # every weighted member must predict the flip's class out-of-fold
-    max_drift: float        # a class's share may exceed its estimated true share by this much
-    budget: int | None = None   # most flips this iteration (curriculum); None = no limit
+    flip_at: float  # posterior bar for a flip (the schedule's knob)
+    hold_at: float  # posterior an earlier flip needs to stay
+    aside_at: float  # P(original label wrong) that sets a row aside
+    agree: bool  # every weighted member must predict the flip's class out-of-fold
+    max_drift: float  # a class's share may exceed its estimated true share by this much
+    budget: int | None = None  # most flips this iteration (curriculum); None = no limit
 
 
 @dataclass
 class Verdict:
     """Per row: the new label (class code), whether it is set aside, and why."""
 
-    label: np.ndarray       # int64 (n,)
-    aside: np.ndarray       # bool (n,)
-    p_wrong: np.ndarray     # float (n,): P(original label wrong)
-    action: np.ndarray      # object (n,): keep / flip / hold / revert
-    strength: np.ndarray    # float (n,): posterior of the chosen label
+    label: np.ndarray  # int64 (n,)
+    aside: np.ndarray  # bool (n,)
+    p_wrong: np.ndarray  # float (n,): P(original label wrong)
+    action: np.ndarray  # object (n,): keep / flip / hold / revert
+    strength: np.ndarray  # float (n,): posterior of the chosen label
     dropped_by_budget: int
     dropped_by_drift: int
 
 
-def judge(posterior: np.ndarray, original: np.ndarray, current: np.ndarray, member_votes: np.ndarray,
-          prior: np.ndarray, rule: Rule) -> Verdict:
+def judge(
+    posterior: np.ndarray,
+    original: np.ndarray,
+    current: np.ndarray,
+    member_votes: np.ndarray,
+    prior: np.ndarray,
+    rule: Rule,
+) -> Verdict:
     """Judge n free rows.
 
     posterior: (n, k) P(true class | x, original label); original, current: (n,) class codes;
@@ -91,7 +98,7 @@ def judge(posterior: np.ndarray, original: np.ndarray, current: np.ndarray, memb
     if rule.budget is not None and changed.sum() > rule.budget:
         order = np.argsort(-chosen_strength[changed], kind="stable")
         idx = np.nonzero(changed)[0][order]
-        drop = idx[int(rule.budget):]
+        drop = idx[int(rule.budget) :]
         label[drop] = original[drop]
         dropped_budget = len(drop)
     dropped_drift = _drift_guard(label, original, chosen_strength, prior, rule.max_drift, k)
@@ -102,12 +109,20 @@ def judge(posterior: np.ndarray, original: np.ndarray, current: np.ndarray, memb
     action[changed & ~((label == current) & was_flipped)] = FLIP
     action[~changed & was_flipped] = REVERT
     aside = ~changed & (p_wrong >= rule.aside_at)
-    return Verdict(label=label, aside=aside, p_wrong=p_wrong, action=action, strength=chosen_strength,
-                   dropped_by_budget=dropped_budget, dropped_by_drift=dropped_drift)
+    return Verdict(
+        label=label,
+        aside=aside,
+        p_wrong=p_wrong,
+        action=action,
+        strength=chosen_strength,
+        dropped_by_budget=dropped_budget,
+        dropped_by_drift=dropped_drift,
+    )
 
 
-def _drift_guard(label: np.ndarray, original: np.ndarray, strength: np.ndarray, prior: np.ndarray,
-                 max_drift: float, k: int) -> int:
+def _drift_guard(
+    label: np.ndarray, original: np.ndarray, strength: np.ndarray, prior: np.ndarray, max_drift: float, k: int
+) -> int:
     """Drop the weakest flips into any class whose share would exceed prior + max_drift (in place)."""
     n = len(label)
     if n == 0:

@@ -16,6 +16,7 @@ models k. Everything is relative to `root` (the repository, or a benchmark's wor
     data/review/overview.json  iterations.json  queue.parquet  applied.parquet  review_data (the app)
     metrics/plots/convergence.csv  members.csv  (summarize)  confusion.csv  (report)
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ STATE = "loop_state.json"
 PREDICTIONS = "predictions.parquet"
 RELABEL = "relabel.parquet"
 JUDGEMENT = "judgement.parquet"
-FOLDS = "folds"          # models/it<k>/<member>/folds/f<i>: cross-fitting models
+FOLDS = "folds"  # models/it<k>/<member>/folds/f<i>: cross-fitting models
 
 
 def it(k: int) -> str:

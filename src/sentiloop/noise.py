@@ -15,6 +15,7 @@ run flips the same rows every time and the realised matrix matches the requested
 rounding (one row per cell). Note the orientation: cleanlab's `noise_matrix` is the transpose
 (columns = true class); `realised_matrix(...).T` compares against it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ class NoiseError(SentiloopError, ValueError):
 class PlantedNoise:
     """The noisy labels and which rows were flipped (noisy != true exactly where `flipped`)."""
 
-    labels: np.ndarray   # int64 (n,)
+    labels: np.ndarray  # int64 (n,)
     flipped: np.ndarray  # bool (n,)
 
     @property
@@ -56,8 +57,7 @@ def _check_labels(labels, n_classes: int) -> np.ndarray:
         raise NoiseError(f"labels must be integer class indices, got dtype {arr.dtype}")
     arr = arr.astype(np.int64, copy=True)
     if arr.size and (arr.min() < 0 or arr.max() >= n_classes):
-        raise NoiseError(f"labels must lie in [0, {n_classes}), got range "
-                         f"[{arr.min()}, {arr.max()}]")
+        raise NoiseError(f"labels must lie in [0, {n_classes}), got range [{arr.min()}, {arr.max()}]")
     return arr
 
 
@@ -76,15 +76,16 @@ def check_noise_matrix(matrix, n_classes: int | None = None) -> np.ndarray:
     if m.shape[0] < 2:
         raise NoiseError("noise matrix needs at least two classes")
     if n_classes is not None and m.shape[0] != n_classes:
-        raise NoiseError(f"noise matrix is {m.shape[0]}x{m.shape[1]} but there are "
-                         f"{n_classes} classes")
+        raise NoiseError(f"noise matrix is {m.shape[0]}x{m.shape[1]} but there are {n_classes} classes")
     if not np.all(np.isfinite(m)) or (m < 0).any():
         raise NoiseError("noise matrix entries must be finite and >= 0")
     sums = m.sum(axis=1)
     bad = np.flatnonzero(np.abs(sums - 1.0) > ROW_SUM_TOLERANCE)
     if bad.size:
-        raise NoiseError(f"each row of the noise matrix (a true class) must sum to 1; rows "
-                         f"{bad.tolist()} sum to {np.round(sums[bad], 6).tolist()}")
+        raise NoiseError(
+            f"each row of the noise matrix (a true class) must sum to 1; rows "
+            f"{bad.tolist()} sum to {np.round(sums[bad], 6).tolist()}"
+        )
     return m
 
 
@@ -165,8 +166,9 @@ def realised_matrix(true, noisy, n_classes: int) -> np.ndarray:
     return out
 
 
-def plant(labels, n_classes: int, *, kind: str = "symmetric", rate: float = 0.3,
-          matrix=None, seed: int) -> PlantedNoise:
+def plant(
+    labels, n_classes: int, *, kind: str = "symmetric", rate: float = 0.3, matrix=None, seed: int
+) -> PlantedNoise:
     """One entry point for configs: kind 'symmetric' (rate) or 'matrix' (T[true, noisy])."""
     if kind == "symmetric":
         return plant_symmetric(labels, n_classes, rate, seed=seed)
@@ -181,23 +183,31 @@ def plant_into_store(ingested_db, gold_db, classes: list[str], *, rate: float, m
     """Plant noise into an ingested store (data.noise): its labels become the gold labels
     (gold_db, which the loop never reads), the store gets the noisy ones. Returns what was planted."""
     from sentiloop import store
+
     k = len(classes)
     index = {c: i for i, c in enumerate(classes)}
     frame = store.read_column_values(ingested_db, ["id", "label"], chunk_size=50_000)
     true = frame["label"].map(index).to_numpy()
-    planted = (plant_matrix(true, check_noise_matrix(matrix, k), seed=seed) if matrix is not None
-               else plant_symmetric(true, k, rate, seed=seed))
+    planted = (
+        plant_matrix(true, check_noise_matrix(matrix, k), seed=seed)
+        if matrix is not None
+        else plant_symmetric(true, k, rate, seed=seed)
+    )
     names = np.asarray(classes, dtype=object)
     noisy = names[planted.labels]
     with store.atomic_db(gold_db) as g:
         g.execute("CREATE TABLE gold (id TEXT PRIMARY KEY, gold_label TEXT NOT NULL)")
         g.executemany("INSERT INTO gold VALUES (?, ?)", zip(frame["id"].astype(str), frame["label"].astype(str)))
     with store.atomic_db(ingested_db, copy_from=ingested_db) as con:
-        con.executemany("UPDATE sentences SET label = ? WHERE id = ?",
-                        ((str(n), str(i)) for n, i, f in zip(noisy, frame["id"], planted.flipped) if f))
-    return {"planted": int(planted.n_flipped), "planted_rate": round(planted.rate, 6),
-            "planted_matrix": [[round(float(v), 4) for v in row]
-                               for row in realised_matrix(true, planted.labels, k)]}
+        con.executemany(
+            "UPDATE sentences SET label = ? WHERE id = ?",
+            ((str(n), str(i)) for n, i, f in zip(noisy, frame["id"], planted.flipped) if f),
+        )
+    return {
+        "planted": int(planted.n_flipped),
+        "planted_rate": round(planted.rate, 6),
+        "planted_matrix": [[round(float(v), 4) for v in row] for row in realised_matrix(true, planted.labels, k)],
+    }
 
 
 def restore_test_labels(store_db, gold_db) -> int:
@@ -205,6 +215,7 @@ def restore_test_labels(store_db, gold_db) -> int:
     import pandas as pd
 
     from sentiloop import store
+
     parts = list(store.iter_chunks(gold_db, ["id", "gold_label"], table="gold", chunk_size=50_000))
     if not parts:
         return 0
@@ -212,8 +223,10 @@ def restore_test_labels(store_db, gold_db) -> int:
     with store.atomic_db(store_db, copy_from=store_db) as con:
         con.execute("CREATE TEMP TABLE g (id TEXT PRIMARY KEY, gold_label TEXT)")
         con.executemany("INSERT INTO g VALUES (?, ?)", gold.itertuples(index=False, name=None))
-        cur = con.execute("UPDATE sentences SET label = (SELECT gold_label FROM g WHERE g.id = sentences.id), "
-                          "current_label = (SELECT gold_label FROM g WHERE g.id = sentences.id) "
-                          "WHERE split = 'test' AND id IN (SELECT id FROM g) AND label != "
-                          "(SELECT gold_label FROM g WHERE g.id = sentences.id)")
+        cur = con.execute(
+            "UPDATE sentences SET label = (SELECT gold_label FROM g WHERE g.id = sentences.id), "
+            "current_label = (SELECT gold_label FROM g WHERE g.id = sentences.id) "
+            "WHERE split = 'test' AND id IN (SELECT id FROM g) AND label != "
+            "(SELECT gold_label FROM g WHERE g.id = sentences.id)"
+        )
         return cur.rowcount

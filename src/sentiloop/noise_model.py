@@ -20,6 +20,7 @@ revert):
 The posterior P(true = j | x, given = i) is proportional to q_j(x) * T[j, i]; the estimated
 true class mix is the mean of q; the estimated noise rate is the expected share of wrong labels.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from scipy.optimize import minimize
 from sentiloop.errors import SentiloopError
 
 EPS = 1e-6
-MIN_DIAGONAL_MARGIN = 0.02   # T[j, j] stays at least this far above any other entry of row j
+MIN_DIAGONAL_MARGIN = 0.02  # T[j, j] stays at least this far above any other entry of row j
 
 
 class NoiseModelError(SentiloopError, ValueError):
@@ -41,11 +42,11 @@ class NoiseModelError(SentiloopError, ValueError):
 class NoiseEstimate:
     """The fitted noise model (T rows = true class, columns = given class)."""
 
-    matrix: np.ndarray          # (k, k) T[true, given], rows sum to 1
-    prior: np.ndarray           # (k,) estimated true class mix
-    temperature: float          # a
-    bias: np.ndarray            # (k,) b
-    noise_rate: float           # expected share of given labels that are wrong
+    matrix: np.ndarray  # (k, k) T[true, given], rows sum to 1
+    prior: np.ndarray  # (k,) estimated true class mix
+    temperature: float  # a
+    bias: np.ndarray  # (k,) b
+    noise_rate: float  # expected share of given labels that are wrong
     n_rows: int
 
     def clean_scores(self, probs: np.ndarray) -> np.ndarray:
@@ -59,12 +60,16 @@ class NoiseEstimate:
         return joint / np.maximum(joint.sum(axis=1, keepdims=True), EPS)
 
     def to_dict(self, classes: list[str]) -> dict:
-        return {"noise_rate": round(self.noise_rate, 6),
-                "matrix": {c: {d: round(float(self.matrix[i, j]), 6) for j, d in enumerate(classes)}
-                           for i, c in enumerate(classes)},
-                "prior": {c: round(float(self.prior[i]), 6) for i, c in enumerate(classes)},
-                "temperature": round(self.temperature, 6),
-                "bias": [round(float(v), 6) for v in self.bias], "n_rows": self.n_rows}
+        return {
+            "noise_rate": round(self.noise_rate, 6),
+            "matrix": {
+                c: {d: round(float(self.matrix[i, j]), 6) for j, d in enumerate(classes)} for i, c in enumerate(classes)
+            },
+            "prior": {c: round(float(self.prior[i]), 6) for i, c in enumerate(classes)},
+            "temperature": round(self.temperature, 6),
+            "bias": [round(float(v), 6) for v in self.bias],
+            "n_rows": self.n_rows,
+        }
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -121,29 +126,27 @@ def dominant(T: np.ndarray) -> np.ndarray:
 def _fit_calibration(logp: np.ndarray, given: np.ndarray, T: np.ndarray, start: np.ndarray) -> np.ndarray:
     """(a, b_1..b_k) maximising the likelihood of the given labels under softmax(a log p + b) @ T."""
     k = logp.shape[1]
-    Tg = T[:, given].T                                   # (n, k): T[j, given_n]
+    Tg = T[:, given].T  # (n, k): T[j, given_n]
 
     def loss_and_grad(theta):
         a, b = theta[0], theta[1:]
         q = _softmax(a * logp + b)
-        lik = np.maximum((q * Tg).sum(axis=1), EPS)       # P(given_n | x_n)
-        r = q * Tg / lik[:, None]                        # posterior of the true class
-        g_z = q - r                                      # d(-log lik)/dz
+        lik = np.maximum((q * Tg).sum(axis=1), EPS)  # P(given_n | x_n)
+        r = q * Tg / lik[:, None]  # posterior of the true class
+        g_z = q - r  # d(-log lik)/dz
         n = len(logp)
         grad_a = float((g_z * logp).sum()) / n
         grad_b = g_z.sum(axis=0) / n
         return -float(np.log(lik).mean()), np.concatenate([[grad_a], grad_b])
 
     bounds = [(0.05, 50.0)] + [(-20.0, 20.0)] * k
-    res = minimize(loss_and_grad, start, jac=True, method="L-BFGS-B", bounds=bounds,
-                   options={"maxiter": 200})
+    res = minimize(loss_and_grad, start, jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": 200})
     theta = res.x
-    theta[1:] -= theta[1:].mean()                        # b is defined up to a constant
+    theta[1:] -= theta[1:].mean()  # b is defined up to a constant
     return theta
 
 
-def estimate(probs: np.ndarray, given: np.ndarray, *, anchor_share: float = 0.05,
-             em_steps: int = 20) -> NoiseEstimate:
+def estimate(probs: np.ndarray, given: np.ndarray, *, anchor_share: float = 0.05, em_steps: int = 20) -> NoiseEstimate:
     """Fit the noise model on out-of-fold probabilities `probs` (n, k) and given labels (n,)."""
     probs, given = _check(probs, given)
     n, k = probs.shape
@@ -166,9 +169,11 @@ def estimate(probs: np.ndarray, given: np.ndarray, *, anchor_share: float = 0.05
             break
         T = T_new
     q = _softmax(theta[0] * logp + theta[1:])
-    est = NoiseEstimate(matrix=T, prior=q.mean(axis=0), temperature=float(theta[0]), bias=theta[1:].copy(),
-                        noise_rate=0.0, n_rows=n)
+    est = NoiseEstimate(
+        matrix=T, prior=q.mean(axis=0), temperature=float(theta[0]), bias=theta[1:].copy(), noise_rate=0.0, n_rows=n
+    )
     post = est.posterior(probs, given)
     rate = float(1.0 - post[np.arange(n), given].mean())
-    return NoiseEstimate(matrix=T, prior=est.prior, temperature=est.temperature, bias=est.bias,
-                         noise_rate=rate, n_rows=n)
+    return NoiseEstimate(
+        matrix=T, prior=est.prior, temperature=est.temperature, bias=est.bias, noise_rate=rate, n_rows=n
+    )

@@ -9,6 +9,7 @@ plan and dvc.yaml name the same stages, in an order dvc.yaml's dependencies allo
 
 Stage scripts never import this module (it imports every step): each imports its own step.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -35,14 +36,14 @@ from sentiloop.steps import (
     train,
 )
 
-LOOP_END = "summarize"      # run_loop's default last stage: the loop and its metrics, not the ops after it
+LOOP_END = "summarize"  # run_loop's default last stage: the loop and its metrics, not the ops after it
 
 
 @dataclass(frozen=True)
 class Stage:
-    name: str                                   # the stage's name in dvc.yaml / dvc.lock
+    name: str  # the stage's name in dvc.yaml / dvc.lock
     run: Callable[[Settings, Layout], Any]
-    k: int | None = None                        # the iteration, for per-iteration stages
+    k: int | None = None  # the iteration, for per-iteration stages
     member: str | None = None
 
 
@@ -52,21 +53,33 @@ def plan(s: Settings) -> list[Stage]:
     stages = [Stage("ingest", ingest.run), Stage("split", split.run)]
     stages += [Stage(f"train@{m}", partial(train.run, member=m), member=m) for m in members]
     for k in range(1, s.loop.max_iterations + 1):
-        stages += [Stage(f"predict@it{k}", partial(predict.run, k=k), k=k),
-                   Stage(f"judge@it{k}", partial(judge.run, k=k), k=k),
-                   Stage(f"relabel@it{k}", partial(relabel.run, k=k), k=k),
-                   Stage(f"correct@it{k}", partial(correct.run, k=k), k=k),
-                   Stage(f"analyze@it{k}", partial(analyze.run, k=k), k=k)]
-        stages += [Stage(f"retrain@it{k}-{m}", partial(train.retrain, k=k, member=m), k=k, member=m)
-                   for m in members]
-    stages += [Stage("predict_final", predict.final), Stage("publish", publish.run),
-               Stage("summarize", summarize.run), Stage("gate", gate.run), Stage("bundle", bundle.run),
-               Stage("report", report.run), Stage("review_data", review_data.run)]
+        stages += [
+            Stage(f"predict@it{k}", partial(predict.run, k=k), k=k),
+            Stage(f"judge@it{k}", partial(judge.run, k=k), k=k),
+            Stage(f"relabel@it{k}", partial(relabel.run, k=k), k=k),
+            Stage(f"correct@it{k}", partial(correct.run, k=k), k=k),
+            Stage(f"analyze@it{k}", partial(analyze.run, k=k), k=k),
+        ]
+        stages += [Stage(f"retrain@it{k}-{m}", partial(train.retrain, k=k, member=m), k=k, member=m) for m in members]
+    stages += [
+        Stage("predict_final", predict.final),
+        Stage("publish", publish.run),
+        Stage("summarize", summarize.run),
+        Stage("gate", gate.run),
+        Stage("bundle", bundle.run),
+        Stage("report", report.run),
+        Stage("review_data", review_data.run),
+    ]
     return stages
 
 
-def run_loop(s: Settings | Mapping[str, Any], root: str | Path | Layout, *, until: str = LOOP_END,
-             on_stage: Callable[[Stage, Any], None] | None = None) -> dict:
+def run_loop(
+    s: Settings | Mapping[str, Any],
+    root: str | Path | Layout,
+    *,
+    until: str = LOOP_END,
+    on_stage: Callable[[Stage, Any], None] | None = None,
+) -> dict:
     """Run the stages of `plan(s)` up to and including `until` in `root` (a work directory or a
     Layout), without DVC. `s`: the settings, or a params tree (validated here, its iteration
     chain re-derived). `on_stage(stage, result)` sees every stage's result as it finishes.
@@ -82,7 +95,7 @@ def run_loop(s: Settings | Mapping[str, Any], root: str | Path | Layout, *, unti
     if until not in names:
         raise ValueError(f"no stage {until!r}; stages: {', '.join(names)}")
     results: dict[str, Any] = {}
-    for st in stages[:names.index(until) + 1]:
+    for st in stages[: names.index(until) + 1]:
         results[st.name] = st.run(s, L)
         if on_stage is not None:
             on_stage(st, results[st.name])

@@ -10,6 +10,7 @@ dvc.yaml, overlaid across revisions or experiments by `diff`) and renders them w
     python -m sentiloop.plots                       # dvc plots show
     python -m sentiloop.plots main schedule-linear  # dvc plots diff main schedule-linear
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,12 +35,13 @@ def dvc_specs(revs: Sequence[str] = (), cwd: str | Path = ".") -> dict[str, list
     cmd = [dvc, "plots", *(["diff", *revs] if revs else ["show"]), "--json"]
     res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     if res.returncode != 0:
-        raise PlotsError(f"`{' '.join(cmd[1:])}` failed: "
-                         f"{(res.stderr.strip().splitlines() or ['no output'])[-1]}")
+        raise PlotsError(f"`{' '.join(cmd[1:])}` failed: {(res.stderr.strip().splitlines() or ['no output'])[-1]}")
     out = json.loads(res.stdout)
     errors = out.get("errors") or []
-    specs = {name: [i["content"] for i in items if i.get("type") == "vega"]
-             for name, items in (out.get("data") or {}).items()}
+    specs = {
+        name: [i["content"] for i in items if i.get("type") == "vega"]
+        for name, items in (out.get("data") or {}).items()
+    }
     if not any(specs.values()):
         detail = "; ".join(e.get("msg", "") for e in errors[:2]) or "no plot data (run `dvc repro` first)"
         raise PlotsError(f"DVC returned no plots: {detail}")
@@ -49,6 +51,7 @@ def dvc_specs(revs: Sequence[str] = (), cwd: str | Path = ".") -> dict[str, list
 def render(specs: dict[str, list[dict]], out_dir: str | Path = "dvc_plots", scale: float = 1.5) -> list[Path]:
     """PNG + self-contained HTML per plot, and index.html; returns the PNG paths."""
     import vl_convert as vlc
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pngs: list[Path] = []
@@ -60,10 +63,14 @@ def render(specs: dict[str, list[dict]], out_dir: str | Path = "dvc_plots", scal
             png.write_bytes(vlc.vegalite_to_png(spec, scale=scale))
             (out / f"{stem}.html").write_text(vlc.vegalite_to_html(spec, bundle=True), encoding="utf-8")
             pngs.append(png)
-    body = "\n".join(f'<h2>{html.escape(p.stem)}</h2><a href="{html.escape(p.stem)}.html">'
-                     f'<img src="{html.escape(p.name)}" alt="{html.escape(p.stem)}"></a>' for p in pngs)
-    (out / "index.html").write_text(f"<!doctype html><meta charset=utf-8><title>sentiloop plots</title>"
-                                    f"<body>{body}</body>\n", encoding="utf-8")
+    body = "\n".join(
+        f'<h2>{html.escape(p.stem)}</h2><a href="{html.escape(p.stem)}.html">'
+        f'<img src="{html.escape(p.name)}" alt="{html.escape(p.stem)}"></a>'
+        for p in pngs
+    )
+    (out / "index.html").write_text(
+        f"<!doctype html><meta charset=utf-8><title>sentiloop plots</title><body>{body}</body>\n", encoding="utf-8"
+    )
     return pngs
 
 

@@ -3,6 +3,7 @@
 One row per store row, in the store's rowid order: id, split, p_<member>_<class> for every
 member, p_ens_<class>, ens_label, confidence, agreement, variance (written by steps.predict).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,6 +29,7 @@ def prob_columns(name: str, classes: list[str]) -> list[str]:
 
 def read_predictions(path: Path, columns: list[str], split: str | None = "train") -> pd.DataFrame:
     import pyarrow.parquet as pq
+
     frame = pq.read_table(path, columns=list(dict.fromkeys(columns + ["split"]))).to_pandas()
     if split is not None:
         frame = frame[frame["split"] == split]
@@ -42,6 +44,7 @@ def train_chunks(store_db: Path, predictions: Path, columns: list[str], chunk: i
     the store is the k-th train row of the file; each chunk checks its ids, and a file that does
     not match the store row for row is an error (rerun predict on this store), never a silent merge."""
     import pyarrow.parquet as pq
+
     pf = pq.ParquetFile(predictions)
     batches = pf.iter_batches(batch_size=chunk, columns=PRED_COLUMNS + ["split"])
     buf: list[pd.DataFrame] = []
@@ -76,7 +79,8 @@ def train_chunks(store_db: Path, predictions: Path, columns: list[str], chunk: i
             i = int(np.argmin(same))
             raise PredictionsMismatch(
                 f"{predictions} does not match {store_db} row for row: train row id {rows['id'].iloc[i]} "
-                f"has the prediction of id {pred['id'].iloc[i]}; rerun predict on this store")
+                f"has the prediction of id {pred['id'].iloc[i]}; rerun predict on this store"
+            )
         yield pd.concat([rows.reset_index(drop=True), pred[PRED_COLUMNS[1:]]], axis=1)
     extra = take(1)
     if len(extra):

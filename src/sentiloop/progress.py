@@ -7,13 +7,14 @@ Bars are transient (`leave=False`): the stage's own summary line is what stays o
 
 tqdm is imported when a bar is made, so importing this module costs nothing.
 """
+
 from __future__ import annotations
 
 import os
 from typing import Iterable
 
 PROGRESS_ENV = "SENTILOOP_PROGRESS"
-MININTERVAL = 0.5       # seconds between redraws
+MININTERVAL = 0.5  # seconds between redraws
 
 
 def _disable() -> bool | None:
@@ -26,10 +27,10 @@ def _disable() -> bool | None:
     return None
 
 
-def bar(iterable: Iterable | None = None, *, desc: str, total: float | None = None,
-        unit: str = "it", **kwargs):
+def bar(iterable: Iterable | None = None, *, desc: str, total: float | None = None, unit: str = "it", **kwargs):
     """A tqdm bar (use it as an iterable wrapper or as a context manager with `.update(n)`)."""
     from tqdm import tqdm
+
     kwargs.setdefault("leave", False)
     kwargs.setdefault("mininterval", MININTERVAL)
     kwargs.setdefault("dynamic_ncols", True)

@@ -13,6 +13,7 @@ GTO orders stage assignments by their tag timestamps, which have one-second reso
 assignments in the same second are ambiguous. `_next_second` waits out the current second
 before tagging, so `gto show` and this module always agree on which version holds a stage.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,8 @@ from sentiloop.errors import SentiloopError
 from sentiloop.layout import Layout
 
 ARTIFACT = "sentiment-bundle"
-BUNDLE_PATH = Layout().bundle.as_posix()          # models/bundle, as committed
-GATE_METRIC = Layout().gate_json.as_posix()       # metrics/gate.json
+BUNDLE_PATH = Layout().bundle.as_posix()  # models/bundle, as committed
+GATE_METRIC = Layout().gate_json.as_posix()  # metrics/gate.json
 STAGES = ("dev", "staging", "prod")
 
 
@@ -41,7 +42,6 @@ def _git(repo: str | Path, *args: str, check: bool = True) -> str:
     return res.stdout.strip() if res.returncode == 0 else ""
 
 
-
 def _gto():
     """`gto.api`, imported without closing other libraries' log handlers.
 
@@ -51,6 +51,7 @@ def _gto():
     stream for everyone. The handlers are hidden from that one call and restored after it."""
     import logging
     import sys
+
     if "gto.api" in sys.modules:
         return sys.modules["gto.api"]
     saved_list = logging._handlerList[:]
@@ -95,14 +96,19 @@ def commit_of(repo: str | Path, ref: str) -> str:
         return _git(repo, "rev-parse", "--verify", f"{exps[0]}^{{commit}}")
     if exps:
         commits = sorted({_git(repo, "rev-parse", e)[:12] for e in exps})
-        raise RegistryError(f"--ref {ref!r} names {len(exps)} DVC experiments (commits "
-                            f"{', '.join(commits)}); pass the commit of the one to promote")
-    raise RegistryError(f"--ref {ref!r} is neither a git revision nor a DVC experiment name in "
-                        f"{repo} (see `git log`, `dvc exp list --all-commits`)")
+        raise RegistryError(
+            f"--ref {ref!r} names {len(exps)} DVC experiments (commits "
+            f"{', '.join(commits)}); pass the commit of the one to promote"
+        )
+    raise RegistryError(
+        f"--ref {ref!r} is neither a git revision nor a DVC experiment name in "
+        f"{repo} (see `git log`, `dvc exp list --all-commits`)"
+    )
 
 
-def gate_verdict(repo: str | Path, ref: str = "HEAD", bundle_path: str = BUNDLE_PATH,
-                 gate_metric: str = GATE_METRIC) -> dict[str, Any]:
+def gate_verdict(
+    repo: str | Path, ref: str = "HEAD", bundle_path: str = BUNDLE_PATH, gate_metric: str = GATE_METRIC
+) -> dict[str, Any]:
     """The quality gate's outcome for a commit: {"deployable": bool, "source": ..., ...}."""
     blob = _git(repo, "show", f"{commit_of(repo, ref)}:{gate_metric}", check=False)
     if blob:
@@ -116,13 +122,16 @@ def gate_verdict(repo: str | Path, ref: str = "HEAD", bundle_path: str = BUNDLE_
         gate = json.loads(manifest.read_text()).get("gate") or {}
         if gate:
             return {**gate, "source": str(manifest.relative_to(repo))}
-    raise RegistryError(f"no quality-gate outcome for {ref}: neither {gate_metric} in the commit "
-                        f"nor a gate section in {bundle_path}/manifest.json; run the gate stage first")
+    raise RegistryError(
+        f"no quality-gate outcome for {ref}: neither {gate_metric} in the commit "
+        f"nor a gate section in {bundle_path}/manifest.json; run the gate stage first"
+    )
 
 
 def _versions(repo: str | Path, artifact: str) -> list[Any]:
     gto_api = _gto()
     from gto.exceptions import ArtifactNotFound
+
     try:
         return list(gto_api.show(str(repo), artifact, deprecated=False))
     except ArtifactNotFound:  # no tags yet
@@ -140,8 +149,9 @@ def commit_of_version(repo: str | Path, version: str, artifact: str = ARTIFACT) 
     for v in _versions(repo, artifact):
         if v["version"] == version:
             return v["commit_hexsha"]
-    raise RegistryError(f"{artifact} has no version {version!r}; known: "
-                        f"{[v['version'] for v in _versions(repo, artifact)]}")
+    raise RegistryError(
+        f"{artifact} has no version {version!r}; known: {[v['version'] for v in _versions(repo, artifact)]}"
+    )
 
 
 def stage_version(repo: str | Path, stage: str, artifact: str = ARTIFACT) -> str | None:
@@ -152,8 +162,7 @@ def stage_version(repo: str | Path, stage: str, artifact: str = ARTIFACT) -> str
 
 
 def _artifact_tag_seconds(repo: str | Path, artifact: str) -> int:
-    out = _git(repo, "for-each-ref", "--format=%(taggerdate:unix)", f"refs/tags/{artifact}*",
-               check=False)
+    out = _git(repo, "for-each-ref", "--format=%(taggerdate:unix)", f"refs/tags/{artifact}*", check=False)
     stamps = [int(s) for s in out.split() if s.strip().isdigit()]
     return max(stamps, default=0)
 
@@ -165,9 +174,16 @@ def _next_second(repo: str | Path, artifact: str) -> None:
         time.sleep(last + 1 - now + 0.01)
 
 
-def promote(repo: str | Path, stage: str, *, ref: str = "HEAD", version: str | None = None,
-            artifact: str = ARTIFACT, bundle_path: str = BUNDLE_PATH,
-            message: str | None = None) -> dict[str, Any]:
+def promote(
+    repo: str | Path,
+    stage: str,
+    *,
+    ref: str = "HEAD",
+    version: str | None = None,
+    artifact: str = ARTIFACT,
+    bundle_path: str = BUNDLE_PATH,
+    message: str | None = None,
+) -> dict[str, Any]:
     """Register `ref` as a version (unless it already is one) and assign it `stage`.
 
     Refuses when the commit's quality gate did not pass."""
@@ -179,25 +195,49 @@ def promote(repo: str | Path, stage: str, *, ref: str = "HEAD", version: str | N
         raise RegistryError(
             f"refusing to promote {commit[:12]}: its quality gate failed (macro-F1 "
             f"{verdict.get('f1')} < {verdict.get('threshold')} after {verdict.get('attempts')} "
-            f"attempt(s); from {verdict['source']})")
+            f"attempt(s); from {verdict['source']})"
+        )
     existing = version_of_commit(repo, commit, artifact)
     if existing is None:
         _next_second(repo, artifact)
-        gto_api.register(str(repo), artifact, commit, version=version,
-                         message=message or f"Register {artifact} (gate macro-F1 {verdict.get('f1')})")
+        gto_api.register(
+            str(repo),
+            artifact,
+            commit,
+            version=version,
+            message=message or f"Register {artifact} (gate macro-F1 {verdict.get('f1')})",
+        )
         existing = version_of_commit(repo, commit, artifact)
         if existing is None:
             raise RegistryError(f"GTO did not register {commit[:12]}")
     elif version is not None and version != existing:
         raise RegistryError(f"{commit[:12]} is already registered as {existing}, not {version}")
     if stage_version(repo, stage, artifact) == existing:
-        return {"artifact": artifact, "version": existing, "stage": stage, "commit": commit,
-                "changed": False, "gate": verdict}
+        return {
+            "artifact": artifact,
+            "version": existing,
+            "stage": stage,
+            "commit": commit,
+            "changed": False,
+            "gate": verdict,
+        }
     _next_second(repo, artifact)
-    gto_api.assign(str(repo), artifact, stage, version=existing, force=True,
-                   message=message or f"Promote {artifact} {existing} to {stage}")
-    return {"artifact": artifact, "version": existing, "stage": stage, "commit": commit,
-            "changed": True, "gate": verdict}
+    gto_api.assign(
+        str(repo),
+        artifact,
+        stage,
+        version=existing,
+        force=True,
+        message=message or f"Promote {artifact} {existing} to {stage}",
+    )
+    return {
+        "artifact": artifact,
+        "version": existing,
+        "stage": stage,
+        "commit": commit,
+        "changed": True,
+        "gate": verdict,
+    }
 
 
 def stage_history(repo: str | Path, stage: str, artifact: str = ARTIFACT) -> list[str]:
@@ -206,8 +246,7 @@ def stage_history(repo: str | Path, stage: str, artifact: str = ARTIFACT) -> lis
     return [e["version"] for e in events if e["event"] == "assignment" and e["stage"] == stage]
 
 
-def rollback(repo: str | Path, stage: str, *, to: str | None = None,
-             artifact: str = ARTIFACT) -> dict[str, Any]:
+def rollback(repo: str | Path, stage: str, *, to: str | None = None, artifact: str = ARTIFACT) -> dict[str, Any]:
     """Assign `stage` to an older version: `to`, or the one that held it before the current."""
     gto_api = _gto()
     _check_stage(stage)
@@ -217,15 +256,20 @@ def rollback(repo: str | Path, stage: str, *, to: str | None = None,
     if to is None:
         previous = [v for v in stage_history(repo, stage, artifact) if v != current]
         if not previous:
-            raise RegistryError(f"{current} is the only version ever in {stage!r}; "
-                                "nothing older to roll back to")
+            raise RegistryError(f"{current} is the only version ever in {stage!r}; nothing older to roll back to")
         to = previous[-1]
     if to == current:
         raise RegistryError(f"{to} already holds {stage!r}")
     commit_of_version(repo, to, artifact)  # raises for an unknown version
     _next_second(repo, artifact)
-    gto_api.assign(str(repo), artifact, stage, version=to, force=True,
-                   message=f"Roll back {artifact} {stage} from {current} to {to}")
+    gto_api.assign(
+        str(repo),
+        artifact,
+        stage,
+        version=to,
+        force=True,
+        message=f"Roll back {artifact} {stage} from {current} to {to}",
+    )
     return {"artifact": artifact, "stage": stage, "from": current, "to": to}
 
 
@@ -233,16 +277,24 @@ def show(repo: str | Path, artifact: str | None = None) -> str:
     """The `gto show` table."""
     import shutil
     import sys
+
     exe = shutil.which("gto") or str(Path(sys.executable).parent / "gto")
-    res = subprocess.run([exe, "show", *([artifact] if artifact else [])], cwd=str(repo),
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [exe, "show", *([artifact] if artifact else [])], cwd=str(repo), capture_output=True, text=True
+    )
     if res.returncode != 0:
         return json.dumps(_gto().show(str(repo), artifact), default=str, indent=1)
     return res.stdout
 
 
-def resolve_bundle(repo: str | Path, stage_or_version: str, *, artifact: str = ARTIFACT,
-                   bundle_path: str = BUNDLE_PATH, cache_dir: str | Path | None = None) -> Path:
+def resolve_bundle(
+    repo: str | Path,
+    stage_or_version: str,
+    *,
+    artifact: str = ARTIFACT,
+    bundle_path: str = BUNDLE_PATH,
+    cache_dir: str | Path | None = None,
+) -> Path:
     """A local directory holding the bundle of a stage (e.g. "prod") or version ("v0.0.3").
 
     The bundle is exported as DVC pinned it at the version's commit (from the local DVC cache,
@@ -260,7 +312,9 @@ def resolve_bundle(repo: str | Path, stage_or_version: str, *, artifact: str = A
     if (dest / "manifest.json").exists():
         return dest
     import shutil
+
     from dvc.api import DVCFileSystem
+
     fs = DVCFileSystem(str(repo), rev=commit)
     if not fs.exists(bundle_path):
         raise RegistryError(f"{bundle_path} is not tracked by DVC at {version} ({commit[:12]})")
@@ -269,7 +323,7 @@ def resolve_bundle(repo: str | Path, stage_or_version: str, *, artifact: str = A
         shutil.rmtree(tmp)
     tmp.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fs.get(bundle_path, str(tmp), recursive=True)   # the local cache, else the default remote
+        fs.get(bundle_path, str(tmp), recursive=True)  # the local cache, else the default remote
     except Exception as e:  # DVC's errors for missing data vary (DataIndexDirError, FileNotFoundError, ...)
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(e, SentiloopError):
@@ -277,15 +331,17 @@ def resolve_bundle(repo: str | Path, stage_or_version: str, *, artifact: str = A
         raise RegistryError(
             f"{bundle_path} of {version} ({commit[:12]}) is in neither the local DVC cache nor "
             f"{remote_description(repo)}: run `dvc push` in the clone that built it, then `make pull` "
-            f"here (or `dvc pull {bundle_path}` at that commit) [{type(e).__name__}]") from e
+            f"here (or `dvc pull {bundle_path}` at that commit) [{type(e).__name__}]"
+        ) from e
     tmp.rename(dest)
     return dest
 
 
 def remote_description(repo: str | Path) -> str:
-    """"remote 'name' (url)" for the default DVC remote, or why there is none."""
+    """ "remote 'name' (url)" for the default DVC remote, or why there is none."""
     import subprocess
     import sys
+
     exe = Path(sys.executable).parent / "dvc"
     dvc = str(exe) if exe.exists() else "dvc"
     res = subprocess.run([dvc, "remote", "default"], cwd=str(repo), capture_output=True, text=True)

@@ -7,6 +7,7 @@ figure also has its numbers as a Markdown table, so a reviewer can diff the numb
 The drawing functions take plain data (dicts, arrays); `collect` gathers that data from the
 pipeline's outputs, so the figures are testable without running the loop.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,11 +26,13 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 def _plt():
     import matplotlib
+
     matplotlib.use("Agg")  # no display; deterministic PNGs
     import matplotlib.pyplot as plt
 
     from sentiloop.fonts import use_cjk_font
-    use_cjk_font()         # Hangul words and class names render instead of empty boxes
+
+    use_cjk_font()  # Hangul words and class names render instead of empty boxes
     return plt
 
 
@@ -65,6 +68,7 @@ class ReportData:
 
 # --- figures -------------------------------------------------------------------------------
 
+
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", dpi=90, bbox_inches="tight", metadata={"Software": None})
@@ -91,7 +95,7 @@ def plot_convergence(convergence: Mapping[str, Mapping[str, Mapping[int, float]]
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
-    for ax in list(axes.flat)[len(metrics):]:
+    for ax in list(axes.flat)[len(metrics) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=8)
     fig.suptitle("convergence per schedule")
@@ -106,8 +110,7 @@ def plot_accuracy(accuracy: Mapping[str, Mapping[int, float]], metric: str, path
     for name, s in accuracy.items():
         if s:
             ks = sorted(s)
-            ax.plot(ks, [s[k] for k in ks], marker="o", label=name,
-                    linewidth=2.5 if name == "ensemble" else 1.2)
+            ax.plot(ks, [s[k] for k in ks], marker="o", label=name, linewidth=2.5 if name == "ensemble" else 1.2)
     ax.set_xlabel("iteration")
     ax.set_ylabel(metric)
     ax.set_title(f"per-member and ensemble {metric}")
@@ -117,8 +120,9 @@ def plot_accuracy(accuracy: Mapping[str, Mapping[int, float]], metric: str, path
     return _save(fig, path)
 
 
-def _heatmap(ax, matrix: np.ndarray, classes: Sequence[str], title: str, xlabel: str, ylabel: str,
-             normalize_rows: bool = True) -> None:
+def _heatmap(
+    ax, matrix: np.ndarray, classes: Sequence[str], title: str, xlabel: str, ylabel: str, normalize_rows: bool = True
+) -> None:
     m = np.asarray(matrix, dtype=float)
     shown = m / np.maximum(m.sum(axis=1, keepdims=True), 1) if normalize_rows else m
     ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize_rows else None)
@@ -129,8 +133,15 @@ def _heatmap(ax, matrix: np.ndarray, classes: Sequence[str], title: str, xlabel:
     ax.set_title(title, fontsize=9)
     for i in range(m.shape[0]):
         for j in range(m.shape[1]):
-            ax.text(j, i, f"{int(m[i, j])}", ha="center", va="center", fontsize=8,
-                    color="white" if shown[i, j] > 0.6 else "black")
+            ax.text(
+                j,
+                i,
+                f"{int(m[i, j])}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if shown[i, j] > 0.6 else "black",
+            )
 
 
 def plot_confusions(confusion: Mapping[str, np.ndarray], classes: Sequence[str], path: Path) -> Path | None:
@@ -154,8 +165,7 @@ def plot_transitions(transitions: np.ndarray | None, classes: Sequence[str], pat
     return _save(fig, path)
 
 
-def plot_distribution(distribution: Mapping[int, Mapping[str, int]], classes: Sequence[str],
-                      path: Path) -> Path | None:
+def plot_distribution(distribution: Mapping[int, Mapping[str, int]], classes: Sequence[str], path: Path) -> Path | None:
     if not distribution:
         return None
     plt = _plt()
@@ -181,8 +191,9 @@ def plot_lexicon(words: Mapping[str, Sequence[tuple[str, float]]], path: Path) -
         return None
     plt = _plt()
     n = len(words)
-    fig, axes = plt.subplots(1, n, figsize=(3.4 * n, 0.28 * max(len(w) for w in words.values()) + 1.2),
-                             squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        1, n, figsize=(3.4 * n, 0.28 * max(len(w) for w in words.values()) + 1.2), squeeze=False, layout="constrained"
+    )
     for ax, (c, ws) in zip(axes.flat, words.items()):
         labels = [w for w, _ in ws][::-1]
         ax.barh(labels, [s for _, s in ws][::-1])
@@ -213,18 +224,26 @@ def length_stats(lengths: np.ndarray) -> dict[str, float]:
     v = np.asarray(lengths)
     if not len(v):
         return {"n": 0}
-    return {"n": int(len(v)), "mean": round(float(v.mean()), 2), "p50": float(np.percentile(v, 50)),
-            "p95": float(np.percentile(v, 95)), "p99": float(np.percentile(v, 99)),
-            "max": int(v.max()), "empty": int((v == 0).sum())}
+    return {
+        "n": int(len(v)),
+        "mean": round(float(v.mean()), 2),
+        "p50": float(np.percentile(v, 50)),
+        "p95": float(np.percentile(v, 95)),
+        "p99": float(np.percentile(v, 99)),
+        "max": int(v.max()),
+        "empty": int((v == 0).sum()),
+    }
 
 
 # --- markdown --------------------------------------------------------------------------------
+
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     def fmt(x):
         if isinstance(x, float):
             return f"{x:.4f}"
         return str(x)
+
     lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(fmt(x) for x in r) + " |" for r in rows]
     return "\n".join(lines)
@@ -252,8 +271,10 @@ def write_report(data: ReportData, out_md: str | Path, image_dir: str | Path | N
 
     figures: dict[str, Path] = {}
     md: list[str] = [f"# {data.title}", ""]
-    md.append("Generated by the `report` stage (`python stages/report.py`); images are PNGs next "
-              "to this file, and every figure's numbers are in the table under it.")
+    md.append(
+        "Generated by the `report` stage (`python stages/report.py`); images are PNGs next "
+        "to this file, and every figure's numbers are in the table under it."
+    )
     md.append("")
 
     if data.gate:
@@ -275,16 +296,21 @@ def write_report(data: ReportData, out_md: str | Path, image_dir: str | Path | N
     section("Convergence", "convergence", png, body, "no per-iteration metrics found")
 
     png = plot_accuracy(data.accuracy, data.accuracy_metric, image_dir / "accuracy.png")
-    section(f"Per-member and ensemble {data.accuracy_metric}", "accuracy", png,
-            _series_table(data.accuracy) if data.accuracy else "", "no per-model metrics found")
+    section(
+        f"Per-member and ensemble {data.accuracy_metric}",
+        "accuracy",
+        png,
+        _series_table(data.accuracy) if data.accuracy else "",
+        "no per-model metrics found",
+    )
 
-    md.extend(["## Ensemble weights", "", weights_section(data.weighting) or
-               "_no per-iteration weighting records found_", ""])
+    md.extend(
+        ["## Ensemble weights", "", weights_section(data.weighting) or "_no per-iteration weighting records found_", ""]
+    )
 
     png = plot_confusions(data.confusion, data.classes, image_dir / "confusion.png")
     corner = "true \\ predicted"
-    body = "\n\n".join(f"**{name}**\n\n{_matrix_table(m, data.classes, corner)}"
-                       for name, m in data.confusion.items())
+    body = "\n\n".join(f"**{name}**\n\n{_matrix_table(m, data.classes, corner)}" for name, m in data.confusion.items())
     section("Confusion matrices (test split)", "confusion", png, body, "no test predictions found")
 
     png = plot_transitions(data.transitions, data.classes, image_dir / "transitions.png")
@@ -292,20 +318,27 @@ def write_report(data: ReportData, out_md: str | Path, image_dir: str | Path | N
     if data.transitions is not None:
         t = np.asarray(data.transitions)
         changed = int(t.sum() - np.trace(t))
-        body = (f"{changed} of {int(t.sum())} train labels changed "
-                f"({changed / max(int(t.sum()), 1):.2%}).\n\n"
-                + _matrix_table(t, data.classes, "original \\ final"))
+        body = (
+            f"{changed} of {int(t.sum())} train labels changed "
+            f"({changed / max(int(t.sum()), 1):.2%}).\n\n" + _matrix_table(t, data.classes, "original \\ final")
+        )
     section("Original -> final labels", "transitions", png, body, "no final store found")
 
     png = plot_distribution(data.distribution, data.classes, image_dir / "distribution.png")
-    body = _table(["iteration", *data.classes, "total"],
-                  [[k, *[d.get(c, 0) for c in data.classes], sum(d.values())]
-                   for k, d in sorted(data.distribution.items())]) if data.distribution else ""
+    body = (
+        _table(
+            ["iteration", *data.classes, "total"],
+            [[k, *[d.get(c, 0) for c in data.classes], sum(d.values())] for k, d in sorted(data.distribution.items())],
+        )
+        if data.distribution
+        else ""
+    )
     section("Class distribution per iteration (train)", "distribution", png, body, "no stores found")
 
     png = plot_lexicon(data.lexicon_words, image_dir / "lexicon.png")
-    body = "\n".join(f"- **{c}**: " + ", ".join(f"{w} ({s:.2f})" for w, s in ws)
-                     for c, ws in data.lexicon_words.items())
+    body = "\n".join(
+        f"- **{c}**: " + ", ".join(f"{w} ({s:.2f})" for w, s in ws) for c, ws in data.lexicon_words.items()
+    )
     section("Lexicon: strongest words per class", "lexicon", png, body, "no lexicon member in this run")
 
     png = plot_token_lengths(data.token_lengths, image_dir / "token_lengths.png")
@@ -324,36 +357,53 @@ def write_report(data: ReportData, out_md: str | Path, image_dir: str | Path | N
 def gate_sentence(g: Mapping[str, Any]) -> str:
     """The gate's verdict in one sentence: the test score, and which attempt dev chose."""
     verdict = "PASSED, deployable" if g.get("passed") else "FAILED, not deployable"
-    out = (f"**{verdict}**: test macro-F1 {g.get('f1')} vs threshold {g.get('threshold')}, "
-           f"{g.get('attempts', 0)} retraining attempt(s).")
+    out = (
+        f"**{verdict}**: test macro-F1 {g.get('f1')} vs threshold {g.get('threshold')}, "
+        f"{g.get('attempts', 0)} retraining attempt(s)."
+    )
     chosen = g.get("selected_attempt", 0)
     which = "the loop's own models" if not chosen else f"retraining attempt {chosen}"
     if g.get("attempts") and g.get("selected_on") == "dev":
-        out += (f" Attempts were compared on dev macro-F1 only ({g.get('dev_f1')} for {which}, the "
-                f"best of {g['attempts'] + 1}); test scored the chosen models once.")
-    elif g.get("attempts"):   # a gate.json written before the gate chose on dev
-        out += (f" {which.capitalize()} was chosen on its test score, so this test figure is "
-                "optimistic (a verdict from before the gate chose on dev).")
+        out += (
+            f" Attempts were compared on dev macro-F1 only ({g.get('dev_f1')} for {which}, the "
+            f"best of {g['attempts'] + 1}); test scored the chosen models once."
+        )
+    elif g.get("attempts"):  # a gate.json written before the gate chose on dev
+        out += (
+            f" {which.capitalize()} was chosen on its test score, so this test figure is "
+            "optimistic (a verdict from before the gate chose on dev)."
+        )
     return out
 
 
 def cleaning_verdict(cleaning: Mapping[str, Mapping[str, float]]) -> list[str]:
     """Splits on which the final models' ensemble macro-F1 is not above iteration 0's."""
-    return [split for split, v in cleaning.items()
-            if v.get("it0") is not None and v.get("final") is not None and v["final"] <= v["it0"]]
+    return [
+        split
+        for split, v in cleaning.items()
+        if v.get("it0") is not None and v.get("final") is not None and v["final"] <= v["it0"]
+    ]
 
 
 def cleaning_section(cleaning: Mapping[str, Mapping[str, float]]) -> str:
-    rows = [[split, v.get("it0"), v.get("final"),
-             None if v.get("it0") is None or v.get("final") is None else v["final"] - v["it0"]]
-            for split, v in cleaning.items()]
+    rows = [
+        [
+            split,
+            v.get("it0"),
+            v.get("final"),
+            None if v.get("it0") is None or v.get("final") is None else v["final"] - v["it0"],
+        ]
+        for split, v in cleaning.items()
+    ]
     table = _table(["split", "iteration 0 (original labels)", "final", "change"], rows)
     worse = cleaning_verdict(cleaning)
     if worse:
-        head = (f"**Cleaning did not improve {' or '.join(worse)} macro-F1 over iteration 0** (the "
-                "models trained on the original labels): the corrected labels bought nothing "
-                "measurable there; consider the original labels, a stricter schedule, or more "
-                "evidence per correction.")
+        head = (
+            f"**Cleaning did not improve {' or '.join(worse)} macro-F1 over iteration 0** (the "
+            "models trained on the original labels): the corrected labels bought nothing "
+            "measurable there; consider the original labels, a stricter schedule, or more "
+            "evidence per correction."
+        )
     else:
         head = "Cleaning improved the ensemble's dev and test macro-F1 over iteration 0."
     return head + "\n\n" + table
@@ -366,9 +416,11 @@ def cleaning_from_metrics(metrics_dir: str | Path, n: int) -> dict[str, dict[str
     if n < 1 or not first.exists() or not last.exists():
         return {}
     a, b = _read_json(first)["ensemble"], _read_json(last)["ensemble"]
-    return {split: {"it0": float(a[split]["macro_f1"]), "final": float(b[split]["macro_f1"])}
-            for split in ("dev", "test") if (a.get(split) or {}).get("macro_f1") is not None
-            and (b.get(split) or {}).get("macro_f1") is not None}
+    return {
+        split: {"it0": float(a[split]["macro_f1"]), "final": float(b[split]["macro_f1"])}
+        for split in ("dev", "test")
+        if (a.get(split) or {}).get("macro_f1") is not None and (b.get(split) or {}).get("macro_f1") is not None
+    }
 
 
 def weights_section(weighting: Mapping[int, Mapping[str, Any]]) -> str:
@@ -381,8 +433,7 @@ def weights_section(weighting: Mapping[int, Mapping[str, Any]]) -> str:
         how = w.get("method", "")
         if w.get("evidence"):
             how += f" on {w['evidence']} ({w.get('n_rows', 0)} rows)"
-        rows.append([k, *[(w.get("weights") or {}).get(m, "") for m in members], how,
-                     w.get("majority_accuracy", "")])
+        rows.append([k, *[(w.get("weights") or {}).get(m, "") for m in members], how, w.get("majority_accuracy", "")])
     lines = [_table(["models of iteration", *members, "weights", "majority-class baseline"], rows), ""]
     for k, w in sorted(weighting.items()):
         for m, why in (w.get("zeroed") or {}).items():
@@ -399,6 +450,7 @@ def is_png(path: str | Path) -> bool:
 
 # --- collecting the data from the pipeline's outputs ----------------------------------------
 
+
 def _read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 
@@ -411,8 +463,7 @@ def _iteration_number(path: Path) -> int | None:
 def _convergence(iterations: Mapping[int, dict], evals: Mapping[int, dict]) -> dict[str, dict[int, float]]:
     """Convergence series from per-iteration records (metrics/iterations/itK.json) and
     evaluations (metrics/eval/itK.json), keyed by iteration number."""
-    out: dict[str, dict[int, float]] = {"label_change_rate": {}, "dev_macro_f1": {},
-                                        "lexicon_dict_change_rate": {}}
+    out: dict[str, dict[int, float]] = {"label_change_rate": {}, "dev_macro_f1": {}, "lexicon_dict_change_rate": {}}
     for k, rec in sorted(iterations.items()):
         if not rec.get("passed_through") and rec.get("label_change_rate") is not None:
             out["label_change_rate"][k] = float(rec["label_change_rate"])
@@ -441,6 +492,7 @@ def convergence_from_metrics(metrics_dir: str | Path) -> dict[str, dict[int, flo
 
 def _git(repo: Path, *args: str) -> str:
     import subprocess
+
     res = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
     if res.returncode != 0:
         raise RuntimeError(f"git {' '.join(args)}: {res.stderr.strip()}")
@@ -464,6 +516,7 @@ def convergence_from_rev(repo: str | Path, rev: str) -> dict[str, dict[int, floa
 def experiment_revs(repo: str | Path) -> dict[str, str]:
     """DVC experiments of this repository: {"<name> (<schedule>)": commit}."""
     import yaml
+
     repo = Path(repo)
     out = {}
     refs = _git(repo, "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps")
@@ -493,8 +546,9 @@ def weighting_from_metrics(metrics_dir: str | Path) -> dict[int, dict[str, Any]]
     return out
 
 
-def accuracy_from_metrics(metrics_dir: str | Path, split: str = "test",
-                          metric: str = "accuracy") -> dict[str, dict[int, float]]:
+def accuracy_from_metrics(
+    metrics_dir: str | Path, split: str = "test", metric: str = "accuracy"
+) -> dict[str, dict[int, float]]:
     out: dict[str, dict[int, float]] = {}
     for p in sorted((Path(metrics_dir) / "eval").glob("it*.json")):
         k = _iteration_number(p)
@@ -507,12 +561,14 @@ def accuracy_from_metrics(metrics_dir: str | Path, split: str = "test",
     return out
 
 
-def confusion_from_predictions(predictions: Path, store_db: Path, classes: Sequence[str],
-                               members: Sequence[str], chunk_size: int = 5000) -> dict[str, np.ndarray]:
+def confusion_from_predictions(
+    predictions: Path, store_db: Path, classes: Sequence[str], members: Sequence[str], chunk_size: int = 5000
+) -> dict[str, np.ndarray]:
     """Test-split confusion matrices per member and for the ensemble, from predictions.parquet."""
     import pyarrow.parquet as pq
 
     from sentiloop.store import iter_chunks
+
     index = {c: i for i, c in enumerate(classes)}
     truth = {}
     for frame in iter_chunks(store_db, ("id", "current_label"), where="split = 'test'", chunk_size=chunk_size):
@@ -521,8 +577,7 @@ def confusion_from_predictions(predictions: Path, store_db: Path, classes: Seque
     pf = pq.ParquetFile(predictions)
     available = set(pf.schema_arrow.names)
     names = [n for n in names if all(f"p_{n}_{c}" in available for c in classes)]
-    out = {("ensemble" if n == "ens" else n): np.zeros((len(classes), len(classes)), dtype=np.int64)
-           for n in names}
+    out = {("ensemble" if n == "ens" else n): np.zeros((len(classes), len(classes)), dtype=np.int64) for n in names}
     cols = ["id", "split"] + [f"p_{n}_{c}" for n in names for c in classes]
     for batch in pf.iter_batches(batch_size=chunk_size, columns=cols):
         df = batch.to_pandas()
@@ -536,13 +591,17 @@ def confusion_from_predictions(predictions: Path, store_db: Path, classes: Seque
     return out
 
 
-def write_confusion_rows(predictions: Path, store_db: Path, classes: Sequence[str], out: Path,
-                         chunk_size: int = 5000) -> int:
+def write_confusion_rows(
+    predictions: Path, store_db: Path, classes: Sequence[str], out: Path, chunk_size: int = 5000
+) -> int:
     """metrics/plots/confusion.csv: `actual,predicted` for every test row of the final ensemble,
     the table DVC's confusion template counts (`dvc plots show` / `diff`). Returns the rows written."""
     import csv
+
     import pyarrow.parquet as pq
+
     from sentiloop.store import iter_chunks
+
     truth = {}
     for frame in iter_chunks(store_db, ("id", "current_label"), where="split = 'test'", chunk_size=chunk_size):
         truth.update(zip(frame["id"].astype(str), frame["current_label"].astype(str)))
@@ -563,12 +622,14 @@ def write_confusion_rows(predictions: Path, store_db: Path, classes: Sequence[st
     return n
 
 
-def store_tables(store_db: Path, classes: Sequence[str], language: str, *, chunk_size: int = 5000,
-                 max_token_rows: int = 50_000) -> tuple[np.ndarray, dict[str, int], dict[str, np.ndarray]]:
+def store_tables(
+    store_db: Path, classes: Sequence[str], language: str, *, chunk_size: int = 5000, max_token_rows: int = 50_000
+) -> tuple[np.ndarray, dict[str, int], dict[str, np.ndarray]]:
     """One chunked pass over the final store: (original->final transitions on train, original
     train distribution, token lengths per split for up to max_token_rows rows)."""
     from sentiloop.store import iter_chunks
     from sentiloop.text.tokenize import tokenize_many
+
     index = {c: i for i, c in enumerate(classes)}
     trans = np.zeros((len(classes), len(classes)), dtype=np.int64)
     original: dict[str, int] = {c: 0 for c in classes}
@@ -591,8 +652,9 @@ def store_tables(store_db: Path, classes: Sequence[str], language: str, *, chunk
     return trans, original, {s: np.asarray(v) for s, v in lengths.items()}
 
 
-def collect(s: Settings, L: Layout, *, compare_revs: Mapping[str, str] | None = None,
-            repo: str | Path | None = None) -> ReportData:
+def collect(
+    s: Settings, L: Layout, *, compare_revs: Mapping[str, str] | None = None, repo: str | Path | None = None
+) -> ReportData:
     """Gather everything the report draws from one run's outputs (plus the runs named in
     report.compare and, from the CLI, other experiments' commits)."""
     classes, members, language, chunk = s.classes, s.members, s.data.language, s.loop.chunk_size
@@ -601,8 +663,7 @@ def collect(s: Settings, L: Layout, *, compare_revs: Mapping[str, str] | None = 
     store_db, predictions = L.final_store, L.final_predictions
     models_dir = L.models(s.loop.max_iterations)
     compare, top_words, max_token_rows = s.report.compare, s.report.top_words, s.report.max_token_rows
-    data = ReportData(classes=classes, title=f"sentiloop report: {s.data.source} "
-                                              f"corpus, {schedule} schedule")
+    data = ReportData(classes=classes, title=f"sentiloop report: {s.data.source} corpus, {schedule} schedule")
     data.convergence = {f"{schedule} (this run)": convergence_from_metrics(metrics_dir)}
     for name, other in (compare or {}).items():
         if Path(other).exists():
@@ -616,8 +677,9 @@ def collect(s: Settings, L: Layout, *, compare_revs: Mapping[str, str] | None = 
     data.weighting = weighting_from_metrics(metrics_dir)
     if predictions.exists():
         data.confusion = confusion_from_predictions(predictions, store_db, classes, members, chunk)
-    trans, original, lengths = store_tables(store_db, classes, language, chunk_size=chunk,
-                                            max_token_rows=max_token_rows)
+    trans, original, lengths = store_tables(
+        store_db, classes, language, chunk_size=chunk, max_token_rows=max_token_rows
+    )
     data.transitions = trans
     data.token_lengths = lengths
     data.distribution = {0: original}
@@ -628,22 +690,35 @@ def collect(s: Settings, L: Layout, *, compare_revs: Mapping[str, str] | None = 
             data.distribution[k] = {c: int(v) for c, v in rec["class_distribution"].items()}
     if "lexicon" in members and (models_dir / "lexicon").exists():
         from sentiloop.models.lexicon import LexiconModel
+
         lex = LexiconModel.load(models_dir / "lexicon")
-        data.lexicon_words = {c: [(w, float(score)) for w, score in ws]
-                              for c, ws in lex.top_words(top_words).items()}
+        data.lexicon_words = {c: [(w, float(score)) for w, score in ws] for c, ws in lex.top_words(top_words).items()}
     gate_path = L.gate_json
     if gate_path.exists():
         data.gate = _read_json(gate_path)
         if data.gate.get("selected_attempt"):
-            data.notes.append(f"the gate deployed retraining attempt {data.gate['selected_attempt']} "
-                              "(models/gate); the confusion matrices and lexicon words above are "
-                              "those of the loop's final models")
+            data.notes.append(
+                f"the gate deployed retraining attempt {data.gate['selected_attempt']} "
+                "(models/gate); the confusion matrices and lexicon words above are "
+                "those of the loop's final models"
+            )
     summary_path = L.summary
     if summary_path.exists():
         s = _read_json(summary_path)
-        data.summary = {k: s[k] for k in ("termination_reason", "converged_at", "iterations_run",
-                                          "labels_changed_total", "labels_changed_share",
-                                          "test_macro_f1", "test_accuracy", "dev_macro_f1") if k in s}
+        data.summary = {
+            k: s[k]
+            for k in (
+                "termination_reason",
+                "converged_at",
+                "iterations_run",
+                "labels_changed_total",
+                "labels_changed_share",
+                "test_macro_f1",
+                "test_accuracy",
+                "dev_macro_f1",
+            )
+            if k in s
+        }
     if max_token_rows and sum(len(v) for v in lengths.values()) >= max_token_rows:
         data.notes.append(f"token lengths from the first {max_token_rows} rows of the store")
     return data

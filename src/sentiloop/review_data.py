@@ -21,6 +21,7 @@ relabelling in the last iteration, or changed by the loop carry that as their `r
 Everything is read in chunks (store and predictions in lockstep, as the correction step reads
 them), so memory stays flat in corpus size; only the queue (review.queue_size rows) is held.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,8 @@ from sentiloop.layout import Layout
 from sentiloop.settings import Settings
 
 SUMMARY_VERSION = 1
-DATE_COLUMNS = ("date", "created_at", "timestamp")     # a row's date, when the store carries one
-OPTIONAL_COLUMNS = ("aside", "p_wrong", "source")      # written by newer correction steps
+DATE_COLUMNS = ("date", "created_at", "timestamp")  # a row's date, when the store carries one
+OPTIONAL_COLUMNS = ("aside", "p_wrong", "source")  # written by newer correction steps
 HISTORY_COLUMNS = ["iteration", "old_label", "new_label", "source", "confidence", "detail"]
 
 
@@ -55,11 +56,13 @@ def store_columns(path: str | Path, table: str = "sentences") -> list[str]:
         con.close()
 
 
-def _lockstep(store_db: Path, predictions: Path, columns: list[str], pred_columns: list[str],
-              chunk: int) -> Iterator[pd.DataFrame]:
+def _lockstep(
+    store_db: Path, predictions: Path, columns: list[str], pred_columns: list[str], chunk: int
+) -> Iterator[pd.DataFrame]:
     """Every store row (rowid order) with its prediction columns; the predictions file is written
     in the store's rowid order, and each chunk's ids are checked."""
     import pyarrow.parquet as pq
+
     pf = pq.ParquetFile(predictions)
     batches = pf.iter_batches(batch_size=chunk, columns=["id", *pred_columns])
     buf: list[pd.DataFrame] = []
@@ -75,7 +78,7 @@ def _lockstep(store_db: Path, predictions: Path, columns: list[str], pred_column
         pred = pd.concat(buf, ignore_index=True) if len(buf) > 1 else buf[0]
         if len(pred) < len(part):
             raise ReviewDataError(f"{predictions} has fewer rows than {store_db}: rerun predict_final")
-        head, rest = pred.iloc[:len(part)].reset_index(drop=True), pred.iloc[len(part):]
+        head, rest = pred.iloc[: len(part)].reset_index(drop=True), pred.iloc[len(part) :]
         buf, have = ([rest] if len(rest) else []), len(rest)
         if not np.array_equal(head["id"].astype(str).to_numpy(), part["id"].astype(str).to_numpy()):
             raise ReviewDataError(f"{predictions} does not match {store_db} row for row: rerun predict_final")
@@ -104,8 +107,7 @@ def _top(frame: pd.DataFrame, n: int) -> pd.DataFrame:
     """The n rows with the highest score (ties: the smallest margin, then the store order)."""
     if len(frame) <= n:
         return frame
-    return frame.sort_values(["score", "margin", "order"], ascending=[False, True, True],
-                             kind="mergesort").head(n)
+    return frame.sort_values(["score", "margin", "order"], ascending=[False, True, True], kind="mergesort").head(n)
 
 
 def history_columns(store_db: Path) -> list[str]:
@@ -118,21 +120,28 @@ def _history_for(store_db: Path, ids: set[str], chunk: int) -> dict[str, list[di
     out: dict[str, list[dict]] = {}
     if not ids:
         return out
-    for part in store.iter_chunks(store_db, ["sentence_id", *history_columns(store_db)], table="label_history",
-                                  chunk_size=chunk):
+    for part in store.iter_chunks(
+        store_db, ["sentence_id", *history_columns(store_db)], table="label_history", chunk_size=chunk
+    ):
         part = part[part["sentence_id"].astype(str).isin(ids)]
         for rec in part.to_dict("records"):
             rid = str(rec.pop("sentence_id"))
-            out.setdefault(rid, []).append({k: (None if isinstance(v, float) and np.isnan(v) else v)
-                                            for k, v in rec.items()})
+            out.setdefault(rid, []).append(
+                {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in rec.items()}
+            )
     return out
 
 
 def _human_applied(store_db: Path, chunk: int) -> pd.DataFrame:
     cols = ["id", "label", "iteration", "detail"]
     parts = []
-    for part in store.iter_chunks(store_db, ["sentence_id", "iteration", "new_label", "detail"],
-                                  table="label_history", where="source = 'human'", chunk_size=chunk):
+    for part in store.iter_chunks(
+        store_db,
+        ["sentence_id", "iteration", "new_label", "detail"],
+        table="label_history",
+        where="source = 'human'",
+        chunk_size=chunk,
+    ):
         parts.append(part.rename(columns={"sentence_id": "id", "new_label": "label"})[cols])
     locked = store.read_column_values(store_db, ["id", "current_label"], where="locked = 1", chunk_size=chunk)
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
@@ -166,6 +175,7 @@ def _relabel_ids(path: Path) -> set[str]:
     if not path.exists():
         return set()
     import pyarrow.parquet as pq
+
     return set(map(str, pq.read_table(path, columns=["id"]).column("id").to_pylist()))
 
 
@@ -183,6 +193,7 @@ def _lexicon_words(s: Settings, L: Layout, n: int) -> dict[str, list[list]]:
     if "lexicon" not in s.members or not directory.exists():
         return {}
     from sentiloop.models.lexicon import LexiconModel
+
     model = LexiconModel.load(directory)
     return {c: [[w, round(float(v), 4)] for w, v in ws] for c, ws in model.top_words(n).items()}
 
@@ -195,6 +206,7 @@ def build(s: Settings, L: Layout) -> dict[str, Any]:
         if not p.exists():
             raise ReviewDataError(f"{p}: missing; run `dvc repro` (or `make run`) first")
     import pyarrow.parquet as pq
+
     pnames = pq.ParquetFile(preds).schema_arrow.names
     ens = [f"p_ens_{c}" for c in classes]
     if any(c not in pnames for c in ens):
@@ -245,8 +257,9 @@ def build(s: Settings, L: Layout) -> dict[str, Any]:
         counts["queued"] += int(queued.sum())
         counts["changed"] += int(changed.sum())
         counts["candidates"] += len(cand)
-        reasons = np.where(aside, "set aside", np.where(queued, "queued for relabel",
-                                                        np.where(changed, "changed", "low margin")))
+        reasons = np.where(
+            aside, "set aside", np.where(queued, "queued for relabel", np.where(changed, "changed", "low margin"))
+        )
         cand["reason"] = reasons
         queue = _top(pd.concat([queue, cand], ignore_index=True) if len(queue) else cand, s.review.queue_size)
     if seen == 0:
@@ -261,18 +274,48 @@ def build(s: Settings, L: Layout) -> dict[str, Any]:
         queue["history"] = [json.dumps(history.get(i, []), default=str) for i in queue["id"]]
         if "source" not in queue.columns:
             queue["source"] = [(history.get(i) or [{}])[-1].get("source") or "original" for i in queue["id"]]
-        queue["last_iteration"] = [max((h["iteration"] for h in history.get(i, [])), default=0)
-                                   for i in queue["id"]]
+        queue["last_iteration"] = [max((h["iteration"] for h in history.get(i, [])), default=0) for i in queue["id"]]
         queue = queue.merge(_llm_answers(L.relabel(n)), on="id", how="left")
         queue.insert(0, "rank", np.arange(1, len(queue) + 1))
-        keep = ["rank", "id", "text", "label", "current_label", "score", "margin", "reason", "source",
-                "last_iteration", *pcols, "llm_label", "llm_confidence", "llm_rationale", "history"]
+        keep = [
+            "rank",
+            "id",
+            "text",
+            "label",
+            "current_label",
+            "score",
+            "margin",
+            "reason",
+            "source",
+            "last_iteration",
+            *pcols,
+            "llm_label",
+            "llm_confidence",
+            "llm_rationale",
+            "history",
+        ]
         queue = queue[keep + ([date_col] if date_col else [])]
         queue["source"] = queue["source"].fillna("original").astype(str)
     else:
-        queue = pd.DataFrame(columns=["rank", "id", "text", "label", "current_label", "score", "margin",
-                                      "reason", "source", "last_iteration", *pcols, "llm_label",
-                                      "llm_confidence", "llm_rationale", "history"])
+        queue = pd.DataFrame(
+            columns=[
+                "rank",
+                "id",
+                "text",
+                "label",
+                "current_label",
+                "score",
+                "margin",
+                "reason",
+                "source",
+                "last_iteration",
+                *pcols,
+                "llm_label",
+                "llm_confidence",
+                "llm_rationale",
+                "history",
+            ]
+        )
     applied = _human_applied(final_db, chunk)
 
     iterations = []
@@ -280,30 +323,49 @@ def build(s: Settings, L: Layout) -> dict[str, Any]:
     for k in range(1, n + 1):
         rec, ev = _read(L.iteration_metrics(k)), _read(L.eval(k - 1))
         distribution[f"it{k}"] = rec.get("class_distribution", {})
-        iterations.append({
-            "k": k, "label_change_rate": rec.get("label_change_rate"), "changes": rec.get("changes"),
-            "passed_through": rec.get("passed_through"), "locked": rec.get("locked"),
-            "corrections_by_source": rec.get("corrections_by_source", {}),
-            "class_distribution": rec.get("class_distribution", {}),
-            "dev_macro_f1": ((ev.get("ensemble") or {}).get("dev") or {}).get("macro_f1"),
-            "feedback": rec.get("feedback", {})})
+        iterations.append(
+            {
+                "k": k,
+                "label_change_rate": rec.get("label_change_rate"),
+                "changes": rec.get("changes"),
+                "passed_through": rec.get("passed_through"),
+                "locked": rec.get("locked"),
+                "corrections_by_source": rec.get("corrections_by_source", {}),
+                "class_distribution": rec.get("class_distribution", {}),
+                "dev_macro_f1": ((ev.get("ensemble") or {}).get("dev") or {}).get("macro_f1"),
+                "feedback": rec.get("feedback", {}),
+            }
+        )
     ev_final = _read(L.eval(n))
     metrics = {}
     for name, entry in list((ev_final.get("members") or {}).items()) + [("ensemble", ev_final.get("ensemble") or {})]:
-        metrics[name] = {f"{split}_{m}": (entry.get(split) or {}).get(m)
-                         for split in ("dev", "test") for m in ("macro_f1", "accuracy")}
+        metrics[name] = {
+            f"{split}_{m}": (entry.get(split) or {}).get(m)
+            for split in ("dev", "test")
+            for m in ("macro_f1", "accuracy")
+        }
     summary, gate = _read(L.summary), _read(L.gate_json)
     overview = {
-        "version": SUMMARY_VERSION, "classes": classes, "members": members, "rows": seen,
-        "splits": splits, "distribution": distribution, "final_distribution": final,
-        "by_month": dict(sorted(by_month.items())), "date_column": date_col,
+        "version": SUMMARY_VERSION,
+        "classes": classes,
+        "members": members,
+        "rows": seen,
+        "splits": splits,
+        "distribution": distribution,
+        "final_distribution": final,
+        "by_month": dict(sorted(by_month.items())),
+        "date_column": date_col,
         "corrections_by_source": {f"it{r['k']}": r["corrections_by_source"] for r in iterations},
-        "metrics": metrics, "lexicon_top_words": _lexicon_words(s, L, s.report.top_words),
-        "termination_reason": summary.get("termination_reason"), "converged_at": summary.get("converged_at"),
-        "iterations_run": summary.get("iterations_run"), "labels_changed_total": summary.get("labels_changed_total"),
+        "metrics": metrics,
+        "lexicon_top_words": _lexicon_words(s, L, s.report.top_words),
+        "termination_reason": summary.get("termination_reason"),
+        "converged_at": summary.get("converged_at"),
+        "iterations_run": summary.get("iterations_run"),
+        "labels_changed_total": summary.get("labels_changed_total"),
         "gate": {k: gate.get(k) for k in ("deployable", "f1", "threshold", "attempts", "alerted")} if gate else {},
         "queue": {**counts, "rows": int(len(queue)), "store_columns": optional},
-        "applied_human": int(len(applied)), "store": str(final_db.relative_to(L.root)) if final_db.is_relative_to(L.root) else str(final_db),
+        "applied_human": int(len(applied)),
+        "store": str(final_db.relative_to(L.root)) if final_db.is_relative_to(L.root) else str(final_db),
     }
     out = L.review_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -326,8 +388,7 @@ REVIEW_COMMAND = "dvc repro review_data"
 
 def _missing(L: Layout, path: Path) -> ReviewDataError:
     if not L.final_store.exists():
-        return ReviewDataError("no run yet: run `make run` (or `dvc repro`) to run the pipeline, "
-                               "then reload this page")
+        return ReviewDataError("no run yet: run `make run` (or `dvc repro`) to run the pipeline, then reload this page")
     return ReviewDataError(f"{path} is missing: run `{REVIEW_COMMAND}` to write the review summaries")
 
 
@@ -346,8 +407,11 @@ def load_overview(L: Layout) -> dict:
 
 
 def load_queue(L: Layout) -> pd.DataFrame:
-    return _load_parquet(L, L.review_queue, ["id", "text", "label", "current_label", "score", "source",
-                                             "last_iteration", "rank", "history"])
+    return _load_parquet(
+        L,
+        L.review_queue,
+        ["id", "text", "label", "current_label", "score", "source", "last_iteration", "rank", "history"],
+    )
 
 
 def load_applied(L: Layout) -> pd.DataFrame:
@@ -372,7 +436,7 @@ def _load_parquet(L: Layout, path: Path, required: Sequence[str]) -> pd.DataFram
         raise _missing(L, path)
     try:
         frame = pd.read_parquet(path)
-    except Exception as e:    # pyarrow raises several types for a damaged file
+    except Exception as e:  # pyarrow raises several types for a damaged file
         raise ReviewDataError(f"{path} is corrupt ({type(e).__name__}): rerun `dvc repro -f review_data`") from None
     missing = [c for c in required if c not in frame.columns]
     if missing:
@@ -394,18 +458,22 @@ def row_details(L: Layout, rid: str) -> dict | None:
             return None
         cols = [r[1] for r in con.execute("PRAGMA table_info(label_history)").fetchall()]
         cols = HISTORY_COLUMNS + [c for c in ("action",) if c in cols]
-        hist = con.execute(f"SELECT {', '.join(cols)} FROM label_history WHERE sentence_id = ? "
-                           "ORDER BY rowid", (str(rid),)).fetchall()
+        hist = con.execute(
+            f"SELECT {', '.join(cols)} FROM label_history WHERE sentence_id = ? ORDER BY rowid", (str(rid),)
+        ).fetchall()
     except sqlite3.DatabaseError as e:
         raise _corrupt_store(L, e) from None
     finally:
         con.close()
     import pyarrow.parquet as pq
+
     preds = {}
     if L.final_predictions.exists():
         t = pq.read_table(L.final_predictions, filters=[("id", "=", str(rid))])
         if t.num_rows:
-            preds = {k: v[0] for k, v in t.to_pydict().items() if k.startswith("p_") or k in ("ens_label", "confidence")}
+            preds = {
+                k: v[0] for k, v in t.to_pydict().items() if k.startswith("p_") or k in ("ens_label", "confidence")
+            }
     return {"row": dict(row), "history": [dict(h) for h in hist], "predictions": preds}
 
 
@@ -414,8 +482,10 @@ def search_text(L: Layout, query: str, limit: int = 50) -> pd.DataFrame:
     con = store.connect(L.final_store, readonly=True)
     try:
         escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        rows = con.execute("SELECT id, text, label, current_label, split, locked FROM sentences "
-                           "WHERE text LIKE ? ESCAPE '\\' LIMIT ?", (f"%{escaped}%", int(limit))).fetchall()
+        rows = con.execute(
+            "SELECT id, text, label, current_label, split, locked FROM sentences WHERE text LIKE ? ESCAPE '\\' LIMIT ?",
+            (f"%{escaped}%", int(limit)),
+        ).fetchall()
     except sqlite3.DatabaseError as e:
         raise _corrupt_store(L, e) from None
     finally:

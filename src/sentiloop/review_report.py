@@ -11,6 +11,7 @@ Everything is read from git-tracked metrics (metrics/*.json, metrics/plots/*.csv
 metrics/iterations/, metrics/eval/), so a base commit needs no DVC cache; a commit made before
 metrics/plots/ existed falls back to the per-iteration JSONs for its convergence curve.
 """
+
 from __future__ import annotations
 
 import csv
@@ -29,7 +30,7 @@ from sentiloop.errors import SentiloopError
 from sentiloop.layout import Layout
 
 WORKSPACE = "workspace"
-L = Layout()        # paths relative to the repository root, as committed
+L = Layout()  # paths relative to the repository root, as committed
 
 
 class ReviewError(SentiloopError, RuntimeError):
@@ -39,6 +40,7 @@ class ReviewError(SentiloopError, RuntimeError):
 @dataclass
 class Side:
     """One run's reviewable numbers, read from a revision or the workspace."""
+
     label: str
     params: dict[str, Any] = field(default_factory=dict)
     convergence: dict[str, dict[int, float]] = field(default_factory=dict)
@@ -52,10 +54,13 @@ class Side:
 
 # --- reading a revision ----------------------------------------------------------------------
 
+
 def _git(repo: Path, *args: str, check: bool = True) -> str:
     res = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
     if check and res.returncode != 0:
-        raise ReviewError(f"git {' '.join(args)}: {res.stderr.strip().splitlines()[-1] if res.stderr.strip() else 'failed'}")
+        raise ReviewError(
+            f"git {' '.join(args)}: {res.stderr.strip().splitlines()[-1] if res.stderr.strip() else 'failed'}"
+        )
     return res.stdout if res.returncode == 0 else ""
 
 
@@ -70,8 +75,9 @@ def resolve(repo: Path, rev: str) -> str:
         ref, obj = line.split()
         if ref.rsplit("/", 1)[-1] == rev:
             return obj
-    raise ReviewError(f"{rev!r} is neither a git revision nor a DVC experiment of {repo} "
-                      "(`git log --oneline`, `dvc exp ls`)")
+    raise ReviewError(
+        f"{rev!r} is neither a git revision nor a DVC experiment of {repo} (`git log --oneline`, `dvc exp ls`)"
+    )
 
 
 class Reader:
@@ -84,8 +90,9 @@ class Reader:
         if self.rev == WORKSPACE:
             p = self.repo / path
             return p.read_text(encoding="utf-8") if p.exists() else None
-        res = subprocess.run(["git", "-C", str(self.repo), "show", f"{self.rev}:{path}"],
-                             capture_output=True, text=True)
+        res = subprocess.run(
+            ["git", "-C", str(self.repo), "show", f"{self.rev}:{path}"], capture_output=True, text=True
+        )
         return res.stdout if res.returncode == 0 else None
 
     def json(self, path: str) -> dict:
@@ -119,15 +126,18 @@ def _series(rows: list[dict[str, str]], x: str = "iteration") -> dict[str, dict[
 
 def read_side(repo: Path, rev: str, label: str) -> Side:
     import yaml
+
     from sentiloop.report import convergence_from_metrics, convergence_from_rev
+
     r = Reader(repo, rev)
     side = Side(label=label)
     side.params = yaml.safe_load(r.text("params.yaml") or "{}") or {}
     side.classes = list((side.params.get("data") or {}).get("classes") or [])
     side.convergence = _series(_csv(r.text(_rel(L.convergence_plot))))
-    if not side.convergence:   # a run from before metrics/plots/
-        side.convergence = (convergence_from_metrics(repo / "metrics") if rev == WORKSPACE
-                            else convergence_from_rev(repo, rev))
+    if not side.convergence:  # a run from before metrics/plots/
+        side.convergence = (
+            convergence_from_metrics(repo / "metrics") if rev == WORKSPACE else convergence_from_rev(repo, rev)
+        )
     side.members = _series(_csv(r.text(_rel(L.members_plot))))
     rows = _csv(r.text(_rel(L.confusion_plot)))
     if rows:
@@ -149,6 +159,7 @@ def read_side(repo: Path, rev: str, label: str) -> Side:
 
 # --- dvc's own diffs -------------------------------------------------------------------------
 
+
 def _dvc() -> str:
     return shutil.which("dvc") or str(Path(sys.executable).parent / "dvc")
 
@@ -161,13 +172,15 @@ def dvc_diff(repo: Path, what: str, base: str, target: str) -> str:
         err = (res.stderr.strip().splitlines() or ["failed"])[-1]
         return f"_`dvc {what} diff` failed: {err}_"
     table = res.stdout.strip()
-    return table if len(table.splitlines()) > 2 else f"_no {what} changed_"   # header + rule only
+    return table if len(table.splitlines()) > 2 else f"_no {what} changed_"  # header + rule only
 
 
 # --- figures ---------------------------------------------------------------------------------
 
+
 def _plt():
     from sentiloop.report import _plt as report_plt
+
     return report_plt()
 
 
@@ -207,8 +220,9 @@ def figure_confusions(sides: Sequence[Side], path: Path) -> Path | None:
         ax.imshow(m, cmap="Blues")
         for i in range(m.shape[0]):
             for j in range(m.shape[1]):
-                ax.text(j, i, str(m[i, j]), ha="center", va="center",
-                        color="white" if m[i, j] > m.max() / 2 else "black")
+                ax.text(
+                    j, i, str(m[i, j]), ha="center", va="center", color="white" if m[i, j] > m.max() / 2 else "black"
+                )
         ax.set_xticks(range(len(s.classes)), s.classes, rotation=30)
         ax.set_yticks(range(len(s.classes)), s.classes)
         ax.set_xlabel("predicted")
@@ -219,6 +233,7 @@ def figure_confusions(sides: Sequence[Side], path: Path) -> Path | None:
 
 def _save(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=100, format="png")
@@ -228,19 +243,25 @@ def _save(fig, path: Path) -> Path:
 
 # --- the Markdown ----------------------------------------------------------------------------
 
+
 def _gate_line(g: Mapping[str, Any]) -> str:
     from sentiloop.report import gate_sentence
+
     return gate_sentence(g) if g else "_no gate verdict (metrics/gate.json) at this revision_"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    fmt = lambda x: "" if x is None else (f"{x:.4f}" if isinstance(x, float) else str(x))
+    def fmt(x):
+        return "" if x is None else (f"{x:.4f}" if isinstance(x, float) else str(x))
+
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(fmt(x) for x in r) + " |" for r in rows]
     return "\n".join(lines)
 
 
-def write(repo: str | Path, base: str, target: str = WORKSPACE, output: str | Path = "reports/review.md") -> dict[str, Any]:
+def write(
+    repo: str | Path, base: str, target: str = WORKSPACE, output: str | Path = "reports/review.md"
+) -> dict[str, Any]:
     """Write the review Markdown (and its PNGs in <output stem>/); returns what it contains."""
     repo = Path(repo).resolve()
     if not (repo / ".git").exists() and not _git(repo, "rev-parse", "--git-dir", check=False):
@@ -249,9 +270,14 @@ def write(repo: str | Path, base: str, target: str = WORKSPACE, output: str | Pa
     out = Path(output)
     out = out if out.is_absolute() else repo / out
     images = out.parent / out.stem
-    label_of = lambda rev, sha: rev if sha == WORKSPACE else f"{rev} ({sha[:8]})"
-    sides = [read_side(repo, base_sha, label_of(base, base_sha)),
-             read_side(repo, target_sha, label_of(target, target_sha))]
+
+    def label_of(rev, sha):
+        return rev if sha == WORKSPACE else f"{rev} ({sha[:8]})"
+
+    sides = [
+        read_side(repo, base_sha, label_of(base, base_sha)),
+        read_side(repo, target_sha, label_of(target, target_sha)),
+    ]
     dvc_target = target_sha if target_sha != WORKSPACE else WORKSPACE
     params_md = dvc_diff(repo, "params", base_sha, dvc_target)
     metrics_md = dvc_diff(repo, "metrics", base_sha, dvc_target)
@@ -260,35 +286,80 @@ def write(repo: str | Path, base: str, target: str = WORKSPACE, output: str | Pa
         "members": figure_lines(sides, "members", "test accuracy", images / "members.png"),
         "confusion": figure_confusions(sides, images / "confusion.png"),
     }
-    rel = lambda p: p.relative_to(out.parent).as_posix()
-    md = [f"# Review: {sides[1].label} vs {sides[0].label}", "",
-          "Written by `sentiloop review-report` (`make review`). Post it on a pull request with "
-          f"`cml comment create {out.relative_to(repo).as_posix() if out.is_relative_to(repo) else out}`.", ""]
-    md += ["## Quality gate", "", f"- **{sides[0].label}**: {_gate_line(sides[0].gate)}",
-           f"- **{sides[1].label}**: {_gate_line(sides[1].gate)}", ""]
+
+    def rel(p):
+        return p.relative_to(out.parent).as_posix()
+
+    md = [
+        f"# Review: {sides[1].label} vs {sides[0].label}",
+        "",
+        "Written by `sentiloop review-report` (`make review`). Post it on a pull request with "
+        f"`cml comment create {out.relative_to(repo).as_posix() if out.is_relative_to(repo) else out}`.",
+        "",
+    ]
+    md += [
+        "## Quality gate",
+        "",
+        f"- **{sides[0].label}**: {_gate_line(sides[0].gate)}",
+        f"- **{sides[1].label}**: {_gate_line(sides[1].gate)}",
+        "",
+    ]
     g0, g1 = sides[0].gate, sides[1].gate
     if g0.get("f1") is not None and g1.get("f1") is not None:
         delta = float(g1["f1"]) - float(g0["f1"])
         md += [f"Gate test macro-F1 {'+' if delta >= 0 else ''}{delta:.4f} against the base.", ""]
-    md += ["## Parameters (`dvc params diff`)", "", params_md, "",
-           "## Metrics (`dvc metrics diff`)", "", metrics_md, ""]
+    md += [
+        "## Parameters (`dvc params diff`)",
+        "",
+        params_md,
+        "",
+        "## Metrics (`dvc metrics diff`)",
+        "",
+        metrics_md,
+        "",
+    ]
     md += ["## Figures (base left, this run right)", ""]
-    titles = {"convergence": "Convergence", "members": "Test accuracy per member",
-              "confusion": "Final ensemble, test confusion"}
+    titles = {
+        "convergence": "Convergence",
+        "members": "Test accuracy per member",
+        "confusion": "Final ensemble, test confusion",
+    }
     for key, png in figures.items():
-        md += [f"### {titles[key]}", "", f"![{titles[key]}]({rel(png)})" if png else
-               "_no data for this figure at either revision_", ""]
+        md += [
+            f"### {titles[key]}",
+            "",
+            f"![{titles[key]}]({rel(png)})" if png else "_no data for this figure at either revision_",
+            "",
+        ]
     srcs = sorted(set(sides[0].sources) | set(sides[1].sources))
     md += ["## Label changes by source (all iterations)", ""]
     if srcs:
-        rows = [[s, sides[0].sources.get(s, 0), sides[1].sources.get(s, 0),
-                 sides[1].sources.get(s, 0) - sides[0].sources.get(s, 0)] for s in srcs]
-        rows.append(["total", sum(sides[0].sources.values()), sum(sides[1].sources.values()),
-                     sum(sides[1].sources.values()) - sum(sides[0].sources.values())])
+        rows = [
+            [
+                s,
+                sides[0].sources.get(s, 0),
+                sides[1].sources.get(s, 0),
+                sides[1].sources.get(s, 0) - sides[0].sources.get(s, 0),
+            ]
+            for s in srcs
+        ]
+        rows.append(
+            [
+                "total",
+                sum(sides[0].sources.values()),
+                sum(sides[1].sources.values()),
+                sum(sides[1].sources.values()) - sum(sides[0].sources.values()),
+            ]
+        )
         md += [_table(["source", sides[0].label, sides[1].label, "change"], rows), ""]
     else:
         md += ["_no per-iteration records (metrics/iterations/) at either revision_", ""]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(md).rstrip() + "\n", encoding="utf-8")
-    return {"output": out, "figures": {k: v for k, v in figures.items() if v}, "sides": sides,
-            "params_diff": params_md, "metrics_diff": metrics_md}
+    return {
+        "output": out,
+        "figures": {k: v for k, v in figures.items() if v},
+        "sides": sides,
+        "params_diff": params_md,
+        "metrics_diff": metrics_md,
+    }

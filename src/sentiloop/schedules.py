@@ -11,6 +11,7 @@ out-of-fold scores into P(true class | x, given label)):
                   estimated true class mix
 `dvc exp run --queue -S schedule=<name>` compares how they converge.
 """
+
 from __future__ import annotations
 
 from sentiloop.errors import SentiloopError

@@ -10,6 +10,7 @@ text) bound what one request can cost.
   GET  /health    -> {"status": "ok"}
   GET  /version   -> the bundle's identity (created_at, members, weights, gate, data hash)
 """
+
 from __future__ import annotations
 
 import json
@@ -37,10 +38,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Limits:
-    max_body_bytes: int = 1 << 20    # 1 MiB
-    max_batch: int = 256             # texts per request
-    max_text_chars: int = 5000       # characters per text
-    read_timeout: float = 10.0       # seconds a client may take to send its request
+    max_body_bytes: int = 1 << 20  # 1 MiB
+    max_batch: int = 256  # texts per request
+    max_text_chars: int = 5000  # characters per text
+    read_timeout: float = 10.0  # seconds a client may take to send its request
 
 
 class RequestError(ValueError):
@@ -81,16 +82,19 @@ def parse_predict_body(body: bytes, limits: Limits) -> tuple[list[str], bool]:
         if not isinstance(t, str):
             raise RequestError(400, f"{where} must be a string, got {type(t).__name__}")
         if len(t) > limits.max_text_chars:
-            raise RequestError(413, f"{where} has {len(t)} characters; the limit is "
-                               f"{limits.max_text_chars}")
+            raise RequestError(413, f"{where} has {len(t)} characters; the limit is {limits.max_text_chars}")
     return texts, single
 
 
 def predictions_json(classes: Sequence[str], proba: np.ndarray) -> list[dict[str, Any]]:
     out = []
     for row in proba:
-        out.append({"label": classes[int(np.argmax(row))],
-                    "probabilities": {c: round(float(p), 6) for c, p in zip(classes, row)}})
+        out.append(
+            {
+                "label": classes[int(np.argmax(row))],
+                "probabilities": {c: round(float(p), 6) for c, p in zip(classes, row)},
+            }
+        )
     return out
 
 
@@ -183,8 +187,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._guarded(self._post)
 
     def _not_allowed(self) -> None:
-        raise RequestError(405, f"method {self.command} not allowed; use GET /health, GET /version "
-                                "or POST /predict")
+        raise RequestError(405, f"method {self.command} not allowed; use GET /health, GET /version or POST /predict")
 
     def _other(self) -> None:
         self._guarded(self._not_allowed)
@@ -194,8 +197,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _get(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/health":
-            self._send(200, {"status": "ok", "uptime_s": round(time.time() - self.service.started, 1),
-                             "counts": dict(self.service.counts)})
+            self._send(
+                200,
+                {
+                    "status": "ok",
+                    "uptime_s": round(time.time() - self.service.started, 1),
+                    "counts": dict(self.service.counts),
+                },
+            )
         elif path == "/version":
             self._send(200, self.service.version())
         elif path == "/predict":
@@ -258,8 +267,12 @@ class _Server(ThreadingHTTPServer):
 def serve_forever(service: PredictionService, host: str, port: int) -> None:
     server = make_server(service, host, port)
     h, p = server.server_address[:2]
-    print(f"sentiloop: serving {len(service.bundle.members)} member(s) on http://{h}:{p} "
-          "(POST /predict, GET /health, GET /version)", file=sys.stderr, flush=True)
+    print(
+        f"sentiloop: serving {len(service.bundle.members)} member(s) on http://{h}:{p} "
+        "(POST /predict, GET /health, GET /version)",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -269,6 +282,7 @@ def serve_forever(service: PredictionService, host: str, port: int) -> None:
 
 
 # --- batch prediction -------------------------------------------------------------------
+
 
 class InputError(SentiloopError, ValueError):
     """A batch-prediction input or output the CLI cannot use (format, column, table)."""
@@ -283,16 +297,29 @@ def detect_format(path: str | Path, fmt: str | None = None) -> str:
             raise InputError(f"unknown format {fmt!r}; one of {INPUT_FORMATS}")
         return fmt
     suffix = Path(path).suffix.lower()
-    mapping = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet",
-               ".sqlite": "sqlite", ".db": "sqlite", ".sqlite3": "sqlite"}
+    mapping = {
+        ".csv": "csv",
+        ".tsv": "tsv",
+        ".parquet": "parquet",
+        ".pq": "parquet",
+        ".sqlite": "sqlite",
+        ".db": "sqlite",
+        ".sqlite3": "sqlite",
+    }
     if suffix not in mapping:
         raise InputError(f"cannot tell the format of {path} from its suffix; pass --format")
     return mapping[suffix]
 
 
-def iter_input(path: str | Path, *, fmt: str | None = None, text_column: str = "text",
-               id_column: str | None = None, table: str = "sentences",
-               chunk_size: int = 1000) -> Iterator[pd.DataFrame]:
+def iter_input(
+    path: str | Path,
+    *,
+    fmt: str | None = None,
+    text_column: str = "text",
+    id_column: str | None = None,
+    table: str = "sentences",
+    chunk_size: int = 1000,
+) -> Iterator[pd.DataFrame]:
     """Yield DataFrames of at most `chunk_size` rows with columns `id` and `text`."""
     path = Path(path)
     if not path.exists():
@@ -303,8 +330,7 @@ def iter_input(path: str | Path, *, fmt: str | None = None, text_column: str = "
     def shape(df: pd.DataFrame) -> pd.DataFrame:
         nonlocal start
         if text_column not in df.columns:
-            raise InputError(f"{path}: no column {text_column!r} (columns: {list(df.columns)}); "
-                             "pass --text-column")
+            raise InputError(f"{path}: no column {text_column!r} (columns: {list(df.columns)}); pass --text-column")
         if id_column and id_column not in df.columns:
             raise InputError(f"{path}: no id column {id_column!r}")
         ids = df[id_column].astype(str) if id_column else pd.Series(range(start, start + len(df))).astype(str)
@@ -313,10 +339,10 @@ def iter_input(path: str | Path, *, fmt: str | None = None, text_column: str = "
         return pd.DataFrame({"id": ids.to_numpy(), "text": texts.to_numpy()})
 
     if fmt in ("csv", "tsv"):
-        yield from _iter_delimited(path, "\t" if fmt == "tsv" else ",", text_column, id_column,
-                                   chunk_size)
+        yield from _iter_delimited(path, "\t" if fmt == "tsv" else ",", text_column, id_column, chunk_size)
     elif fmt == "parquet":
         import pyarrow.parquet as pq
+
         pf = pq.ParquetFile(path)
         for batch in pf.iter_batches(batch_size=chunk_size):
             yield shape(batch.to_pandas())
@@ -329,18 +355,17 @@ def iter_input(path: str | Path, *, fmt: str | None = None, text_column: str = "
             wanted = [text_column] + ([id_column] if id_column else [])
             missing = [c for c in wanted if c not in cols]
             if missing:
-                raise InputError(f"{path}: table {table!r} has no column(s) {missing} "
-                                 f"(columns: {cols})")
-            cur = con.execute(f"SELECT {', '.join(_quote(c) for c in wanted)} FROM {_quote(table)} "
-                              "ORDER BY rowid")
+                raise InputError(f"{path}: table {table!r} has no column(s) {missing} (columns: {cols})")
+            cur = con.execute(f"SELECT {', '.join(_quote(c) for c in wanted)} FROM {_quote(table)} ORDER BY rowid")
             while rows := cur.fetchmany(chunk_size):
                 yield shape(pd.DataFrame.from_records(rows, columns=wanted))
         finally:
             con.close()
 
 
-def _iter_delimited(path: Path, delimiter: str, text_column: str, id_column: str | None,
-                    chunk_size: int) -> Iterator[pd.DataFrame]:
+def _iter_delimited(
+    path: Path, delimiter: str, text_column: str, id_column: str | None, chunk_size: int
+) -> Iterator[pd.DataFrame]:
     """CSV/TSV input through sentiloop.delimited, like ingest: a row with an unclosed quote or the
     wrong number of fields is kept as a row flagged `malformed` (its raw line as text), never
     swallowing the rows after it; the id of a row without one is its data row number (0-based)."""
@@ -384,8 +409,9 @@ def predict_frame(bundle: Bundle, chunk: pd.DataFrame) -> pd.DataFrame:
     proba = np.full((len(texts), len(bundle.classes)), np.nan)
     proba[~bad] = p_good
     labels = [bundle.classes[int(np.argmax(p))] if not b else "" for p, b in zip(proba, bad)]
-    out = pd.DataFrame({"id": chunk["id"].to_numpy(), "label": labels,
-                        "confidence": proba.max(axis=1) if len(proba) else []})
+    out = pd.DataFrame(
+        {"id": chunk["id"].to_numpy(), "label": labels, "confidence": proba.max(axis=1) if len(proba) else []}
+    )
     for j, c in enumerate(bundle.classes):
         out[f"p_{c}"] = proba[:, j] if len(proba) else []
     warn = bundle.warnings(texts)
@@ -411,24 +437,42 @@ class WarningTally:
         err = err or sys.stderr
         b = self.bundle
         if self.counts.get(NOT_DEPLOYABLE):
-            print(f"sentiloop: warning: bundle {b.directory} is not deployable (the quality gate "
-                  f"refused it: {json.dumps(b.gate, sort_keys=True, default=str)}); every row says "
-                  f"{NOT_DEPLOYABLE}", file=err)
+            print(
+                f"sentiloop: warning: bundle {b.directory} is not deployable (the quality gate "
+                f"refused it: {json.dumps(b.gate, sort_keys=True, default=str)}); every row says "
+                f"{NOT_DEPLOYABLE}",
+                file=err,
+            )
         n = self.counts.get(MALFORMED_ROW, 0)
         if n:
-            print(f"sentiloop: warning: {n} of {self.rows} input row(s) are malformed (a quote never "
-                  f"closed, or not as many fields as the header): no label, warnings = {MALFORMED_ROW}",
-                  file=err)
+            print(
+                f"sentiloop: warning: {n} of {self.rows} input row(s) are malformed (a quote never "
+                f"closed, or not as many fields as the header): no label, warnings = {MALFORMED_ROW}",
+                file=err,
+            )
         n = self.counts.get(LANGUAGE_MISMATCH, 0)
         if n:
-            print(f"sentiloop: warning: {n} of {self.rows} text(s) are not in the bundle's language "
-                  f"({b.manifest.get('language')}): their rows say {LANGUAGE_MISMATCH}", file=err)
+            print(
+                f"sentiloop: warning: {n} of {self.rows} text(s) are not in the bundle's language "
+                f"({b.manifest.get('language')}): their rows say {LANGUAGE_MISMATCH}",
+                file=err,
+            )
 
 
-def predict_file(bundle: Bundle, src: str | Path, dst: str | Path | None, *, fmt: str | None = None,
-                 out_format: str | None = None, text_column: str = "text",
-                 id_column: str | None = None, table: str = "sentences", chunk_size: int = 1000,
-                 keep_text: bool = False, stdout: TextIO | None = None) -> int:
+def predict_file(
+    bundle: Bundle,
+    src: str | Path,
+    dst: str | Path | None,
+    *,
+    fmt: str | None = None,
+    out_format: str | None = None,
+    text_column: str = "text",
+    id_column: str | None = None,
+    table: str = "sentences",
+    chunk_size: int = 1000,
+    keep_text: bool = False,
+    stdout: TextIO | None = None,
+) -> int:
     """Stream `src` through the bundle chunk by chunk into `dst` (CSV or Parquet; CSV to stdout
     when dst is None). Returns the number of rows predicted. Memory is bounded by chunk_size."""
     writer = None
@@ -444,8 +488,9 @@ def predict_file(bundle: Bundle, src: str | Path, dst: str | Path | None, *, fmt
         tmp = Path(str(dst) + ".tmp")
     fh = None
     try:
-        for chunk in iter_input(src, fmt=fmt, text_column=text_column, id_column=id_column,
-                                table=table, chunk_size=chunk_size):
+        for chunk in iter_input(
+            src, fmt=fmt, text_column=text_column, id_column=id_column, table=table, chunk_size=chunk_size
+        ):
             out = predict_frame(bundle, chunk)
             tally.add([w.split(";") if w else [] for w in out["warnings"]])
             if keep_text:
@@ -459,6 +504,7 @@ def predict_file(bundle: Bundle, src: str | Path, dst: str | Path | None, *, fmt
             else:
                 import pyarrow as pa
                 import pyarrow.parquet as pq
+
                 table_ = pa.Table.from_pandas(out, preserve_index=False)
                 if writer is None:
                     writer = pq.ParquetWriter(tmp, table_.schema)
@@ -472,8 +518,9 @@ def predict_file(bundle: Bundle, src: str | Path, dst: str | Path | None, *, fmt
             writer = None
         if tmp is not None:
             if n == 0:  # still write a file with the header, so downstream tools see the schema
-                empty = pd.DataFrame(columns=["id", "label", "confidence"] +
-                                     [f"p_{c}" for c in bundle.classes] + ["warnings"])
+                empty = pd.DataFrame(
+                    columns=["id", "label", "confidence"] + [f"p_{c}" for c in bundle.classes] + ["warnings"]
+                )
                 if out_fmt == "csv":
                     empty.to_csv(tmp, index=False)
                 else:

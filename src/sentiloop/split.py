@@ -10,6 +10,7 @@ function; SQLite sorts on disk), so the split stage's memory does not grow with 
 split depends only on the seed and the set of (id, label) pairs, not on the order rows were ingested in.
 `assign_splits` is the same algorithm in memory, for callers that hold ids and labels anyway.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -40,8 +41,7 @@ def split_hash(seed: int, id_: str) -> int:
 
 def _validate(test_size: float, dev_size: float) -> None:
     if not (0 < test_size < 1 and 0 <= dev_size < 1 and test_size + dev_size < 1):
-        raise SplitError(f"need 0 < test_size, 0 <= dev_size and test_size + dev_size < 1; "
-                         f"got {test_size}, {dev_size}")
+        raise SplitError(f"need 0 < test_size, 0 <= dev_size and test_size + dev_size < 1; got {test_size}, {dev_size}")
 
 
 def _apportion(total: int, sizes: dict[str, int]) -> dict[str, int]:
@@ -69,15 +69,16 @@ def quotas(class_sizes: dict[str, int], test_size: float, dev_size: float) -> di
     rest = n - n_test
     n_dev = int(math.ceil(dev_size / (1 - test_size) * rest)) if dev_size > 0 else 0
     if n_test < 1 or rest - n_dev < 1:
-        raise SplitError(f"with {n} rows, test_size={test_size} and dev_size={dev_size} leave "
-                         f"{rest - n_dev} train and {n_test} test rows: need at least one of each")
+        raise SplitError(
+            f"with {n} rows, test_size={test_size} and dev_size={dev_size} leave "
+            f"{rest - n_dev} train and {n_test} test rows: need at least one of each"
+        )
     test = _apportion(n_test, class_sizes)
     dev = _apportion(n_dev, {c: class_sizes[c] - test[c] for c in class_sizes})
     return {c: (test[c], dev[c]) for c in class_sizes}
 
 
-def assign_splits(ids: np.ndarray, labels: np.ndarray, test_size: float, dev_size: float,
-                  seed: int) -> np.ndarray:
+def assign_splits(ids: np.ndarray, labels: np.ndarray, test_size: float, dev_size: float, seed: int) -> np.ndarray:
     """The split of each row, in memory; `split_store` computes the same inside SQLite."""
     _validate(test_size, dev_size)
     ids = [str(i) for i in ids]
@@ -98,8 +99,16 @@ def assign_splits(ids: np.ndarray, labels: np.ndarray, test_size: float, dev_siz
     return split
 
 
-def split_store(in_db: Path, out_db: Path, *, test_size: float, dev_size: float, seed: int,
-                chunk_size: int = 5000, assignment: Mapping[str, str] | None = None) -> dict[str, int]:
+def split_store(
+    in_db: Path,
+    out_db: Path,
+    *,
+    test_size: float,
+    dev_size: float,
+    seed: int,
+    chunk_size: int = 5000,
+    assignment: Mapping[str, str] | None = None,
+) -> dict[str, int]:
     """Copy the ingested store and add split/current_label/locked; returns rows per split.
 
     `assignment` (or `FIXED_ASSIGNMENT`): an explicit id -> split mapping instead of drawing one."""
@@ -111,8 +120,7 @@ def split_store(in_db: Path, out_db: Path, *, test_size: float, dev_size: float,
         if assignment is not None:
             _insert_assignment(con, assignment, chunk_size)
         else:
-            sizes = {str(lab): int(c) for lab, c in
-                     con.execute("SELECT label, COUNT(*) FROM sentences GROUP BY label")}
+            sizes = {str(lab): int(c) for lab, c in con.execute("SELECT label, COUNT(*) FROM sentences GROUP BY label")}
             q = quotas(sizes, test_size, dev_size)
             con.execute("CREATE TEMP TABLE q (label TEXT PRIMARY KEY, n_test INTEGER, n_dev INTEGER)")
             con.executemany("INSERT INTO q VALUES (?, ?, ?)", [(c, t, d) for c, (t, d) in q.items()])
@@ -122,9 +130,11 @@ def split_store(in_db: Path, out_db: Path, *, test_size: float, dev_size: float,
                 "WHEN r.rn <= q.n_test + q.n_dev THEN 'dev' ELSE 'train' END "
                 "FROM (SELECT id, CAST(label AS TEXT) AS label, ROW_NUMBER() OVER "
                 "(PARTITION BY label ORDER BY split_hash(id), id) AS rn FROM sentences) AS r "
-                "JOIN q ON q.label = r.label")
-        con.execute("UPDATE sentences SET split = s.split, current_label = label, locked = 0 "
-                    "FROM s WHERE s.id = sentences.id")
+                "JOIN q ON q.label = r.label"
+            )
+        con.execute(
+            "UPDATE sentences SET split = s.split, current_label = label, locked = 0 FROM s WHERE s.id = sentences.id"
+        )
         con.execute("CREATE INDEX IF NOT EXISTS sentences_split ON sentences (split)")
         counts = {str(v): int(c) for v, c in con.execute("SELECT split, COUNT(*) FROM sentences GROUP BY split")}
     return counts

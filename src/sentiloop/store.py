@@ -13,6 +13,7 @@ Schema of `sentences`:
   estimate that the original label is wrong; NULL until judged).
 `label_history`: every change with its provenance.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,8 +30,7 @@ import pandas as pd
 from sentiloop.errors import SentiloopError
 
 SENTENCE_COLUMNS = ("id", "text", "label", "split", "current_label", "locked", "aside", "p_wrong")
-HISTORY_COLUMNS = ("sentence_id", "iteration", "old_label", "new_label", "source", "confidence",
-                   "detail", "action")
+HISTORY_COLUMNS = ("sentence_id", "iteration", "old_label", "new_label", "source", "confidence", "detail", "action")
 
 CREATE_SENTENCES = """
 CREATE TABLE IF NOT EXISTS sentences (
@@ -61,8 +61,10 @@ class StoreError(SentiloopError, RuntimeError):
 
 
 def unreadable(path: str | Path, e: BaseException) -> StoreError:
-    return StoreError(f"{path}: not a readable SQLite database ({e}): truncated or corrupted; "
-                      "rerun the stage that writes it (dvc repro --force <stage>)")
+    return StoreError(
+        f"{path}: not a readable SQLite database ({e}): truncated or corrupted; "
+        "rerun the stage that writes it (dvc repro --force <stage>)"
+    )
 
 
 def check_readable(con: sqlite3.Connection, path: str | Path) -> None:
@@ -99,7 +101,7 @@ def atomic_db(path: str | Path, *, copy_from: str | Path | None = None) -> Itera
     os.close(fd)
     try:
         if copy_from is not None:
-            connect(copy_from, readonly=True).close()     # a truncated source names itself
+            connect(copy_from, readonly=True).close()  # a truncated source names itself
             shutil.copyfile(copy_from, tmp)
         else:
             os.unlink(tmp)
@@ -121,9 +123,16 @@ def create_sentences(con: sqlite3.Connection) -> None:
     con.execute(CREATE_HISTORY)
 
 
-def iter_chunks(path: str | Path, columns: Sequence[str] = ("id", "text", "current_label"), *,
-                where: str | None = None, params: Sequence = (), chunk_size: int = 5000,
-                table: str = "sentences", order_by: str = "rowid") -> Iterator[pd.DataFrame]:
+def iter_chunks(
+    path: str | Path,
+    columns: Sequence[str] = ("id", "text", "current_label"),
+    *,
+    where: str | None = None,
+    params: Sequence = (),
+    chunk_size: int = 5000,
+    table: str = "sentences",
+    order_by: str = "rowid",
+) -> Iterator[pd.DataFrame]:
     """Yield DataFrames of at most `chunk_size` rows: the only way the pipeline reads a store."""
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -139,7 +148,7 @@ def iter_chunks(path: str | Path, columns: Sequence[str] = ("id", "text", "curre
             cur = con.execute(sql, tuple(params))
             rows = cur.fetchmany(chunk_size)
         except sqlite3.DatabaseError as e:
-            if type(e) is not sqlite3.DatabaseError:   # no such table/column: a bug, not the file
+            if type(e) is not sqlite3.DatabaseError:  # no such table/column: a bug, not the file
                 raise
             raise unreadable(path, e) from None
         while rows:
@@ -154,8 +163,9 @@ def iter_chunks(path: str | Path, columns: Sequence[str] = ("id", "text", "curre
         con.close()
 
 
-def read_column_values(path: str | Path, columns: Sequence[str], *, where: str | None = None,
-                       params: Sequence = (), chunk_size: int = 5000) -> pd.DataFrame:
+def read_column_values(
+    path: str | Path, columns: Sequence[str], *, where: str | None = None, params: Sequence = (), chunk_size: int = 5000
+) -> pd.DataFrame:
     """Concatenate chunks of a few columns (ids, labels): for the small per-row arrays only."""
     parts = list(iter_chunks(path, columns, where=where, params=params, chunk_size=chunk_size))
     if not parts:
@@ -163,8 +173,7 @@ def read_column_values(path: str | Path, columns: Sequence[str], *, where: str |
     return pd.concat(parts, ignore_index=True)
 
 
-def count(path: str | Path, where: str | None = None, params: Sequence = (),
-          table: str = "sentences") -> int:
+def count(path: str | Path, where: str | None = None, params: Sequence = (), table: str = "sentences") -> int:
     con = connect(path, readonly=True)
     try:
         sql = f"SELECT COUNT(*) FROM {table}" + (f" WHERE {where}" if where else "")
@@ -205,24 +214,27 @@ def write_history(con: sqlite3.Connection, rows: Iterable[tuple]) -> int:
     cur = con.executemany(
         "INSERT INTO label_history (sentence_id, iteration, old_label, new_label, source, "
         "confidence, detail, action) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (tuple(r) + (None,) * (8 - len(r)) if len(r) < 8 else tuple(r) for r in rows))
+        (tuple(r) + (None,) * (8 - len(r)) if len(r) < 8 else tuple(r) for r in rows),
+    )
     return cur.rowcount
 
 
 def settle(con: sqlite3.Connection, ids: Iterable[str]) -> int:
     """Mark free train rows as settled by an annotator (locked = 2)."""
-    cur = con.executemany("UPDATE sentences SET locked = 2, aside = 0 WHERE id = ? AND locked = 0 AND split = 'train'",
-                          ((str(i),) for i in ids))
+    cur = con.executemany(
+        "UPDATE sentences SET locked = 2, aside = 0 WHERE id = ? AND locked = 0 AND split = 'train'",
+        ((str(i),) for i in ids),
+    )
     return cur.rowcount
 
 
-def set_judgement(con: sqlite3.Connection, ids: Sequence[str], aside: Sequence[int],
-                  p_wrong: Sequence[float]) -> int:
+def set_judgement(con: sqlite3.Connection, ids: Sequence[str], aside: Sequence[int], p_wrong: Sequence[float]) -> int:
     """Record the correction rule's view of free train rows: aside (excluded from training,
     queued for review) and the estimated probability that the original label is wrong."""
     cur = con.executemany(
         "UPDATE sentences SET aside = ?, p_wrong = ? WHERE id = ? AND locked = 0 AND split = 'train'",
-        ((int(a), float(p), str(i)) for i, a, p in zip(ids, aside, p_wrong)))
+        ((int(a), float(p), str(i)) for i, a, p in zip(ids, aside, p_wrong)),
+    )
     return cur.rowcount
 
 
@@ -232,5 +244,6 @@ def apply_label_changes(con: sqlite3.Connection, changes: pd.DataFrame) -> int:
         return 0
     cur = con.executemany(
         "UPDATE sentences SET current_label = ? WHERE id = ? AND locked = 0 AND split = 'train'",
-        list(zip(changes["new_label"].astype(str), changes["id"].astype(str))))
+        list(zip(changes["new_label"].astype(str), changes["id"].astype(str))),
+    )
     return cur.rowcount

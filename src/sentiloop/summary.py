@@ -5,6 +5,7 @@ convergence curve and no stage rewrites another stage's output. Gold labels (pla
 benchmarks) are read only here: label accuracy at iteration K is reconstructed from the final
 store's label_history.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,14 @@ from sentiloop.layout import Layout
 from sentiloop.settings import Settings
 
 # what the dvclive log shows of evaluation.label_quality, per iteration (gold/<key>)
-QUALITY_KEYS = ("label_accuracy", "original_label_accuracy", "corrections", "correction_precision",
-                "correction_recall", "broken")
+QUALITY_KEYS = (
+    "label_accuracy",
+    "original_label_accuracy",
+    "corrections",
+    "correction_precision",
+    "correction_recall",
+    "broken",
+)
 
 
 def _read(path: Path) -> dict:
@@ -31,9 +38,18 @@ def labels_at_each_iteration(final_db: Path, chunk: int) -> tuple[pd.DataFrame, 
     """Train rows (id, label) and a frame of label_history rows for reconstructing labels at K."""
     parts = list(store.iter_chunks(final_db, ["id", "label"], where="split = 'train'", chunk_size=chunk))
     train = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["id", "label"])
-    hist = list(store.iter_chunks(final_db, ["sentence_id", "iteration", "new_label"], table="label_history",
-                                  chunk_size=chunk, order_by="rowid"))
-    history = pd.concat(hist, ignore_index=True) if hist else pd.DataFrame(columns=["sentence_id", "iteration", "new_label"])
+    hist = list(
+        store.iter_chunks(
+            final_db,
+            ["sentence_id", "iteration", "new_label"],
+            table="label_history",
+            chunk_size=chunk,
+            order_by="rowid",
+        )
+    )
+    history = (
+        pd.concat(hist, ignore_index=True) if hist else pd.DataFrame(columns=["sentence_id", "iteration", "new_label"])
+    )
     return train, history
 
 
@@ -41,8 +57,10 @@ def label_quality_per_iteration(final_db: Path, gold_db: Path, n: int, chunk: in
     if not gold_db.exists() or store.count(gold_db, table="gold") == 0:
         return []
     train, history = labels_at_each_iteration(final_db, chunk)
-    gold = pd.concat(list(store.iter_chunks(gold_db, ["id", "gold_label"], table="gold", chunk_size=chunk,
-                                            order_by="rowid")), ignore_index=True)
+    gold = pd.concat(
+        list(store.iter_chunks(gold_db, ["id", "gold_label"], table="gold", chunk_size=chunk, order_by="rowid")),
+        ignore_index=True,
+    )
     frame = train.merge(gold, on="id", how="inner")
     out = []
     current = frame.set_index("id")["label"].copy()
@@ -92,7 +110,7 @@ def collect(s: Settings, L: Layout) -> list[dict[str, Any]]:
                 if it.get(key) is not None:
                     rec[f"rule/{key}"] = it[key]
             rec["passed_through"] = int(bool(it.get("passed_through")))
-        llm = _read(L.llm_usage(k)) if with_llm else {}   # llm=none: every counter is 0 by construction
+        llm = _read(L.llm_usage(k)) if with_llm else {}  # llm=none: every counter is 0 by construction
         for key, v in llm.items():
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 rec[f"llm/{key}"] = v
@@ -106,16 +124,22 @@ def collect(s: Settings, L: Layout) -> list[dict[str, Any]]:
 
 # The curated plots of dvc.yaml's `plots:` section: one CSV per figure, one row per iteration, so
 # `dvc plots show` draws three figures and `dvc plots diff` overlays experiments on them.
-CONVERGENCE_SERIES = ("ensemble/dev_macro_f1", "ensemble/test_macro_f1", "label_change_rate",
-                      "lexicon/dict_change_rate", "gold/label_accuracy")
+CONVERGENCE_SERIES = (
+    "ensemble/dev_macro_f1",
+    "ensemble/test_macro_f1",
+    "label_change_rate",
+    "lexicon/dict_change_rate",
+    "gold/label_accuracy",
+)
 
 
 def _column(name: str) -> str:
     return name.replace("/", "_")
 
 
-def write_plot_tables(steps: list[dict[str, Any]], members: list[str], convergence_csv: Path,
-                      members_csv: Path) -> None:
+def write_plot_tables(
+    steps: list[dict[str, Any]], members: list[str], convergence_csv: Path, members_csv: Path
+) -> None:
     """convergence.csv: iteration + the convergence series this run has (gold only with gold
     labels, the dictionary change only with a lexicon); members.csv: iteration + each member's
     and the ensemble's test accuracy, one column per member name (and `ensemble`). Iteration 0
@@ -140,6 +164,7 @@ def log_with_dvclive(steps: list[dict[str, Any]], live_dir: Path) -> None:
     """One step per iteration. The loop's verdict (termination reason, converged_at) lives in
     metrics/summary.json, so `dvc exp show` lists it once."""
     from dvclive import Live
+
     live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None)
     for k, rec in enumerate(steps):
         live.step = k

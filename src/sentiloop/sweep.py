@@ -10,6 +10,7 @@ rows then say. Values are Hydra overrides: a comma separates choices except insi
 `ensemble.members=[lexicon],[lexicon,bert]` is two choices. A bad override is refused by the first
 `dvc exp run` (composition validates every parameter) before anything is queued after it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,7 +23,7 @@ from typing import Sequence
 
 from sentiloop.errors import SentiloopError
 
-MAX_NAME = 100          # git refs allow more; `dvc exp show` columns do not
+MAX_NAME = 100  # git refs allow more; `dvc exp show` columns do not
 
 
 class SweepError(SentiloopError, ValueError):
@@ -71,7 +72,7 @@ def _slug(text: str) -> str:
     return re.sub(r"-{2,}", "-", re.sub(r"[^A-Za-z0-9._]+", "-", text)).strip("-.") or "x"
 
 
-GENERIC = {"name", "value", "type", "kind", "strategy"}   # say nothing alone: schedule.name -> schedule
+GENERIC = {"name", "value", "type", "kind", "strategy"}  # say nothing alone: schedule.name -> schedule
 
 
 def short_key(key: str) -> str:
@@ -100,7 +101,7 @@ def plan(axes: Sequence[str], fixed: Sequence[str] = ()) -> list[tuple[str, list
     runs, seen = [], {}
     for combo in itertools.product(*[[(k, v) for v in vs] for k, vs in parsed]):
         name = name_of(combo, varied)
-        if name in seen:   # two values that slug alike: keep both, numbered
+        if name in seen:  # two values that slug alike: keep both, numbered
             seen[name] += 1
             name = f"{name}-{seen[name]}"
         else:
@@ -119,8 +120,13 @@ def command(name: str, overrides: Sequence[str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sentiloop.sweep", description=__doc__.split("\n")[0])
     ap.add_argument("axes", nargs="+", help="key=v1,v2,... (Hydra overrides; each combination is one experiment)")
-    ap.add_argument("--set", dest="fixed", action="append", default=[],
-                    help="an override for every experiment, not part of the names (repeatable)")
+    ap.add_argument(
+        "--set",
+        dest="fixed",
+        action="append",
+        default=[],
+        help="an override for every experiment, not part of the names (repeatable)",
+    )
     ap.add_argument("--dry-run", action="store_true", help="print the dvc commands, queue nothing")
     args = ap.parse_args(argv)
     from sentiloop.errors import run_reporting
@@ -133,11 +139,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not args.dry_run:
                 res = subprocess.run(cmd)
                 if res.returncode != 0:
-                    raise SweepError(f"`{' '.join(cmd)}` failed (exit {res.returncode}); "
-                                     "experiments queued before it stay queued (`dvc queue status`)")
+                    raise SweepError(
+                        f"`{' '.join(cmd)}` failed (exit {res.returncode}); "
+                        "experiments queued before it stay queued (`dvc queue status`)"
+                    )
         if not args.dry_run:
-            print(f"queued {len(runs)} experiment(s); run them with `dvc queue start`, then "
-                  "`dvc plots diff $(dvc exp ls --name-only)`")
+            print(
+                f"queued {len(runs)} experiment(s); run them with `dvc queue start`, then "
+                "`dvc plots diff $(dvc exp ls --name-only)`"
+            )
         return 0
 
     return int(run_reporting(go, prog="sweep") or 0)

@@ -25,6 +25,7 @@ Evidence rows (`ensemble.weights_from`, `auto` by default):
   The caveat: current train labels include the loop's own earlier corrections, which agree
   with the ensemble by construction.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -35,7 +36,7 @@ import numpy as np
 from sentiloop import ensemble
 
 WEIGHTS_FROM = ("auto", "dev", "oof")
-MIN_ROWS = 30     # fewer evidence rows than this: keep the seed weights (a fit would be noise)
+MIN_ROWS = 30  # fewer evidence rows than this: keep the seed weights (a fit would be noise)
 
 
 @dataclass
@@ -43,13 +44,13 @@ class WeightDecision:
     """The weights one iteration uses and the evidence behind them (JSON-ready via to_dict)."""
 
     weights: dict[str, float]
-    method: str                     # fitted | seed
-    evidence: str                   # dev | oof | none
+    method: str  # fitted | seed
+    evidence: str  # dev | oof | none
     n_rows: int
     majority_accuracy: float | None = None
     member_accuracy: dict[str, float] = field(default_factory=dict)
-    zeroed: dict[str, str] = field(default_factory=dict)    # member -> why its weight is 0
-    fallback: str | None = None     # why the seed weights were kept (method == seed)
+    zeroed: dict[str, str] = field(default_factory=dict)  # member -> why its weight is 0
+    fallback: str | None = None  # why the seed weights were kept (method == seed)
     log_loss: dict[str, float] = field(default_factory=dict)  # seed / fitted, on the evidence
 
     def to_dict(self) -> dict[str, Any]:
@@ -62,8 +63,10 @@ def evidence_source(weights_from: str | None, cross_fit: int) -> str:
     if w not in WEIGHTS_FROM:
         raise ensemble.EnsembleError(f"ensemble.weights_from must be one of {WEIGHTS_FROM}, got {weights_from!r}")
     if w == "oof" and cross_fit < 2:
-        raise ensemble.EnsembleError("ensemble.weights_from=oof needs loop.cross_fit >= 2 with every member in loop.cross_fit_members "
-                                     "(out-of-fold predictions exist only when cross-fitting)")
+        raise ensemble.EnsembleError(
+            "ensemble.weights_from=oof needs loop.cross_fit >= 2 with every member in loop.cross_fit_members "
+            "(out-of-fold predictions exist only when cross-fitting)"
+        )
     if w == "auto":
         return "oof" if cross_fit >= 2 else "dev"
     return w
@@ -74,9 +77,16 @@ def _restricted(seed: Mapping[str, float], keep: list[str]) -> dict[str, float]:
     return {m: (seed[m] / total if m in keep and total > 0 else 0.0) for m in seed}
 
 
-def choose_weights(probs: Mapping[str, np.ndarray], y, seed_weights: Mapping[str, float] | None, *,
-                   fit: bool = True, evidence: str = "dev", seed: int = 0,
-                   min_rows: int = MIN_ROWS) -> WeightDecision:
+def choose_weights(
+    probs: Mapping[str, np.ndarray],
+    y,
+    seed_weights: Mapping[str, float] | None,
+    *,
+    fit: bool = True,
+    evidence: str = "dev",
+    seed: int = 0,
+    min_rows: int = MIN_ROWS,
+) -> WeightDecision:
     """Weights for the members of `probs` from their predictions on the evidence rows `y`.
 
     `seed_weights`: the configured (seed 001) weights, the starting point and the fallback.
@@ -91,18 +101,20 @@ def choose_weights(probs: Mapping[str, np.ndarray], y, seed_weights: Mapping[str
     y = ensemble._check_labels(y, P.shape[1], P.shape[2])
     majority = float(np.bincount(y, minlength=P.shape[2]).max() / n)
     acc = {m: float((P[i].argmax(axis=1) == y).mean()) for i, m in enumerate(names)}
-    out = WeightDecision(dict(seed_w), "seed", evidence, n, round(majority, 6),
-                         {m: round(a, 6) for m, a in acc.items()})
+    out = WeightDecision(
+        dict(seed_w), "seed", evidence, n, round(majority, 6), {m: round(a, 6) for m, a in acc.items()}
+    )
     if n < min_rows:
         out.fallback = f"only {n} {evidence} rows (< {min_rows}): too few to judge the members"
         return out
     at_baseline = [m for m in names if acc[m] <= majority]
     if len(at_baseline) == len(names):
-        out.fallback = (f"every member is at or below the majority-class baseline "
-                        f"({majority:.4f} {evidence} accuracy): nothing to prefer, seed weights kept")
+        out.fallback = (
+            f"every member is at or below the majority-class baseline "
+            f"({majority:.4f} {evidence} accuracy): nothing to prefer, seed weights kept"
+        )
         return out
-    out.zeroed = {m: f"{evidence} accuracy {acc[m]:.4f} <= majority-class baseline {majority:.4f}"
-                  for m in at_baseline}
+    out.zeroed = {m: f"{evidence} accuracy {acc[m]:.4f} <= majority-class baseline {majority:.4f}" for m in at_baseline}
     keep = [m for m in names if m not in out.zeroed]
     if sum(seed_w[m] for m in keep) <= 0:
         out.fallback = "every member above the baseline has seed weight 0: seed weights kept"
@@ -115,7 +127,7 @@ def choose_weights(probs: Mapping[str, np.ndarray], y, seed_weights: Mapping[str
     if not fit:
         out.fallback = "ensemble.fit_weights is off"
         return out
-    live = [m for m in keep if start[m] > 0]     # a seed weight of 0 stays 0 (multiplicative updates)
+    live = [m for m in keep if start[m] > 0]  # a seed weight of 0 stays 0 (multiplicative updates)
     fitted = ensemble.fit_weights({m: probs[m] for m in live}, y, seed, start={m: start[m] for m in live})
     fitted = {m: float(fitted.get(m, 0.0)) for m in names}
     loss_fit = ensemble.log_loss(ensemble.combine({m: probs[m] for m in live}, {m: fitted[m] for m in live}), y)

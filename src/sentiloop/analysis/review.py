@@ -1,5 +1,6 @@
 """The LLM-written review of edge cases and misclassified samples: same provider, cache, budget
 and redaction as relabeling; never raises on provider trouble (the statistics get written)."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,7 @@ REVIEW_SCHEMA = {
         "bias_risks": {"type": "array", "items": {"type": "string"}},
         "recommendations": {"type": "array", "items": {"type": "string"}},
     },
-    "required": ["summary", "edge_cases", "misclassification_patterns", "bias_risks",
-                 "recommendations"],
+    "required": ["summary", "edge_cases", "misclassification_patterns", "bias_risks", "recommendations"],
     "additionalProperties": False,
 }
 REVIEW_SYSTEM = (
@@ -31,9 +31,15 @@ REVIEW_SYSTEM = (
 )
 
 
-def llm_review(stats: Mapping[str, Any], samples: list[dict], llm_cfg: Any,
-               *, cache_dir: str | Path | None = None, llm_usage: Mapping[str, Any] | None = None,
-               provider=None) -> dict[str, Any]:
+def llm_review(
+    stats: Mapping[str, Any],
+    samples: list[dict],
+    llm_cfg: Any,
+    *,
+    cache_dir: str | Path | None = None,
+    llm_usage: Mapping[str, Any] | None = None,
+    provider=None,
+) -> dict[str, Any]:
     """Ask the configured provider for a structured review. Never raises on provider trouble:
     returns {"status": "ok"|"cached"|"skipped"|"failed", "reason", "review", usage...}.
     `llm_cfg`: the llm section (sentiloop.settings.llm.LLM or its mapping); None = no LLM."""
@@ -43,8 +49,14 @@ def llm_review(stats: Mapping[str, Any], samples: list[dict], llm_cfg: Any,
     from sentiloop.relabel.prompt import MalformedReply, load_json
     from sentiloop.relabel.runner import build_provider
 
-    res: dict[str, Any] = {"status": "skipped", "reason": "", "requests": 0, "prompt_tokens": 0,
-                           "output_tokens": 0, "est_cost_usd": 0.0}
+    res: dict[str, Any] = {
+        "status": "skipped",
+        "reason": "",
+        "requests": 0,
+        "prompt_tokens": 0,
+        "output_tokens": 0,
+        "est_cost_usd": 0.0,
+    }
     if llm_cfg is None:
         res["reason"] = "no LLM provider configured (llm=none)"
         return res
@@ -63,17 +75,21 @@ def llm_review(stats: Mapping[str, Any], samples: list[dict], llm_cfg: Any,
         return res
     redact = Redactor([cfg.api_key()])
     redact_sdk_logs(cfg.api_key())
-    user = ("Statistics of this iteration (JSON):\n" + json.dumps(_brief(stats), ensure_ascii=False)
-            + "\n\nHard samples (JSON):\n" + json.dumps(samples, ensure_ascii=False))
+    user = (
+        "Statistics of this iteration (JSON):\n"
+        + json.dumps(_brief(stats), ensure_ascii=False)
+        + "\n\nHard samples (JSON):\n"
+        + json.dumps(samples, ensure_ascii=False)
+    )
     est_p = (len(REVIEW_SYSTEM) + len(user)) / cfg.budget.est_chars_per_token
     est_o = float(cfg.review.max_output_tokens)
     spent_t = float((llm_usage or {}).get("budget_charged_tokens", 0))
     spent_c = float((llm_usage or {}).get("budget_charged_cost_usd", 0.0))
     b = cfg.budget
-    if (b.max_tokens is not None and spent_t + est_p + est_o > b.max_tokens) or \
-            (b.max_cost_usd is not None and spent_c + cfg.price.cost(est_p, est_o) > b.max_cost_usd):
-        res["reason"] = (f"over budget: ~{est_p + est_o:.0f} tokens needed, "
-                         f"{spent_t:.0f} already charged this iteration")
+    if (b.max_tokens is not None and spent_t + est_p + est_o > b.max_tokens) or (
+        b.max_cost_usd is not None and spent_c + cfg.price.cost(est_p, est_o) > b.max_cost_usd
+    ):
+        res["reason"] = f"over budget: ~{est_p + est_o:.0f} tokens needed, {spent_t:.0f} already charged this iteration"
         return res
     own = provider is None
     try:
@@ -82,8 +98,9 @@ def llm_review(stats: Mapping[str, Any], samples: list[dict], llm_cfg: Any,
         res.update(status="failed", reason=redact(f"provider unavailable: {e}"))
         return res
     cache = ResponseCache(resolve_cache_dir(cfg, cache_dir), enabled=cfg.cache.enabled)
-    key = cache_key(provider.name, provider.model, f"{REVIEW_PROMPT_VERSION}/{cfg.prompt_version}",
-                    [], REVIEW_SYSTEM + "\n" + user)
+    key = cache_key(
+        provider.name, provider.model, f"{REVIEW_PROMPT_VERSION}/{cfg.prompt_version}", [], REVIEW_SYSTEM + "\n" + user
+    )
     try:
         hit = cache.get_document(key)
         if hit is not None:
@@ -91,13 +108,14 @@ def llm_review(stats: Mapping[str, Any], samples: list[dict], llm_cfg: Any,
             return res
         for attempt in range(cfg.retries.attempts):
             try:
-                reply = provider.complete(REVIEW_SYSTEM, user, schema=REVIEW_SCHEMA,
-                                          max_output_tokens=cfg.review.max_output_tokens)
+                reply = provider.complete(
+                    REVIEW_SYSTEM, user, schema=REVIEW_SCHEMA, max_output_tokens=cfg.review.max_output_tokens
+                )
             except ProviderError as e:
                 res["requests"] += max(1, e.http_attempts)
                 res["reason"] = redact(f"{e.kind}: {e}")
                 if e.retryable and not provider.sdk_retries and attempt + 1 < cfg.retries.attempts:
-                    time.sleep(min(cfg.retries.max_backoff_s, cfg.retries.backoff_s * 2 ** attempt))
+                    time.sleep(min(cfg.retries.max_backoff_s, cfg.retries.backoff_s * 2**attempt))
                     continue
                 res["status"] = "failed"
                 return res
@@ -110,9 +128,15 @@ def llm_review(stats: Mapping[str, Any], samples: list[dict], llm_cfg: Any,
             except MalformedReply as e:
                 res["reason"] = f"malformed reply: {e}"
                 continue
-            cache.put_document(key, provider.name, provider.model, "review",
-                               json.dumps(review, ensure_ascii=False),
-                               reply.prompt_tokens, reply.output_tokens)
+            cache.put_document(
+                key,
+                provider.name,
+                provider.model,
+                "review",
+                json.dumps(review, ensure_ascii=False),
+                reply.prompt_tokens,
+                reply.output_tokens,
+            )
             res.update(status="ok", reason="", review=review)
             return res
         res["status"] = "failed"
@@ -124,8 +148,7 @@ def llm_review(stats: Mapping[str, Any], samples: list[dict], llm_cfg: Any,
 
 
 def _brief(stats: Mapping[str, Any]) -> dict:
-    keep = ("rows", "distribution", "max_abs_drift", "overturned", "iteration_corrections",
-            "agreement", "mitigation")
+    keep = ("rows", "distribution", "max_abs_drift", "overturned", "iteration_corrections", "agreement", "mitigation")
     return {k: stats[k] for k in keep if k in stats}
 
 

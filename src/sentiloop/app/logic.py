@@ -4,6 +4,7 @@ The pages read the precomputed summaries of stage review_data (data/review/), th
 directory and, for the Experiments page, git and DVC; the store is read only by primary key or
 an explicit text search (Row lookup), never on every rerun.
 """
+
 from __future__ import annotations
 
 import io
@@ -19,8 +20,14 @@ from sentiloop.errors import SentiloopError
 from sentiloop.layout import Layout
 
 PLOTS_DIR = "metrics/live/plots/metrics"
-DEFAULT_CURVES = ("label_change_rate", "ensemble/dev_macro_f1", "corrections/ensemble",
-                  "corrections/llm", "corrections/human", "gold/label_accuracy")
+DEFAULT_CURVES = (
+    "label_change_rate",
+    "ensemble/dev_macro_f1",
+    "corrections/ensemble",
+    "corrections/llm",
+    "corrections/human",
+    "gold/label_accuracy",
+)
 WORKSPACE = "workspace"
 
 
@@ -36,23 +43,33 @@ class AppConfig:
     members: list[str]
 
 
-def load_config(root: str | Path, params: str = "params.yaml", feedback_root: str | Path | None = None
-                ) -> AppConfig:
+def load_config(root: str | Path, params: str = "params.yaml", feedback_root: str | Path | None = None) -> AppConfig:
     """The app's settings from `root`'s params.yaml; decisions go to feedback.dir under
     `feedback_root` (the repository, also when `root` holds another revision's outputs)."""
     from sentiloop.settings import load
+
     root = Path(root)
     path = root / params
     if not path.exists():
         raise AppError(f"{path}: not found; start the app in a sentiloop repository (or pass --root)")
     s = load(path)
-    return AppConfig(root=root, classes=s.classes,
-                     feedback_dir=Layout(Path(feedback_root or root)).feedback(s.feedback.dir), members=s.members)
+    return AppConfig(
+        root=root,
+        classes=s.classes,
+        feedback_dir=Layout(Path(feedback_root or root)).feedback(s.feedback.dir),
+        members=s.members,
+    )
 
 
 # --- another revision's outputs --------------------------------------------------------------------
-REV_OUTPUTS = ("data/review/overview.json", "data/review/iterations.json", "data/review/queue.parquet",
-               "data/review/applied.parquet", "data/final/sentences.sqlite", "data/final/predictions.parquet")
+REV_OUTPUTS = (
+    "data/review/overview.json",
+    "data/review/iterations.json",
+    "data/review/queue.parquet",
+    "data/review/applied.parquet",
+    "data/final/sentences.sqlite",
+    "data/final/predictions.parquet",
+)
 
 
 def materialize_rev(repo: str | Path, rev: str, dest_base: str | Path | None = None) -> Path:
@@ -62,6 +79,7 @@ def materialize_rev(repo: str | Path, rev: str, dest_base: str | Path | None = N
     import tarfile
 
     import dvc.api
+
     repo = Path(repo).resolve()
     try:
         sha = _git(repo, "rev-parse", "--verify", f"{rev}^{{commit}}").strip()
@@ -75,14 +93,13 @@ def materialize_rev(repo: str | Path, rev: str, dest_base: str | Path | None = N
     if (dest / ".complete").exists():
         return dest
     dest.mkdir(parents=True, exist_ok=True)
-    archive = subprocess.run(["git", "-C", str(repo), "archive", sha, "params.yaml", "metrics"],
-                             capture_output=True)
+    archive = subprocess.run(["git", "-C", str(repo), "archive", sha, "params.yaml", "metrics"], capture_output=True)
     if archive.returncode != 0:
         raise AppError(f"--rev {rev}: git archive failed: {archive.stderr.decode(errors='replace').strip()}")
     with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
         if hasattr(tarfile, "data_filter"):
             tar.extractall(dest, filter="data")
-        else:                                              # Python < 3.10.12: git's own archive
+        else:  # Python < 3.10.12: git's own archive
             tar.extractall(dest)
     for rel in REV_OUTPUTS:
         out = dest / rel
@@ -91,16 +108,25 @@ def materialize_rev(repo: str | Path, rev: str, dest_base: str | Path | None = N
             with dvc.api.open(rel, repo=str(repo), rev=sha, mode="rb") as src, open(out, "wb") as dst:
                 while chunk := src.read(1 << 20):
                     dst.write(chunk)
-        except Exception as e:      # dvc raises many types: not tracked, not in the cache, ...
-            raise AppError(f"--rev {rev}: {rel} is not available from the DVC cache ({type(e).__name__}); "
-                           f"`dvc pull` it, or `dvc exp apply {rev}` and `dvc repro review_data`") from None
+        except Exception as e:  # dvc raises many types: not tracked, not in the cache, ...
+            raise AppError(
+                f"--rev {rev}: {rel} is not available from the DVC cache ({type(e).__name__}); "
+                f"`dvc pull` it, or `dvc exp apply {rev}` and `dvc repro review_data`"
+            ) from None
     (dest / ".complete").write_text(sha + "\n")
     return dest
 
 
 # --- review queue --------------------------------------------------------------------------------
-def filter_queue(queue: pd.DataFrame, *, classes: Sequence[str] = (), sources: Sequence[str] = (),
-                 iterations: Sequence[int] = (), text: str = "", exclude: Iterable[str] = ()) -> pd.DataFrame:
+def filter_queue(
+    queue: pd.DataFrame,
+    *,
+    classes: Sequence[str] = (),
+    sources: Sequence[str] = (),
+    iterations: Sequence[int] = (),
+    text: str = "",
+    exclude: Iterable[str] = (),
+) -> pd.DataFrame:
     """The queue rows matching every filter given (empty filters match all), in rank order."""
     mask = pd.Series(True, index=queue.index)
     if classes:
@@ -143,10 +169,12 @@ def feedback_status(cfg: AppConfig, applied: pd.DataFrame) -> tuple[pd.DataFrame
     last run has not applied yet (a new id, or a different label); rejects say why a row or a
     file would be refused by the correct stage."""
     from sentiloop.feedback import load_feedback
+
     store = Layout(cfg.root).final_store
     if not store.exists():
         raise AppError("no run yet: run `make run` (or `dvc repro`), then reload")
     import sqlite3
+
     try:
         acc, rej = load_feedback(cfg.feedback_dir, cfg.classes, store)
     except sqlite3.DatabaseError as e:
@@ -160,6 +188,7 @@ def decided_elsewhere(cfg: AppConfig, own_file: Path | None) -> set[str]:
     """Ids with a decision in any other reviewer's file (accepted or skipped): hidden from this
     reviewer's queue so two reviewers do not review the same row twice."""
     from sentiloop.feedback import feedback_files
+
     ids: set[str] = set()
     for path in feedback_files(cfg.feedback_dir):
         if own_file is not None and path.resolve() == Path(own_file).resolve():
@@ -167,10 +196,15 @@ def decided_elsewhere(cfg: AppConfig, own_file: Path | None) -> set[str]:
         if path.suffix.lower() not in (".csv", ".tsv"):
             continue
         try:
-            frame = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype=str,
-                                keep_default_na=False, usecols=lambda c: c.strip() == "id")
+            frame = pd.read_csv(
+                path,
+                sep="\t" if path.suffix.lower() == ".tsv" else ",",
+                dtype=str,
+                keep_default_na=False,
+                usecols=lambda c: c.strip() == "id",
+            )
         except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError):
-            continue      # reported by feedback_status's rejects
+            continue  # reported by feedback_status's rejects
         if "id" in frame.columns:
             ids |= set(frame["id"].str.strip())
     return ids - {""}
@@ -181,10 +215,12 @@ def exp_show(root: Path, timeout: float = 120.0) -> pd.DataFrame:
     """`dvc exp show --csv`: params and summary metrics of the workspace, HEAD and its experiments."""
     import shutil
     import sys
+
     dvc = shutil.which("dvc") or str(Path(sys.executable).parent / "dvc")
     try:
-        res = subprocess.run([dvc, "exp", "show", "--csv", "--no-pager"], cwd=root, capture_output=True,
-                             text=True, timeout=timeout)
+        res = subprocess.run(
+            [dvc, "exp", "show", "--csv", "--no-pager"], cwd=root, capture_output=True, text=True, timeout=timeout
+        )
     except (OSError, subprocess.TimeoutExpired) as e:
         raise AppError(f"`dvc exp show` failed to run ({type(e).__name__}); is dvc installed?") from None
     if res.returncode != 0:
@@ -195,14 +231,35 @@ def exp_show(root: Path, timeout: float = 120.0) -> pd.DataFrame:
 
 def parse_exp_csv(text: str) -> pd.DataFrame:
     frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
-    keep = [c for c in frame.columns
-            if c in ("Experiment", "rev", "Created", "State")
-            or c.split(":")[-1] in ("schedule.name", "schedule.start", "schedule.end", "loop.max_iterations",
-                                    "ensemble.members", "termination_reason", "converged_at",
-                                    "final_label_change_rate", "labels_changed_total", "test_macro_f1",
-                                    "dev_macro_f1", "test_accuracy")
-            or c in ("schedule.name", "termination_reason", "converged_at", "test_macro_f1",
-                     "labels_changed_total", "final_label_change_rate")]
+    keep = [
+        c
+        for c in frame.columns
+        if c in ("Experiment", "rev", "Created", "State")
+        or c.split(":")[-1]
+        in (
+            "schedule.name",
+            "schedule.start",
+            "schedule.end",
+            "loop.max_iterations",
+            "ensemble.members",
+            "termination_reason",
+            "converged_at",
+            "final_label_change_rate",
+            "labels_changed_total",
+            "test_macro_f1",
+            "dev_macro_f1",
+            "test_accuracy",
+        )
+        or c
+        in (
+            "schedule.name",
+            "termination_reason",
+            "converged_at",
+            "test_macro_f1",
+            "labels_changed_total",
+            "final_label_change_rate",
+        )
+    ]
     return frame[keep] if keep else frame
 
 
@@ -216,6 +273,7 @@ def _git(root: Path, *args: str) -> str:
 def experiments(root: Path) -> dict[str, str]:
     """{name: commit} of the repository's DVC experiments (empty outside git)."""
     from sentiloop.report import experiment_revs
+
     try:
         return experiment_revs(root)
     except RuntimeError:
@@ -242,7 +300,7 @@ def curves(root: Path, rev: str | None) -> dict[str, dict[int, float]]:
     listing = _git(root, "ls-tree", "-r", "--name-only", rev, "--", PLOTS_DIR)
     for path in listing.split():
         if path.endswith(".tsv"):
-            name = path[len(PLOTS_DIR) + 1:-4]
+            name = path[len(PLOTS_DIR) + 1 : -4]
             out[name] = _tsv_series(_git(root, "show", f"{rev}:{path}"))
     return out
 

@@ -4,6 +4,7 @@ Started by `sentiloop app` / `make app` (127.0.0.1); SENTILOOP_ROOT names the re
 outputs it shows (default: the working directory). Pages read stage review_data's summaries
 (data/review/); decisions go to one feedback file per reviewer session (sentiloop.review_session).
 """
+
 from __future__ import annotations
 
 import os
@@ -15,8 +16,7 @@ import streamlit as st
 from sentiloop.app import logic
 from sentiloop.errors import SentiloopError, one_line
 from sentiloop.layout import Layout
-from sentiloop.review_data import (load_applied, load_iterations, load_overview, load_queue, row_details,
-                                   search_text)
+from sentiloop.review_data import load_applied, load_iterations, load_overview, load_queue, row_details, search_text
 from sentiloop.review_session import ReviewSession, check_reviewer
 
 PAGES = ("Overview", "Review queue", "Experiments", "Row lookup")
@@ -107,9 +107,11 @@ def page_overview(cfg: logic.AppConfig, L: Layout) -> None:
     verdict = "-" if not gate else ("deployable" if gate.get("deployable") else "failed")
     c[3].metric("Gate", verdict, help=f"macro-F1 {gate.get('f1')} vs threshold {gate.get('threshold')}")
     versions = _versions(str(L.root))
-    st.caption(f"Splits: {', '.join(f'{k} {v:,}' for k, v in sorted(ov['splits'].items()))} · "
-               f"registered version: {versions[-1] if versions else 'none'} · "
-               f"human labels applied: {ov.get('applied_human', 0)}")
+    st.caption(
+        f"Splits: {', '.join(f'{k} {v:,}' for k, v in sorted(ov['splits'].items()))} · "
+        f"registered version: {versions[-1] if versions else 'none'} · "
+        f"human labels applied: {ov.get('applied_human', 0)}"
+    )
     st.subheader("Label distribution per iteration (train)")
     dist = pd.DataFrame(ov["distribution"]).T.fillna(0).astype(int)
     dist = dist.loc[sorted(dist.index, key=_iteration_order)]
@@ -121,8 +123,11 @@ def page_overview(cfg: logic.AppConfig, L: Layout) -> None:
     its = pd.DataFrame(_iterations(str(L.root), _stamp(L)))
     if len(its):
         st.subheader("Per iteration")
-        st.dataframe(its[["k", "changes", "label_change_rate", "dev_macro_f1", "locked", "passed_through"]],
-                     hide_index=True, width="stretch")
+        st.dataframe(
+            its[["k", "changes", "label_change_rate", "dev_macro_f1", "locked", "passed_through"]],
+            hide_index=True,
+            width="stretch",
+        )
     st.subheader("Corrections by source per iteration")
     corr = pd.DataFrame(ov.get("corrections_by_source") or {}).T.fillna(0)
     corr = corr.loc[sorted(corr.index, key=_iteration_order)] if len(corr) else corr
@@ -144,8 +149,12 @@ def page_overview(cfg: logic.AppConfig, L: Layout) -> None:
 # --- Review queue ---------------------------------------------------------------------------------
 def _session(cfg: logic.AppConfig) -> ReviewSession | None:
     qp = st.query_params
-    name = st.sidebar.text_input("Reviewer", value=qp.get("reviewer", ""), key="reviewer",
-                                 help="recorded in every decision; one feedback file per session")
+    name = st.sidebar.text_input(
+        "Reviewer",
+        value=qp.get("reviewer", ""),
+        key="reviewer",
+        help="recorded in every decision; one feedback file per session",
+    )
     if not name:
         st.info("Enter your reviewer name in the sidebar to start reviewing.")
         return None
@@ -157,7 +166,7 @@ def _session(cfg: logic.AppConfig) -> ReviewSession | None:
         except SentiloopError as e:
             if sid is None:
                 raise
-            st.warning(f"{one_line(e)}; started a new session")       # a damaged or edited URL
+            st.warning(f"{one_line(e)}; started a new session")  # a damaged or edited URL
             sess = ReviewSession(cfg.feedback_dir, name, cfg.classes)
     except SentiloopError as e:
         _error(e)
@@ -182,8 +191,14 @@ def _buttons(sess: ReviewSession, row: pd.Series, classes: list[str]) -> None:
     specs += [("Skip", "s", "skip", None)]
     cols = st.columns(len(specs))
     for col, (label, key, action, value) in zip(cols, specs):
-        col.button(f"{label} [{key}]", key=f"btn_{action}_{value}", on_click=_decide, shortcut=key,
-                   args=(sess, str(row["id"]), action, value), width="stretch")
+        col.button(
+            f"{label} [{key}]",
+            key=f"btn_{action}_{value}",
+            on_click=_decide,
+            shortcut=key,
+            args=(sess, str(row["id"]), action, value),
+            width="stretch",
+        )
 
 
 def page_queue(cfg: logic.AppConfig, L: Layout) -> None:
@@ -195,21 +210,25 @@ def page_queue(cfg: logic.AppConfig, L: Layout) -> None:
         st.subheader("Filters")
         f_cls = st.multiselect("Current label", cfg.classes, key="f_cls")
         f_src = st.multiselect("Source", sorted(queue["source"].dropna().unique()), key="f_src")
-        f_it = st.multiselect("Last changed in iteration", sorted(int(i) for i in queue["last_iteration"].unique()),
-                              key="f_it")
+        f_it = st.multiselect(
+            "Last changed in iteration", sorted(int(i) for i in queue["last_iteration"].unique()), key="f_it"
+        )
         f_text = st.text_input("Text contains", key="f_text")
     filters = {"classes": f_cls, "sources": f_src, "iterations": f_it, "text": f_text}
     _queue_row(cfg, queue, applied, sess, filters)
 
 
 @st.fragment
-def _queue_row(cfg: logic.AppConfig, queue: pd.DataFrame, applied: pd.DataFrame, sess: ReviewSession | None,
-               filters: dict) -> None:
+def _queue_row(
+    cfg: logic.AppConfig, queue: pd.DataFrame, applied: pd.DataFrame, sess: ReviewSession | None, filters: dict
+) -> None:
     """The current row and its actions: a decision reruns this part of the page only."""
     pending, _, rejects = logic.feedback_status(cfg, applied)
     if len(rejects):
-        st.warning(f"{len(rejects)} feedback row(s) or file(s) would be rejected by the next run "
-                   "(nothing from them is applied):")
+        st.warning(
+            f"{len(rejects)} feedback row(s) or file(s) would be rejected by the next run "
+            "(nothing from them is applied):"
+        )
         st.dataframe(rejects, hide_index=True, width="stretch")
     if st.session_state.get("decision_error"):
         st.error(st.session_state.pop("decision_error"))
@@ -218,9 +237,11 @@ def _queue_row(cfg: logic.AppConfig, queue: pd.DataFrame, applied: pd.DataFrame,
     done = sess.decided | logic.decided_elsewhere(cfg, sess.path) | set(applied["id"].astype(str))
     rows = logic.filter_queue(queue, exclude=done, **filters)
     shown = sess.path.relative_to(cfg.root) if sess.path.is_relative_to(cfg.root) else sess.path
-    st.caption(f"Session file: `{shown}` · {len(sess.decisions)} decision(s) this session · {len(rows)} row(s) "
-               f"left in this view · {len(pending)} pending for the next run · {len(applied)} applied by the "
-               "last run")
+    st.caption(
+        f"Session file: `{shown}` · {len(sess.decisions)} decision(s) this session · {len(rows)} row(s) "
+        f"left in this view · {len(pending)} pending for the next run · {len(applied)} applied by the "
+        "last run"
+    )
     if st.session_state.get("last_decision"):
         st.success(f"Saved: {st.session_state['last_decision']}")
     if rows.empty:
@@ -236,10 +257,12 @@ def _queue_row(cfg: logic.AppConfig, queue: pd.DataFrame, applied: pd.DataFrame,
         c[3].metric("Why queued", row["reason"], help=f"source of the current label: {row['source']}")
         _buttons(sess, row, cfg.classes)
         st.markdown("**Probabilities**")
-        st.table(logic.probability_table(row, cfg.members, cfg.classes))       # static: cheap to draw
+        st.table(logic.probability_table(row, cfg.members, cfg.classes))  # static: cheap to draw
         if isinstance(row.get("llm_label"), str) and row.get("llm_label"):
-            st.markdown(f"**LLM answer:** {row['llm_label']} (confidence {row.get('llm_confidence')}) — "
-                        f"{row.get('llm_rationale') or 'no rationale'}")
+            st.markdown(
+                f"**LLM answer:** {row['llm_label']} (confidence {row.get('llm_confidence')}) — "
+                f"{row.get('llm_rationale') or 'no rationale'}"
+            )
         else:
             st.caption("No LLM answer for this row.")
         st.markdown("**Label history**")
@@ -317,8 +340,12 @@ def main() -> None:
     if os.environ.get("SENTILOOP_REV"):
         st.sidebar.caption(f"Outputs of revision `{os.environ['SENTILOOP_REV']}`")
     page = st.sidebar.radio("Page", PAGES, key="page")
-    fn = {"Overview": page_overview, "Review queue": page_queue, "Experiments": page_experiments,
-          "Row lookup": page_lookup}[page]
+    fn = {
+        "Overview": page_overview,
+        "Review queue": page_queue,
+        "Experiments": page_experiments,
+        "Row lookup": page_lookup,
+    }[page]
     try:
         fn(cfg, L)
     except SentiloopError as e:

@@ -12,6 +12,7 @@
 Every result carries the label metrics (metrics.label_repair) and the test metrics of the
 final members' ensemble on the (clean) test rows.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -84,12 +85,17 @@ def arm_cleanlab_oof(ctx: ArmContext) -> dict:
     n_folds = int(ctx.spec.get("cleanlab_folds", 5))
     oof = out_of_fold_proba(ctx, n_folds)
     noisy = ctx.train["noisy"].to_numpy()
-    issues = find_label_issues(noisy, oof, filter_by=ctx.spec.get("cleanlab_filter_by",
-                                                                "prune_by_noise_rate"), n_jobs=1)
+    issues = find_label_issues(
+        noisy, oof, filter_by=ctx.spec.get("cleanlab_filter_by", "prune_by_noise_rate"), n_jobs=1
+    )
     np.savez(ctx.workdir / OOF_FILE, oof=oof, issues=issues)
     flipped = ctx.train["flipped"].to_numpy()
-    return {"n_flagged": int(issues.sum()), "flag_precision": float((issues & flipped).sum() / max(issues.sum(), 1)),
-            "flag_recall": float((issues & flipped).sum() / max(flipped.sum(), 1)), "folds": n_folds}
+    return {
+        "n_flagged": int(issues.sum()),
+        "flag_precision": float((issues & flipped).sum() / max(issues.sum(), 1)),
+        "flag_recall": float((issues & flipped).sum() / max(flipped.sum(), 1)),
+        "folds": n_folds,
+    }
 
 
 def _load_oof(ctx: ArmContext) -> tuple[np.ndarray, np.ndarray]:

@@ -10,6 +10,7 @@ rows keep their true labels, which is what test accuracy is scored against.
 The frame written for the arms has: id, text, split (train/test), gold (int, scoring only),
 noisy (int, what the cleaners see; == gold on test rows), flipped (bool).
 """
+
 from __future__ import annotations
 
 import csv
@@ -55,18 +56,31 @@ def iter_nsmc(path: str | Path, *, chunk_size: int = 100_000) -> Iterator[pd.Dat
     """Stream the raw file as (id, text, rating) chunks; malformed ratings raise with the line."""
     path = Path(path)
     if not path.exists():
-        raise BenchmarkDataError(f"{path}: no such file (NSMC is expected at ../shared/data/nsmc; "
-                                 f"set ${NSMC_ENV} to point elsewhere)")
-    reader = pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, dtype=str, keep_default_na=False,
-                         usecols=["id", "document", "rating"], chunksize=chunk_size,
-                         encoding="utf-8")
+        raise BenchmarkDataError(
+            f"{path}: no such file (NSMC is expected at ../shared/data/nsmc; set ${NSMC_ENV} to point elsewhere)"
+        )
+    reader = pd.read_csv(
+        path,
+        sep="\t",
+        quoting=csv.QUOTE_NONE,
+        dtype=str,
+        keep_default_na=False,
+        usecols=["id", "document", "rating"],
+        chunksize=chunk_size,
+        encoding="utf-8",
+    )
     for chunk in reader:
         rating = pd.to_numeric(chunk["rating"], errors="coerce")
         if rating.isna().any():
             bad = chunk.loc[rating.isna(), "rating"].iloc[0]
             raise BenchmarkDataError(f"{path}: rating {bad!r} is not a number")
-        yield pd.DataFrame({"id": chunk["id"].to_numpy(), "text": chunk["document"].to_numpy(),
-                            "rating": rating.astype(np.int16).to_numpy()})
+        yield pd.DataFrame(
+            {
+                "id": chunk["id"].to_numpy(),
+                "text": chunk["document"].to_numpy(),
+                "rating": rating.astype(np.int16).to_numpy(),
+            }
+        )
 
 
 def load_nsmc_binary(path: str | Path, *, max_rows: int | None = None, mapping: dict | None = None) -> pd.DataFrame:
@@ -82,8 +96,11 @@ def load_nsmc_binary(path: str | Path, *, max_rows: int | None = None, mapping: 
         seen += len(chunk)
         gold = chunk["rating"].map(mapping)
         keep = gold.notna() & (chunk["text"].str.strip() != "")
-        parts.append(pd.DataFrame({"id": chunk.loc[keep, "id"], "text": chunk.loc[keep, "text"],
-                                   "gold": gold[keep].astype(np.int64)}))
+        parts.append(
+            pd.DataFrame(
+                {"id": chunk.loc[keep, "id"], "text": chunk.loc[keep, "text"], "gold": gold[keep].astype(np.int64)}
+            )
+        )
     if not parts:
         raise BenchmarkDataError(f"{path}: no rows")
     return pd.concat(parts, ignore_index=True)
@@ -95,11 +112,11 @@ class SubsetSpec:
     n_test: int = 5_000
     seed: int = 13
     balanced: bool = True
-    noise_kind: str = "symmetric"     # symmetric | matrix
+    noise_kind: str = "symmetric"  # symmetric | matrix
     noise_rate: float = 0.3
-    noise_matrix: list[list[float]] | None = None   # rows = true class, cols = noisy class
+    noise_matrix: list[list[float]] | None = None  # rows = true class, cols = noisy class
     noise_seed: int = 17
-    pool_rows: int | None = None   # read only the first N raw rows (tiny runs); None = the whole file
+    pool_rows: int | None = None  # read only the first N raw rows (tiny runs); None = the whole file
     classes: tuple[str, ...] = field(default=CLASSES)
 
     def to_dict(self) -> dict:
@@ -123,8 +140,9 @@ def draw_subset(corpus: pd.DataFrame, spec: SubsetSpec) -> pd.DataFrame:
             pool = np.flatnonzero(corpus["gold"].to_numpy() == c)
             want = per_class_train[c] + per_class_test[c]
             if pool.size < want:
-                raise BenchmarkDataError(f"class {spec.classes[c]!r} has {pool.size} rows, "
-                                         f"a balanced subset needs {want}")
+                raise BenchmarkDataError(
+                    f"class {spec.classes[c]!r} has {pool.size} rows, a balanced subset needs {want}"
+                )
             pick = rng.choice(pool, size=want, replace=False)
             part = corpus.iloc[pick].copy()
             part["split"] = ["train"] * per_class_train[c] + ["test"] * per_class_test[c]
@@ -148,8 +166,14 @@ def plant_on_train(subset: pd.DataFrame, spec: SubsetSpec) -> tuple[pd.DataFrame
     """Add `noisy` and `flipped`: noise on train rows only, test rows untouched."""
     out = subset.copy()
     train = (out["split"] == "train").to_numpy()
-    planted = plant(out.loc[train, "gold"].to_numpy(), len(spec.classes), kind=spec.noise_kind,
-                    rate=spec.noise_rate, matrix=spec.noise_matrix, seed=spec.noise_seed)
+    planted = plant(
+        out.loc[train, "gold"].to_numpy(),
+        len(spec.classes),
+        kind=spec.noise_kind,
+        rate=spec.noise_rate,
+        matrix=spec.noise_matrix,
+        seed=spec.noise_seed,
+    )
     noisy = out["gold"].to_numpy().copy()
     noisy[train] = planted.labels
     out["noisy"] = noisy

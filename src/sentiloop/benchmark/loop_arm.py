@@ -12,6 +12,7 @@ store, setting current_label, the loop state) is the pipeline's. Without --dev t
 empty (every arm trains on the same rows), which disables the plateau criterion; the lexicon
 then calibrates on its (noisy) training labels.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -43,11 +44,26 @@ def fixed_splits(assignment: Mapping[str, str]):
 def loop_settings(cfg: Settings, source: str) -> Settings:
     """The benchmark's settings with the frame (a Parquet file with a gold column) as the corpus."""
     classes = cfg.classes
-    return cfg.merged({"data": {
-        "source": "file", "path": str(source), "format": "parquet", "encoding_errors": "strict",
-        "language": cfg.data.language, "classes": classes, "id_column": "id",
-        "text_column": "text", "label_column": "label", "gold_column": "gold_label",
-        "label_map": {c: c for c in classes}, "max_text_chars": 10**9, "filtered_labels": [], "max_rows": None}})
+    return cfg.merged(
+        {
+            "data": {
+                "source": "file",
+                "path": str(source),
+                "format": "parquet",
+                "encoding_errors": "strict",
+                "language": cfg.data.language,
+                "classes": classes,
+                "id_column": "id",
+                "text_column": "text",
+                "label_column": "label",
+                "gold_column": "gold_label",
+                "label_map": {c: c for c in classes},
+                "max_text_chars": 10**9,
+                "filtered_labels": [],
+                "max_rows": None,
+            }
+        }
+    )
 
 
 def _train_labels(db, chunk: int) -> pd.Series:
@@ -68,9 +84,14 @@ def arm_sentiloop(ctx, schedule: str, tag: str | None = None) -> dict:
 
     frame = ctx.frame
     split = frame["split"].astype(str)
-    source = pd.DataFrame({"id": frame["id"].astype(str), "text": frame["text"],
-                           "label": np.asarray(classes, dtype=object)[frame["noisy"].to_numpy()],
-                           "gold_label": np.asarray(classes, dtype=object)[frame["gold"].to_numpy()]})
+    source = pd.DataFrame(
+        {
+            "id": frame["id"].astype(str),
+            "text": frame["text"],
+            "label": np.asarray(classes, dtype=object)[frame["noisy"].to_numpy()],
+            "gold_label": np.asarray(classes, dtype=object)[frame["gold"].to_numpy()],
+        }
+    )
     source.to_parquet(L.data / "source.parquet", index=False)
     s = loop_settings(cfg, str((L.data / "source.parquet").resolve()))
     n, chunk = s.loop.max_iterations, s.loop.chunk_size
@@ -95,25 +116,38 @@ def arm_sentiloop(ctx, schedule: str, tag: str | None = None) -> dict:
         elif name in ("predict", "predict_final"):
             trace[-1].update(_test_of(result))
         elif name == "correct":
-            trace.append({"iteration": stage.k, "threshold": result.get("flip_at"),
-                          "n_changed": int(result.get("changes", 0)), "aside": result.get("aside"),
-                          "estimated_noise_rate": result.get("estimated_noise_rate"),
-                          "passed_through": bool(result.get("passed_through")),
-                          **label_state(L.store(stage.k))})
+            trace.append(
+                {
+                    "iteration": stage.k,
+                    "threshold": result.get("flip_at"),
+                    "n_changed": int(result.get("changes", 0)),
+                    "aside": result.get("aside"),
+                    "estimated_noise_rate": result.get("estimated_noise_rate"),
+                    "passed_through": bool(result.get("passed_through")),
+                    **label_state(L.store(stage.k)),
+                }
+            )
 
     with fixed_splits(dict(zip(source["id"], split))):
         summary = pipeline.run_loop(s, L, until="publish", on_stage=on_stage)
     final = label_state(L.final_store)
     # what the final models trained on: the rows not set aside (cleanlab prune's "rows kept")
-    kept = store.read_column_values(L.final_store, ["id", "current_label", "aside"],
-                                    where="split = 'train' AND aside = 0", chunk_size=chunk)
+    kept = store.read_column_values(
+        L.final_store, ["id", "current_label", "aside"], where="split = 'train' AND aside = 0", chunk_size=chunk
+    )
     kept_gold = gold.reindex(kept["id"].astype(str)).to_numpy()
-    final["training_label_accuracy"] = float(np.mean(kept["current_label"].map(index).to_numpy() == kept_gold)) \
-        if len(kept) else None
+    final["training_label_accuracy"] = (
+        float(np.mean(kept["current_label"].map(index).to_numpy() == kept_gold)) if len(kept) else None
+    )
     final["aside"] = int(len(gold) - len(kept))
-    return {**final, **_test_of_summary(summary), "trace": trace,
-            "termination_reason": summary.get("termination_reason"),
-            "iterations_run": summary.get("iterations_run"), "max_iterations": n}
+    return {
+        **final,
+        **_test_of_summary(summary),
+        "trace": trace,
+        "termination_reason": summary.get("termination_reason"),
+        "iterations_run": summary.get("iterations_run"),
+        "max_iterations": n,
+    }
 
 
 def _test_of(ev: dict) -> dict:

@@ -5,6 +5,7 @@ overrides the sentiloop arm runs with (sentiloop.settings.compose_settings), so 
 holds by construction: the baselines and the loop build `build_model(kind, classes,
 settings.member_config(kind), language, seed)` alike, and score with sentiloop.ensemble.
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
@@ -16,8 +17,9 @@ from sentiloop.models import build_model
 from sentiloop.settings import Settings
 
 
-def fit_members(cfg: Settings, texts: Sequence[str], labels: np.ndarray, *,
-                seed: int, init_from: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def fit_members(
+    cfg: Settings, texts: Sequence[str], labels: np.ndarray, *, seed: int, init_from: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     models = {}
     for kind in cfg.members:
         model = build_model(kind, cfg.classes, cfg.member_config(kind), language=cfg.data.language, seed=seed)

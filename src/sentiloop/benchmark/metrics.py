@@ -6,6 +6,7 @@ repaired / planted errors. For pruning arms the "correction" is a removal: preci
 rows that were mislabelled / removed rows, recall = mislabelled rows removed / planted errors,
 and label accuracy is over the rows kept.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,11 +19,15 @@ def label_repair(gold, noisy, final, *, kept=None) -> dict:
     """Label accuracy vs gold and precision/recall of the changes (or removals, with `kept`):
     sentiloop.evaluation.label_quality under the benchmark tables' names."""
     q = label_quality(gold, noisy, final, kept=kept)
-    return {"label_accuracy": q["label_accuracy"], "n_train": q["n_train"], "n_corrections": q["corrections"],
-            "correction_precision": q["correction_precision"], "correction_recall": q["correction_recall"]}
+    return {
+        "label_accuracy": q["label_accuracy"],
+        "n_train": q["n_train"],
+        "n_corrections": q["corrections"],
+        "correction_precision": q["correction_precision"],
+        "correction_recall": q["correction_recall"],
+    }
 
 
 def score_test_set(gold, pred, n_classes: int) -> dict:
     gold, pred = np.asarray(gold), np.asarray(pred)
-    return {"test_accuracy": float(accuracy_score(gold, pred)),
-            "test_macro_f1": macro_f1(gold, pred, n_classes)}
+    return {"test_accuracy": float(accuracy_score(gold, pred)), "test_macro_f1": macro_f1(gold, pred, n_classes)}

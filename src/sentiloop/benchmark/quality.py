@@ -3,6 +3,7 @@
 `bench/quality.py` (and `make bench`) is the command line; `run_quality` is what it calls and
 what the CI test calls with tiny sizes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,29 +44,38 @@ class QualityRun:
     timeout_per_arm: float | None = None
 
     def arms(self) -> list[str]:
-        return (["none", "cleanlab_oof", "cleanlab_relabel", "cleanlab_prune"]
-                + [f"sentiloop:{s}" for s in self.schedules]
-                + [f"sentiloop:{s}@{v}" for v in self.variants for s in self.schedules] + ["ceiling"])
+        return (
+            ["none", "cleanlab_oof", "cleanlab_relabel", "cleanlab_prune"]
+            + [f"sentiloop:{s}" for s in self.schedules]
+            + [f"sentiloop:{s}@{v}" for v in self.variants for s in self.schedules]
+            + ["ceiling"]
+        )
 
     def hydra_overrides(self) -> list[str]:
         members = ",".join(self.members)
         data = "nsmc3" if len(self.subset.classes) == 3 else "nsmc"
-        return [f"data={data}", f"ensemble.members=[{members}]", f"seed={self.model_seed}",
-                *self.overrides]
+        return [f"data={data}", f"ensemble.members=[{members}]", f"seed={self.model_seed}", *self.overrides]
 
 
 def run_quality(run: QualityRun, *, log=print) -> dict:
     nsmc = Path(run.nsmc_path) if run.nsmc_path else find_nsmc(REPO_ROOT)
     if nsmc is None or not nsmc.exists():
-        raise BenchmarkDataError("NSMC not found: expected ../shared/data/nsmc/nsmc_reviews.tsv.gz "
-                                 "beside the repository (or pass --nsmc / set $SENTILOOP_NSMC)")
+        raise BenchmarkDataError(
+            "NSMC not found: expected ../shared/data/nsmc/nsmc_reviews.tsv.gz "
+            "beside the repository (or pass --nsmc / set $SENTILOOP_NSMC)"
+        )
     workdir = Path(run.workdir)
     t0 = time.perf_counter()
     frame = build_benchmark_frame(nsmc, run.subset)
-    spec = {"subset": run.subset.to_dict(), "members": list(run.members),
-            "overrides": run.hydra_overrides(), "model_seed": run.model_seed,
-            "cleanlab_folds": run.cleanlab_folds, "nsmc": str(nsmc),
-            "variants": {k: list(v) for k, v in run.variants.items()}}
+    spec = {
+        "subset": run.subset.to_dict(),
+        "members": list(run.members),
+        "overrides": run.hydra_overrides(),
+        "model_seed": run.model_seed,
+        "cleanlab_folds": run.cleanlab_folds,
+        "nsmc": str(nsmc),
+        "variants": {k: list(v) for k, v in run.variants.items()},
+    }
     write_workdir(workdir, frame, spec)
     log(f"prepared {len(frame):,} rows in {time.perf_counter() - t0:.1f}s -> {workdir}")
     tokens = None
@@ -74,21 +84,31 @@ def run_quality(run: QualityRun, *, log=print) -> dict:
         cache.unlink()
     if run.token_cache:
         tokens = pretokenize(workdir, frame["text"].tolist(), "ko")
-        log(f"tokenized {tokens['texts']:,} texts once in {tokens['seconds']:.1f}s "
-            f"({tokens['texts'] / tokens['seconds']:,.0f}/s) into the token cache")
+        log(
+            f"tokenized {tokens['texts']:,} texts once in {tokens['seconds']:.1f}s "
+            f"({tokens['texts'] / tokens['seconds']:,.0f}/s) into the token cache"
+        )
     load_before = _loadavg()
     results: dict[str, dict] = {}
     for arm in run.arms():
         log(f"arm {arm} ...")
         results[arm] = run_arm(workdir, arm, timeout=run.timeout_per_arm, isolate=run.isolate)
         r = results[arm]
-        log(f"  {arm}: label acc {r.get('label_accuracy')}, test F1 {r.get('test_macro_f1')}, "
-            f"{r['wall_s']:.1f}s, {r['peak_rss_mb']:.0f} MiB")
+        log(
+            f"  {arm}: label acc {r.get('label_accuracy')}, test F1 {r.get('test_macro_f1')}, "
+            f"{r['wall_s']:.1f}s, {r['peak_rss_mb']:.0f} MiB"
+        )
     rows = _table_rows(results)
-    summary = {"spec": spec, "rows": rows, "tokens": tokens, "oof": results.get("cleanlab_oof"),
-               "machine": machine_description(), "load_before": load_before,
-               "load_after": _loadavg(),
-               "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    summary = {
+        "spec": spec,
+        "rows": rows,
+        "tokens": tokens,
+        "oof": results.get("cleanlab_oof"),
+        "machine": machine_description(),
+        "load_before": load_before,
+        "load_after": _loadavg(),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
     (workdir / "results.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False))
     return summary
 
@@ -115,29 +135,44 @@ def _loadavg() -> list[float] | None:
         return None
 
 
-def write_report(summary: dict, *, doc: str | Path, plot: str | Path, command: str,
-                 section: str = SECTION, heading: str | None = None) -> None:
+def write_report(
+    summary: dict,
+    *,
+    doc: str | Path,
+    plot: str | Path,
+    command: str,
+    section: str = SECTION,
+    heading: str | None = None,
+) -> None:
     rows = summary["rows"]
     plot = Path(plot)
     plot_iterations(rows, plot, title=_plot_title(summary))
     doc = Path(doc)
     rel_plot = os.path.relpath(plot.resolve(), doc.resolve().parent)
-    replace_section(doc, section, render_section(summary, command=command, plot_ref=rel_plot),
-                    heading=heading or "Label quality: planted noise on NSMC vs cleanlab and the gold ceiling")
+    replace_section(
+        doc,
+        section,
+        render_section(summary, command=command, plot_ref=rel_plot),
+        heading=heading or "Label quality: planted noise on NSMC vs cleanlab and the gold ceiling",
+    )
 
 
 def _plot_title(summary: dict) -> str:
     s = summary["spec"]["subset"]
-    noise = (f"symmetric {s['noise_rate']:.0%}" if s["noise_kind"] == "symmetric"
-             else f"matrix {s['noise_matrix']}")
-    return (f"NSMC {s['n_train']:,} train / {s['n_test']:,} test, {noise} noise, "
-            f"members: {', '.join(summary['spec']['members'])}")
+    noise = f"symmetric {s['noise_rate']:.0%}" if s["noise_kind"] == "symmetric" else f"matrix {s['noise_matrix']}"
+    return (
+        f"NSMC {s['n_train']:,} train / {s['n_test']:,} test, {noise} noise, "
+        f"members: {', '.join(summary['spec']['members'])}"
+    )
 
 
 def render_section(summary: dict, *, command: str, plot_ref: str) -> str:
     spec, s = summary["spec"], summary["spec"]["subset"]
-    noise = (f"symmetric, rate {s['noise_rate']}" if s["noise_kind"] == "symmetric"
-             else f"class-conditional matrix (rows = true, cols = noisy) {s['noise_matrix']}")
+    noise = (
+        f"symmetric, rate {s['noise_rate']}"
+        if s["noise_kind"] == "symmetric"
+        else f"class-conditional matrix (rows = true, cols = noisy) {s['noise_matrix']}"
+    )
     lines = [
         f"Measured {summary['date']} on {summary['machine']}. Load average before/after: "
         f"{summary['load_before']} / {summary['load_after']} (the machine is shared with other "
@@ -171,24 +206,36 @@ def render_section(summary: dict, *, command: str, plot_ref: str) -> str:
     ]
     oof = summary.get("oof")
     if oof:
-        lines += [f"cleanlab flagged {oof['n_flagged']:,} rows (precision {oof['flag_precision']:.3f}, "
-                  f"recall {oof['flag_recall']:.3f} against the planted flips).", ""]
+        lines += [
+            f"cleanlab flagged {oof['n_flagged']:,} rows (precision {oof['flag_precision']:.3f}, "
+            f"recall {oof['flag_recall']:.3f} against the planted flips).",
+            "",
+        ]
     traces = [r for r in summary["rows"] if r.get("trace")]
     variants = summary["spec"].get("variants") or {}
     if variants:
-        lines += ["Variants (extra loop overrides, same data and members): "
-                  + "; ".join(f"`{k}`: `{' '.join(v)}`" for k, v in variants.items()) + ".", ""]
+        lines += [
+            "Variants (extra loop overrides, same data and members): "
+            + "; ".join(f"`{k}`: `{' '.join(v)}`" for k, v in variants.items())
+            + ".",
+            "",
+        ]
     if traces:
-        lines += ["<details><summary>Per iteration (iteration 0 = members trained on the noisy labels)</summary>", "",
-                  "| Loop | Iteration | Threshold | Changed | Train label acc. | Test macro-F1 |",
-                  "|---|---:|---:|---:|---:|---:|"]
+        lines += [
+            "<details><summary>Per iteration (iteration 0 = members trained on the noisy labels)</summary>",
+            "",
+            "| Loop | Iteration | Threshold | Changed | Train label acc. | Test macro-F1 |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
         for r in traces:
             for t in r["trace"]:
                 thr = t.get("threshold")
                 f1 = t.get("test_macro_f1")
-                lines.append(f"| {r['arm'].split(':', 1)[1]} | {t['iteration']} | "
-                             f"{'–' if thr is None else f'{thr:.3f}'} | {t.get('n_changed', 0):,} | "
-                             f"{t['label_accuracy']:.4f} | {'–' if f1 is None else f'{f1:.4f}'} |")
+                lines.append(
+                    f"| {r['arm'].split(':', 1)[1]} | {t['iteration']} | "
+                    f"{'–' if thr is None else f'{thr:.3f}'} | {t.get('n_changed', 0):,} | "
+                    f"{t['label_accuracy']:.4f} | {'–' if f1 is None else f'{f1:.4f}'} |"
+                )
         lines += ["", "</details>", ""]
     lines += [f"![label accuracy and test macro-F1 per iteration]({plot_ref})", ""]
     return "\n".join(lines)
@@ -197,15 +244,18 @@ def render_section(summary: dict, *, command: str, plot_ref: str) -> str:
 def _tokens_line(tokens: dict | None) -> str:
     if not tokens:
         return "- No token cache: every fit and predict tokenized its texts with Kiwi."
-    return (f"- Tokens: the {tokens['texts']:,} texts were tokenized once with Kiwi "
-            f"({tokens['seconds']:.1f} s, {tokens['texts'] / tokens['seconds']:,.0f} texts/s, not in "
-            f"any arm's wall time) into an on-disk token cache that every arm reads "
-            f"(sentiloop.text.token_cache); the arms' wall times are model work.")
+    return (
+        f"- Tokens: the {tokens['texts']:,} texts were tokenized once with Kiwi "
+        f"({tokens['seconds']:.1f} s, {tokens['texts'] / tokens['seconds']:,.0f} texts/s, not in "
+        f"any arm's wall time) into an on-disk token cache that every arm reads "
+        f"(sentiloop.text.token_cache); the arms' wall times are model work."
+    )
 
 
 def _cleanlab_version() -> str:
     try:
         from importlib.metadata import version
+
         return version("cleanlab")
     except Exception:  # pragma: no cover - cleanlab is a dependency
         return "?"
@@ -233,38 +283,61 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", type=int, default=5_000, help="test rows (clean)")
     p.add_argument("--subset-seed", type=int, default=13)
     p.add_argument("--imbalanced", action="store_true", help="keep NSMC's natural class mix")
-    p.add_argument("--three-class", action="store_true",
-                   help="nsmc3: ratings 1-4 negative, 5-8 neutral, 9-10 positive (data=nsmc3)")
-    p.add_argument("--pool-rows", type=int, default=None,
-                   help="draw from the first N raw rows only (quick runs); default: the whole file")
+    p.add_argument(
+        "--three-class",
+        action="store_true",
+        help="nsmc3: ratings 1-4 negative, 5-8 neutral, 9-10 positive (data=nsmc3)",
+    )
+    p.add_argument(
+        "--pool-rows",
+        type=int,
+        default=None,
+        help="draw from the first N raw rows only (quick runs); default: the whole file",
+    )
     p.add_argument("--noise", choices=("symmetric", "matrix"), default="symmetric")
     p.add_argument("--rate", type=float, default=0.3, help="symmetric flip rate")
-    p.add_argument("--matrix", type=parse_matrix, default=None,
-                   help="class-conditional noise matrix T[true,noisy], e.g. '0.8,0.2;0.4,0.6'")
+    p.add_argument(
+        "--matrix",
+        type=parse_matrix,
+        default=None,
+        help="class-conditional noise matrix T[true,noisy], e.g. '0.8,0.2;0.4,0.6'",
+    )
     p.add_argument("--noise-seed", type=int, default=17)
     p.add_argument("--model-seed", type=int, default=42)
     p.add_argument("--members", default="lexicon", help="comma-separated ensemble members")
     p.add_argument("--schedules", default=",".join(SCHEDULES))
     p.add_argument("--folds", type=int, default=5, help="cleanlab out-of-fold folds")
-    p.add_argument("--override", action="append", default=[],
-                   help="extra Hydra override for every arm, e.g. loop.max_iterations=5")
-    p.add_argument("--variant", action="append", default=[], metavar="NAME=OVERRIDE[,OVERRIDE...]",
-                   help="also run every schedule with these loop overrides, e.g. "
-                        "'oof=loop.cross_fit=5,loop.max_iterations=5' (replaces the default variants: "
-                        + "; ".join(f"{k}: {' '.join(v)}" for k, v in DEFAULT_VARIANTS.items()) + ")")
+    p.add_argument(
+        "--override", action="append", default=[], help="extra Hydra override for every arm, e.g. loop.max_iterations=5"
+    )
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=OVERRIDE[,OVERRIDE...]",
+        help="also run every schedule with these loop overrides, e.g. "
+        "'oof=loop.cross_fit=5,loop.max_iterations=5' (replaces the default variants: "
+        + "; ".join(f"{k}: {' '.join(v)}" for k, v in DEFAULT_VARIANTS.items())
+        + ")",
+    )
     p.add_argument("--no-variants", action="store_true", help="only the configured loop, per schedule")
     p.add_argument("--nsmc", default=None, help="path to nsmc_reviews.tsv.gz")
     p.add_argument("--workdir", default="bench/out/quality")
     p.add_argument("--doc", default="docs/benchmarks.md")
     p.add_argument("--plot", default="docs/img/bench_quality.png")
     p.add_argument("--no-doc", action="store_true", help="print the table, do not touch docs/")
-    p.add_argument("--section", default=SECTION,
-                   help="name of the docs/benchmarks.md section to (re)write, for a second table")
+    p.add_argument(
+        "--section", default=SECTION, help="name of the docs/benchmarks.md section to (re)write, for a second table"
+    )
     p.add_argument("--heading", default=None, help="heading of a new section")
-    p.add_argument("--no-token-cache", action="store_true",
-                   help="tokenize inside every fit/predict instead of once per run")
-    p.add_argument("--in-process", action="store_true",
-                   help="run arms in this process (faster, but peak memory is then cumulative)")
+    p.add_argument(
+        "--no-token-cache", action="store_true", help="tokenize inside every fit/predict instead of once per run"
+    )
+    p.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run arms in this process (faster, but peak memory is then cumulative)",
+    )
     return p
 
 
@@ -274,23 +347,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.noise == "matrix" and args.matrix is None:
         build_parser().error("--noise matrix needs --matrix")
     run = QualityRun(
-        subset=SubsetSpec(n_train=args.train, n_test=args.test, seed=args.subset_seed,
-                          balanced=not args.imbalanced, noise_kind=args.noise,
-                          noise_rate=args.rate, noise_matrix=args.matrix, noise_seed=args.noise_seed,
-                          pool_rows=args.pool_rows,
-                          **({"classes": THREE_CLASSES} if args.three_class else {})),
+        subset=SubsetSpec(
+            n_train=args.train,
+            n_test=args.test,
+            seed=args.subset_seed,
+            balanced=not args.imbalanced,
+            noise_kind=args.noise,
+            noise_rate=args.rate,
+            noise_matrix=args.matrix,
+            noise_seed=args.noise_seed,
+            pool_rows=args.pool_rows,
+            **({"classes": THREE_CLASSES} if args.three_class else {}),
+        ),
         members=tuple(m.strip() for m in args.members.split(",") if m.strip()),
         schedules=tuple(s.strip() for s in args.schedules.split(",") if s.strip()),
-        variants=({} if args.no_variants else
-                  dict(parse_variant(v) for v in args.variant) if args.variant else dict(DEFAULT_VARIANTS)),
-        overrides=tuple(args.override), model_seed=args.model_seed, cleanlab_folds=args.folds,
-        nsmc_path=args.nsmc, workdir=args.workdir, isolate=not args.in_process,
-        token_cache=not args.no_token_cache)
+        variants=(
+            {}
+            if args.no_variants
+            else dict(parse_variant(v) for v in args.variant)
+            if args.variant
+            else dict(DEFAULT_VARIANTS)
+        ),
+        overrides=tuple(args.override),
+        model_seed=args.model_seed,
+        cleanlab_folds=args.folds,
+        nsmc_path=args.nsmc,
+        workdir=args.workdir,
+        isolate=not args.in_process,
+        token_cache=not args.no_token_cache,
+    )
     summary = run_quality(run)
     command = "python bench/quality.py" + ("" if not argv else " " + " ".join(shlex.quote(a) for a in argv))
     print(markdown_table(summary["rows"]))
     if not args.no_doc:
-        write_report(summary, doc=args.doc, plot=args.plot, command=command, section=args.section,
-                     heading=args.heading)
+        write_report(summary, doc=args.doc, plot=args.plot, command=command, section=args.section, heading=args.heading)
         print(f"wrote {args.doc} and {args.plot}")
     return 0

@@ -3,6 +3,7 @@
 Each benchmark owns one section of docs/benchmarks.md between HTML-comment markers, so a rerun
 replaces its own figures and leaves everyone else's text alone.
 """
+
 from __future__ import annotations
 
 import re
@@ -59,8 +60,10 @@ def markdown_table(results: Sequence[dict]) -> str:
     missing = [(r.get("arm"), key) for r in results for key, _ in COLUMNS if key not in r]
     if missing:
         raise ValueError(f"results lack table columns: {missing[:5]}")
-    lines = ["| " + " | ".join(h for _, h in COLUMNS) + " |",
-             "|" + "|".join(["---"] + ["---:"] * (len(COLUMNS) - 1)) + "|"]
+    lines = [
+        "| " + " | ".join(h for _, h in COLUMNS) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(COLUMNS) - 1)) + "|",
+    ]
     for r in results:
         cells = [arm_label(r["arm"])] + [_fmt(k, r[k]) for k, _ in COLUMNS[1:]]
         lines.append("| " + " | ".join(cells) + " |")
@@ -75,6 +78,7 @@ def plot_iterations(results: Sequence[dict], path: str | Path, *, title: str = "
     import matplotlib.pyplot as plt
 
     from sentiloop.fonts import use_cjk_font
+
     use_cjk_font()
 
     path = Path(path)
@@ -86,15 +90,24 @@ def plot_iterations(results: Sequence[dict], path: str | Path, *, title: str = "
     variants = list(dict.fromkeys(r["arm"].partition("@")[2] for r in loops))
     colors = dict(zip(schedules, ["tab:blue", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive"] * 3))
     styles = dict(zip(variants, [("-", "o"), ("--", "s"), (":", "^"), ("-.", "v")] * 3))
-    for ax, key, name in ((axes[0], "label_accuracy", "train label accuracy vs gold"),
-                          (axes[1], "test_macro_f1", "test macro-F1")):
+    for ax, key, name in (
+        (axes[0], "label_accuracy", "train label accuracy vs gold"),
+        (axes[1], "test_macro_f1", "test macro-F1"),
+    ):
         for r in loops:
             schedule, _, variant = r["arm"].split(":", 1)[1].partition("@")
             its = [t["iteration"] for t in r["trace"] if t.get(key) is not None]
             vals = [t[key] for t in r["trace"] if t.get(key) is not None]
             line, marker = styles[variant]
-            ax.plot(its, vals, color=colors[schedule], linestyle=line, marker=marker, markersize=4,
-                    label=schedule + (f" @{variant}" if variant else ""))
+            ax.plot(
+                its,
+                vals,
+                color=colors[schedule],
+                linestyle=line,
+                marker=marker,
+                markersize=4,
+                label=schedule + (f" @{variant}" if variant else ""),
+            )
         for r in results:
             style = BASELINE_STYLE.get(r["arm"])
             if style and r.get(key) is not None:

@@ -8,6 +8,7 @@ the whole process, native allocations such as Kiwi's and torch's included). The 
 wall time it measured around the child (interpreter start and imports included: what a user
 waits for).
 """
+
 from __future__ import annotations
 
 import json
@@ -77,6 +78,7 @@ def child_env(workdir: Path | None = None) -> dict:
     env = dict(os.environ)
     if workdir is not None and (Path(workdir) / TOKEN_CACHE).exists():
         from sentiloop.text.token_cache import ENV_VAR
+
         env[ENV_VAR] = str((Path(workdir) / TOKEN_CACHE).resolve())
     paths = [str(SRC_ROOT), str(REPO_ROOT)]
     if env.get("PYTHONPATH"):
@@ -98,12 +100,18 @@ def run_arm(workdir: Path, arm: str, *, timeout: float | None = None, isolate: b
         out.unlink()
     start = time.perf_counter()
     if isolate:
-        proc = subprocess.run([sys.executable, "-m", "sentiloop.benchmark.runner", str(workdir), arm],
-                              env=child_env(workdir), capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            [sys.executable, "-m", "sentiloop.benchmark.runner", str(workdir), arm],
+            env=child_env(workdir),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if proc.returncode != 0 or not out.exists():
             raise ArmFailed(f"arm {arm!r} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
     else:
         from sentiloop.text.token_cache import use_token_cache
+
         cache = workdir / TOKEN_CACHE
         if cache.exists():
             with use_token_cache(cache):
@@ -143,9 +151,15 @@ def child_main(argv: Sequence[str]) -> None:
     ctx = ArmContext(frame, cfg, spec, workdir)
     t0 = time.perf_counter()
     result = get_arm(arm)(ctx)
-    result.update({"arm": arm, "run_s": time.perf_counter() - t0, "peak_rss_mb": peak_rss_mb(),
-                   "members": cfg.members,
-                   "schedule": cfg.schedule.name if arm.startswith("sentiloop:") else None})
+    result.update(
+        {
+            "arm": arm,
+            "run_s": time.perf_counter() - t0,
+            "peak_rss_mb": peak_rss_mb(),
+            "members": cfg.members,
+            "schedule": cfg.schedule.name if arm.startswith("sentiloop:") else None,
+        }
+    )
     (workdir / ARMS_DIR / f"{_safe(arm)}.json").write_text(json.dumps(result, indent=1))
 
 

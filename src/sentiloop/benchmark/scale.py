@@ -14,6 +14,7 @@ Throughput (sentences/s, one process, this machine's 2 cores): Kiwi tokenization
 each member's scoring of already tokenized text, then each member's predict_proba on raw text
 with the token cache warm (what the pipeline's predict stage does once the corpus is tokenized).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,6 +67,7 @@ def write_sample(src: Path, dst: Path, n_rows: int, seed: int, total: int | None
 # --- stage workers (each runs in its own subprocess) ----------------------------------------
 def _settings(workdir: Path):
     from sentiloop.settings import from_dict
+
     return from_dict(json.loads((workdir / "params.json").read_text()))
 
 
@@ -106,8 +108,13 @@ def stage_main(argv: Sequence[str]) -> None:
         info = {"changes": rec.get("changes"), "aside": rec.get("aside")}
     else:
         raise SystemExit(f"unknown stage {stage!r}; one of {STAGES}")
-    out = {"stage": stage, "seconds": time.perf_counter() - t0, "peak_rss_mb": peak_rss_mb(),
-           "end_rss_mb": current_rss_mb(), "info": info}
+    out = {
+        "stage": stage,
+        "seconds": time.perf_counter() - t0,
+        "peak_rss_mb": peak_rss_mb(),
+        "end_rss_mb": current_rss_mb(),
+        "info": info,
+    }
     (size_dir / f"stage_{stage}.json").write_text(json.dumps(out, indent=1, default=str))
 
 
@@ -122,6 +129,7 @@ def fit_main(argv: Sequence[str]) -> None:
     lmap = {int(k): classes.index(v) for k, v in s.data.label_map.items()}
     frames = [c for c in iter_nsmc(_nsmc(workdir))]
     import pandas as pd
+
     corpus = pd.concat(frames, ignore_index=True)
     corpus = corpus[corpus["text"].str.strip() != ""]
     pick = np.random.default_rng(s.seed).choice(len(corpus), size=n_train, replace=False)
@@ -152,7 +160,7 @@ def throughput_main(argv: Sequence[str]) -> None:
     # each member gets its own slice (the LSTM and BiLSTM share a per-process token memo)
     texts, fresh = _split_texts(_first_texts(_nsmc(workdir), 2 * max(n, fresh_n) + 2000), n, fresh_n)
     res: dict = {"n": len(texts), "n_fresh": len(fresh)}
-    tokenize_list(texts[:50], "ko")                       # load Kiwi outside the timing
+    tokenize_list(texts[:50], "ko")  # load Kiwi outside the timing
     t0 = time.perf_counter()
     tokens = tokenize_list(texts, "ko")
     res["kiwi_tokenize_per_s"] = len(texts) / (time.perf_counter() - t0)
@@ -160,19 +168,19 @@ def throughput_main(argv: Sequence[str]) -> None:
     if cache_path.exists():
         cache_path.unlink()
     with use_token_cache(cache_path):
-        tokenize_list(texts, "ko")                        # fill (misses), not timed
+        tokenize_list(texts, "ko")  # fill (misses), not timed
     members = {}
     for i, member in enumerate(kinds):
         model = load_model(workdir / "models" / member)
         m: dict = {}
-        if member == "lexicon":                           # scores tokens directly
+        if member == "lexicon":  # scores tokens directly
             model.predict_proba_tokens(tokens[:100])
             t0 = time.perf_counter()
             model.predict_proba_tokens(tokens)
             m["score_tokens_per_s"] = len(texts) / (time.perf_counter() - t0)
         if member == "bilstm":
             # the network alone: ids from the tokens above, then the batched forward pass
-            model.predict_proba(texts[:50])               # warm up, and torch's thread settings
+            model.predict_proba(texts[:50])  # warm up, and torch's thread settings
             t0 = time.perf_counter()
             ids, lens = model.vocab.encode_tokens(tokens, padding="post", return_lengths=True)
             model._proba_ids(ids, lens)
@@ -182,9 +190,9 @@ def throughput_main(argv: Sequence[str]) -> None:
             t0 = time.perf_counter()
             model.predict_proba(texts)
             m["predict_cached_per_s"] = len(texts) / (time.perf_counter() - t0)
-        part = fresh[i * per_member_fresh:(i + 1) * per_member_fresh]
+        part = fresh[i * per_member_fresh : (i + 1) * per_member_fresh]
         t0 = time.perf_counter()
-        model.predict_proba(part)                          # never seen: Kiwi tokenizes them
+        model.predict_proba(part)  # never seen: Kiwi tokenizes them
         m["predict_uncached_per_s"] = len(part) / (time.perf_counter() - t0)
         members[member] = m
     res["members"] = members
@@ -232,18 +240,33 @@ def fill_cache_main(argv: Sequence[str]) -> None:
             n += sum(1 for _ in tokenize_many(texts, "ko", negation=True))
         misses, distinct = cache.misses, len(cache)
     seconds = time.perf_counter() - t0
-    (workdir / "fill.json").write_text(json.dumps({
-        "texts": n, "tokenized": misses, "distinct": distinct, "seconds": seconds,
-        "per_s": misses / seconds if seconds else None, "peak_rss_mb": peak_rss_mb(),
-        "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "load_after": [round(x, 2) for x in __import__("os").getloadavg()]}, indent=1))
+    (workdir / "fill.json").write_text(
+        json.dumps(
+            {
+                "texts": n,
+                "tokenized": misses,
+                "distinct": distinct,
+                "seconds": seconds,
+                "per_s": misses / seconds if seconds else None,
+                "peak_rss_mb": peak_rss_mb(),
+                "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                "load_after": [round(x, 2) for x in __import__("os").getloadavg()],
+            },
+            indent=1,
+        )
+    )
 
 
 # --- orchestration -------------------------------------------------------------------------
 def _run(module_args: list[str], *, timeout: float | None, env: dict) -> float:
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "sentiloop.benchmark.scale", *module_args],
-                          env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sentiloop.benchmark.scale", *module_args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"{module_args} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
     return time.perf_counter() - t0
@@ -251,16 +274,36 @@ def _run(module_args: list[str], *, timeout: float | None, env: dict) -> float:
 
 def compose_params(members: Sequence[str], overrides: Sequence[str], chunk: int) -> dict:
     from sentiloop.settings import compose
-    return compose(["data=nsmc3", "data.max_rows=null", f"ensemble.members=[{','.join(members)}]",
-                    "loop.max_iterations=1", f"loop.chunk_size={chunk}",
-                    # one fixed model judges in-sample: the stages' memory, not the rule's quality
-                    "loop.cross_fit=0", *overrides])
+
+    return compose(
+        [
+            "data=nsmc3",
+            "data.max_rows=null",
+            f"ensemble.members=[{','.join(members)}]",
+            "loop.max_iterations=1",
+            f"loop.chunk_size={chunk}",
+            # one fixed model judges in-sample: the stages' memory, not the rule's quality
+            "loop.cross_fit=0",
+            *overrides,
+        ]
+    )
 
 
-def run_scale(*, sizes: Sequence[int], members: Sequence[str], workdir: Path, train_rows: int,
-              throughput_rows: int, overrides: Sequence[str] = (), token_cache: bool = True,
-              chunk: int = 5000, seed: int = 7, log=print, timeout: float | None = None,
-              fill_cache: bool = False) -> dict:
+def run_scale(
+    *,
+    sizes: Sequence[int],
+    members: Sequence[str],
+    workdir: Path,
+    train_rows: int,
+    throughput_rows: int,
+    overrides: Sequence[str] = (),
+    token_cache: bool = True,
+    chunk: int = 5000,
+    seed: int = 7,
+    log=print,
+    timeout: float | None = None,
+    fill_cache: bool = False,
+) -> dict:
     nsmc = find_nsmc(REPO_ROOT)
     if nsmc is None:
         raise FileNotFoundError("NSMC not found beside the repository (../shared/data/nsmc)")
@@ -269,10 +312,15 @@ def run_scale(*, sizes: Sequence[int], members: Sequence[str], workdir: Path, tr
     (workdir / "params.json").write_text(json.dumps(params, indent=1, ensure_ascii=False))
     (workdir / "nsmc.txt").write_text(str(nsmc.resolve()))
     env = child_env()
-    summary: dict = {"members": list(members), "sizes": {}, "token_cache": token_cache,
-                     "machine": machine_description(), "chunk_size": chunk,
-                     "started": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                     "load_before": [round(x, 2) for x in __import__("os").getloadavg()]}
+    summary: dict = {
+        "members": list(members),
+        "sizes": {},
+        "token_cache": token_cache,
+        "machine": machine_description(),
+        "chunk_size": chunk,
+        "started": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "load_before": [round(x, 2) for x in __import__("os").getloadavg()],
+    }
     if not (workdir / "fit.json").exists() or set(json.loads((workdir / "fit.json").read_text())) != set(members):
         log(f"fitting {', '.join(members)} on {train_rows:,} rows ...")
         _run(["fit", str(workdir), str(train_rows)], timeout=timeout, env=env)
@@ -300,6 +348,7 @@ def run_scale(*, sizes: Sequence[int], members: Sequence[str], workdir: Path, tr
         stage_env = dict(env)
         if token_cache:
             from sentiloop.text.token_cache import ENV_VAR
+
             stage_env[ENV_VAR] = str((workdir / "tokens.sqlite").resolve())
         stages = {}
         for stage in STAGES:
@@ -307,11 +356,16 @@ def run_scale(*, sizes: Sequence[int], members: Sequence[str], workdir: Path, tr
             rec = json.loads((size_dir / f"stage_{stage}.json").read_text())
             rec["wall_s"] = wall
             stages[stage] = rec
-            log(f"  {stage}: {rec['seconds']:.1f}s in-stage, {wall:.1f}s wall, peak {rec['peak_rss_mb']:.0f} MiB "
-                f"{rec['info']}")
+            log(
+                f"  {stage}: {rec['seconds']:.1f}s in-stage, {wall:.1f}s wall, peak {rec['peak_rss_mb']:.0f} MiB "
+                f"{rec['info']}"
+            )
         rows = stages["ingest"]["info"].get("kept")
-        summary["sizes"][str(size)] = {"rows": rows, "stages": stages,
-                                       "peak_rss_mb": max(s["peak_rss_mb"] for s in stages.values())}
+        summary["sizes"][str(size)] = {
+            "rows": rows,
+            "stages": stages,
+            "peak_rss_mb": max(s["peak_rss_mb"] for s in stages.values()),
+        }
     summary["load_after"] = [round(x, 2) for x in __import__("os").getloadavg()]
     (workdir / "scale.json").write_text(json.dumps(summary, indent=1))
     return summary
@@ -320,28 +374,37 @@ def run_scale(*, sizes: Sequence[int], members: Sequence[str], workdir: Path, tr
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("stage", "fit", "throughput", "fill-cache"):
-        {"stage": stage_main, "fit": fit_main, "throughput": throughput_main,
-         "fill-cache": fill_cache_main}[argv[0]](argv[1:])
+        {"stage": stage_main, "fit": fit_main, "throughput": throughput_main, "fill-cache": fill_cache_main}[argv[0]](
+            argv[1:]
+        )
         return 0
-    p = argparse.ArgumentParser(prog="bench/scale.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="bench/scale.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--sizes", default=f"{FULL_ROWS // 10},{FULL_ROWS}")
     p.add_argument("--members", default="lexicon")
     p.add_argument("--train-rows", type=int, default=20_000)
     p.add_argument("--throughput-rows", type=int, default=20_000)
     p.add_argument("--chunk-size", type=int, default=5000)
     p.add_argument("--override", action="append", default=[])
-    p.add_argument("--no-token-cache", action="store_true",
-                   help="stages tokenize with Kiwi every time (no SENTILOOP_TOKEN_CACHE)")
-    p.add_argument("--fill-cache", action="store_true",
-                   help="first tokenize the whole corpus once into the cache (timed, reported)")
+    p.add_argument(
+        "--no-token-cache", action="store_true", help="stages tokenize with Kiwi every time (no SENTILOOP_TOKEN_CACHE)"
+    )
+    p.add_argument(
+        "--fill-cache",
+        action="store_true",
+        help="first tokenize the whole corpus once into the cache (timed, reported)",
+    )
     p.add_argument("--workdir", default="bench/out/scale")
     p.add_argument("--doc", default="docs/benchmarks.md")
     p.add_argument("--no-doc", action="store_true")
     p.add_argument("--section", default=SECTION, help="docs/benchmarks.md section to (re)write")
     p.add_argument("--heading", default=None)
-    p.add_argument("--token-cache-from", default=None,
-                   help="reuse another work directory's filled token cache (tokens.sqlite + fill.json)")
+    p.add_argument(
+        "--token-cache-from",
+        default=None,
+        help="reuse another work directory's filled token cache (tokens.sqlite + fill.json)",
+    )
     a = p.parse_args(argv)
     if a.token_cache_from:
         src, dst = Path(a.token_cache_from), Path(a.workdir)
@@ -349,39 +412,56 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in ("tokens.sqlite", "fill.json"):
             if (src / name).exists() and not (dst / name).exists():
                 shutil.copyfile(src / name, dst / name)
-    summary = run_scale(sizes=[int(s) for s in a.sizes.split(",")], members=[m for m in a.members.split(",") if m],
-                        workdir=Path(a.workdir), train_rows=a.train_rows, throughput_rows=a.throughput_rows,
-                        overrides=a.override, token_cache=not a.no_token_cache, chunk=a.chunk_size,
-                        fill_cache=a.fill_cache)
+    summary = run_scale(
+        sizes=[int(s) for s in a.sizes.split(",")],
+        members=[m for m in a.members.split(",") if m],
+        workdir=Path(a.workdir),
+        train_rows=a.train_rows,
+        throughput_rows=a.throughput_rows,
+        overrides=a.override,
+        token_cache=not a.no_token_cache,
+        chunk=a.chunk_size,
+        fill_cache=a.fill_cache,
+    )
     command = "python bench/scale.py" + ("" if not argv else " " + " ".join(argv))
     text = render_section(summary, command)
     print(text)
     if not a.no_doc:
         from sentiloop.benchmark.report import replace_section
-        replace_section(a.doc, a.section, text,
-                        heading=a.heading or "Scale and speed: all 712,383 NSMC reviews")
+
+        replace_section(a.doc, a.section, text, heading=a.heading or "Scale and speed: all 712,383 NSMC reviews")
     return 0
 
 
 def render_section(summary: dict, command: str) -> str:
     tp = summary["throughput"]
     fits = ", ".join(f"{m}: {v['n_train']:,} rows, {v['seconds']:.0f} s" for m, v in summary["fit"].items())
-    lines = [f"Measured {summary['started']} on {summary['machine']}; load average before/after "
-             f"{summary['load_before']} / {summary.get('load_after')} (shared machine: other jobs were running).", "",
-             "```", command, "```", "",
-             f"Corpus `data=nsmc3` (3 classes, every raw review kept); members: {', '.join(summary['members'])}, "
-             f"fitted once on a seeded sample ({fits}) "
-             f"and used as iteration 0's models. Each stage runs in its own process, as under `dvc repro`; "
-             f"peak RSS is that process's VmHWM. Chunk size {summary['chunk_size']:,}. Token cache: "
-             f"{'on' if summary['token_cache'] else 'off (every stage tokenizes with Kiwi)'}.", ""]
+    lines = [
+        f"Measured {summary['started']} on {summary['machine']}; load average before/after "
+        f"{summary['load_before']} / {summary.get('load_after')} (shared machine: other jobs were running).",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+        f"Corpus `data=nsmc3` (3 classes, every raw review kept); members: {', '.join(summary['members'])}, "
+        f"fitted once on a seeded sample ({fits}) "
+        f"and used as iteration 0's models. Each stage runs in its own process, as under `dvc repro`; "
+        f"peak RSS is that process's VmHWM. Chunk size {summary['chunk_size']:,}. Token cache: "
+        f"{'on' if summary['token_cache'] else 'off (every stage tokenizes with Kiwi)'}.",
+        "",
+    ]
     fill = summary.get("fill")
     if summary["token_cache"] and fill:
-        lines += [f"The corpus was tokenized once into the token cache before the stages ran: "
-                  f"{fill['tokenized']:,} of {fill['texts']:,} texts tokenized (the rest were cache hits: duplicate "
-                  f"texts, or texts cached by an earlier, interrupted fill; {fill['distinct']:,} distinct) in "
-                  f"{fill['seconds']:.0f} s = {fill['per_s']:,.0f} texts/s, peak {fill['peak_rss_mb']:.0f} MiB "
-                  f"(finished {fill['finished']}). This is the one Kiwi pass a run pays; the stages below read tokens "
-                  f"from the cache.", ""]
+        lines += [
+            f"The corpus was tokenized once into the token cache before the stages ran: "
+            f"{fill['tokenized']:,} of {fill['texts']:,} texts tokenized (the rest were cache hits: duplicate "
+            f"texts, or texts cached by an earlier, interrupted fill; {fill['distinct']:,} distinct) in "
+            f"{fill['seconds']:.0f} s = {fill['per_s']:,.0f} texts/s, peak {fill['peak_rss_mb']:.0f} MiB "
+            f"(finished {fill['finished']}). This is the one Kiwi pass a run pays; the stages below read tokens "
+            f"from the cache.",
+            "",
+        ]
     sizes = list(summary["sizes"].items())
     header = "| Stage | " + " | ".join(f"{int(s):,} rows: wall s | peak MiB" for s, _ in sizes) + " |"
     lines += [header, "|---|" + "---:|---:|" * len(sizes)]
@@ -394,12 +474,18 @@ def render_section(summary: dict, command: str) -> str:
     peaks = [rec["peak_rss_mb"] for _, rec in sizes]
     lines.append("| **peak over stages** | " + " | ".join(f"– | **{p:.0f}**" for p in peaks) + " |")
     if len(peaks) >= 2:
-        lines += ["", f"Peak memory ratio {int(sizes[-1][0]):,} / {int(sizes[0][0]):,} rows: "
-                  f"**{peaks[-1] / peaks[0]:.2f}** (target <= 1.3); peak at the largest size "
-                  f"**{peaks[-1]:.0f} MiB** (target <= 1,536 MiB)."]
-    lines += ["", f"Throughput ({tp['n']:,} NSMC sentences, one process):", "",
-              f"- Kiwi tokenization: **{tp['kiwi_tokenize_per_s']:,.0f} sentences/s**",
-              ]
+        lines += [
+            "",
+            f"Peak memory ratio {int(sizes[-1][0]):,} / {int(sizes[0][0]):,} rows: "
+            f"**{peaks[-1] / peaks[0]:.2f}** (target <= 1.3); peak at the largest size "
+            f"**{peaks[-1]:.0f} MiB** (target <= 1,536 MiB).",
+        ]
+    lines += [
+        "",
+        f"Throughput ({tp['n']:,} NSMC sentences, one process):",
+        "",
+        f"- Kiwi tokenization: **{tp['kiwi_tokenize_per_s']:,.0f} sentences/s**",
+    ]
     for m, v in tp["members"].items():
         parts = []
         if "score_tokens_per_s" in v:

@@ -6,6 +6,7 @@ and folds, the loop at its defaults, the gold ceiling), mean ± sd per setting.
 `run_quality` run in its own work directory; the table is rebuilt from their results.json, so
 an interrupted suite resumes where it stopped (--resume).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,26 +38,58 @@ class Setting:
     three_class: bool = False
 
     def subset(self, n_train: int, n_test: int, seed: int) -> SubsetSpec:
-        return SubsetSpec(n_train=n_train, n_test=n_test, noise_kind=self.kind, noise_rate=self.rate,
-                          noise_matrix=[list(r) for r in self.matrix] if self.matrix else None,
-                          noise_seed=seed, **({"classes": THREE_CLASSES} if self.three_class else {}))
+        return SubsetSpec(
+            n_train=n_train,
+            n_test=n_test,
+            noise_kind=self.kind,
+            noise_rate=self.rate,
+            noise_matrix=[list(r) for r in self.matrix] if self.matrix else None,
+            noise_seed=seed,
+            **({"classes": THREE_CLASSES} if self.three_class else {}),
+        )
 
 
-SETTINGS = {s.name: s for s in [
-    Setting("sym30", "30% symmetric"),
-    Setting("sym10", "10% symmetric", rate=0.1),
-    Setting("sym0", "no noise", rate=0.0),
-    Setting("neg_to_pos", "asymmetric: 30% of negatives labelled positive", "matrix", matrix=((0.7, 0.3), (0.0, 1.0))),
-    Setting("pos_to_neg", "asymmetric: 30% of positives labelled negative", "matrix", matrix=((1.0, 0.0), (0.3, 0.7))),
-    Setting("nsmc3", "nsmc3, neighbour confusion [[.8,.2,0],[.15,.7,.15],[0,.2,.8]]", "matrix",
-            matrix=((0.8, 0.2, 0.0), (0.15, 0.7, 0.15), (0.0, 0.2, 0.8)), three_class=True),
-]}
-ARMS = [("none", "no correction"), ("cleanlab_relabel", "cleanlab relabel"), ("cleanlab_prune", "cleanlab prune"),
-        ("sentiloop:linear", "sentiloop (defaults)"), ("ceiling", "gold ceiling")]
+SETTINGS = {
+    s.name: s
+    for s in [
+        Setting("sym30", "30% symmetric"),
+        Setting("sym10", "10% symmetric", rate=0.1),
+        Setting("sym0", "no noise", rate=0.0),
+        Setting(
+            "neg_to_pos", "asymmetric: 30% of negatives labelled positive", "matrix", matrix=((0.7, 0.3), (0.0, 1.0))
+        ),
+        Setting(
+            "pos_to_neg", "asymmetric: 30% of positives labelled negative", "matrix", matrix=((1.0, 0.0), (0.3, 0.7))
+        ),
+        Setting(
+            "nsmc3",
+            "nsmc3, neighbour confusion [[.8,.2,0],[.15,.7,.15],[0,.2,.8]]",
+            "matrix",
+            matrix=((0.8, 0.2, 0.0), (0.15, 0.7, 0.15), (0.0, 0.2, 0.8)),
+            three_class=True,
+        ),
+    ]
+}
+ARMS = [
+    ("none", "no correction"),
+    ("cleanlab_relabel", "cleanlab relabel"),
+    ("cleanlab_prune", "cleanlab prune"),
+    ("sentiloop:linear", "sentiloop (defaults)"),
+    ("ceiling", "gold ceiling"),
+]
 
 
-def run_suite(settings: Sequence[str], seeds: Sequence[int], *, n_train: int, n_test: int, members: tuple[str, ...],
-              workdir: Path, resume: bool, log=print) -> dict:
+def run_suite(
+    settings: Sequence[str],
+    seeds: Sequence[int],
+    *,
+    n_train: int,
+    n_test: int,
+    members: tuple[str, ...],
+    workdir: Path,
+    resume: bool,
+    log=print,
+) -> dict:
     results: dict[str, dict[int, dict]] = {}
     for name in settings:
         setting = SETTINGS[name]
@@ -65,8 +98,16 @@ def run_suite(settings: Sequence[str], seeds: Sequence[int], *, n_train: int, n_
             done = wd / "results.json"
             if not (resume and done.exists()):
                 log(f"== {name} seed {seed}")
-                run_quality(QualityRun(subset=setting.subset(n_train, n_test, seed), members=members,
-                                       schedules=("linear",), variants={}, workdir=str(wd)), log=log)
+                run_quality(
+                    QualityRun(
+                        subset=setting.subset(n_train, n_test, seed),
+                        members=members,
+                        schedules=("linear",),
+                        variants={},
+                        workdir=str(wd),
+                    ),
+                    log=log,
+                )
             rows = json.loads(done.read_text())["rows"]
             results.setdefault(name, {})[seed] = {r["arm"]: r for r in rows}
     return results
@@ -80,23 +121,33 @@ def _stat(values: list[float]) -> str:
 
 
 def render(results: dict, seeds: Sequence[int], members: Sequence[str], command: str, n_train: int, n_test: int) -> str:
-    lines = [f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} on {machine_description()} "
-             "(shared with other jobs: wall times are under contention).", "", "```", command, "```", "",
-             f"NSMC {n_train:,} train / {n_test:,} test (balanced), members: {', '.join(members)}; noise seeds "
-             f"{', '.join(map(str, seeds))} (mean ± sd over seeds where more than one ran). Label accuracy: "
-             "all train rows vs gold (for prune: the rows kept). Precision / recall: of the changed labels.",
-             "", "| Setting | Arm | Label acc. | Training-label acc. | Flip precision | Flip recall | Test acc. | Wall (s) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} on {machine_description()} "
+        "(shared with other jobs: wall times are under contention).",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+        f"NSMC {n_train:,} train / {n_test:,} test (balanced), members: {', '.join(members)}; noise seeds "
+        f"{', '.join(map(str, seeds))} (mean ± sd over seeds where more than one ran). Label accuracy: "
+        "all train rows vs gold (for prune: the rows kept). Precision / recall: of the changed labels.",
+        "",
+        "| Setting | Arm | Label acc. | Training-label acc. | Flip precision | Flip recall | Test acc. | Wall (s) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, by_seed in results.items():
         for arm, label in ARMS:
             rows = [by_seed[s][arm] for s in by_seed if arm in by_seed[s]]
             if not rows:
                 continue
-            lines.append(f"| {SETTINGS[name].description} | {label} | {_stat([r.get('label_accuracy') for r in rows])} | "
-                         f"{_stat([r.get('training_label_accuracy', r.get('label_accuracy')) for r in rows])} | "
-                         f"{_stat([r.get('correction_precision') for r in rows])} | "
-                         f"{_stat([r.get('correction_recall') for r in rows])} | "
-                         f"{_stat([r.get('test_accuracy') for r in rows])} | {_stat([r.get('wall_s') for r in rows])} |")
+            lines.append(
+                f"| {SETTINGS[name].description} | {label} | {_stat([r.get('label_accuracy') for r in rows])} | "
+                f"{_stat([r.get('training_label_accuracy', r.get('label_accuracy')) for r in rows])} | "
+                f"{_stat([r.get('correction_precision') for r in rows])} | "
+                f"{_stat([r.get('correction_recall') for r in rows])} | "
+                f"{_stat([r.get('test_accuracy') for r in rows])} | {_stat([r.get('wall_s') for r in rows])} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -119,12 +170,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"unknown settings {unknown}; choose among {', '.join(SETTINGS)}")
     seeds = [int(s) for s in args.seeds.split(",")]
     members = tuple(m.strip() for m in args.members.split(",") if m.strip())
-    results = run_suite(settings, seeds, n_train=args.train, n_test=args.test, members=members,
-                        workdir=Path(args.workdir), resume=args.resume)
-    text = render(results, seeds, members, "python bench/suite.py " + " ".join(shlex.quote(a) for a in argv),
-                  args.train, args.test)
+    results = run_suite(
+        settings,
+        seeds,
+        n_train=args.train,
+        n_test=args.test,
+        members=members,
+        workdir=Path(args.workdir),
+        resume=args.resume,
+    )
+    text = render(
+        results,
+        seeds,
+        members,
+        "python bench/suite.py " + " ".join(shlex.quote(a) for a in argv),
+        args.train,
+        args.test,
+    )
     print(text)
     if not args.no_doc:
-        replace_section(Path(args.doc), SECTION, text,
-                        heading="The correction issue's bars: every noise setting, several seeds")
+        replace_section(
+            Path(args.doc), SECTION, text, heading="The correction issue's bars: every noise setting, several seeds"
+        )
     return 0

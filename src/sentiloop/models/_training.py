@@ -3,6 +3,7 @@
 Kept free of torch/tensorflow imports at module level so importing it costs nothing; the
 torch helpers import torch inside the function.
 """
+
 from __future__ import annotations
 
 import copy
@@ -28,8 +29,7 @@ def check_xy(texts: Sequence[str], labels, n_classes: int) -> np.ndarray:
     if labels.dtype.kind not in "iu":
         raise ModelError(f"labels must be integer class indices, got dtype {labels.dtype}")
     if labels.min() < 0 or labels.max() >= n_classes:
-        raise ModelError(f"labels must be in [0, {n_classes}), got range "
-                         f"[{labels.min()}, {labels.max()}]")
+        raise ModelError(f"labels must be in [0, {n_classes}), got range [{labels.min()}, {labels.max()}]")
     return labels.astype(np.int64)
 
 
@@ -48,6 +48,7 @@ def cpu_threads(config: dict[str, Any]) -> int:
 
 def torch_setup(config: dict[str, Any], seed: int):
     import torch
+
     n = cpu_threads(config)
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
@@ -64,17 +65,20 @@ class torch_threads:
 
     def __enter__(self):
         import torch
+
         self.prev = torch.get_num_threads()
         torch.set_num_threads(self.n)
 
     def __exit__(self, *exc):
         import torch
+
         torch.set_num_threads(self.prev)
 
 
 def torch_device(config: dict[str, Any]):
     """`device`: auto (CUDA when there is one), cpu, or cuda[:i]; cuda without a GPU is an error."""
     import torch
+
     want = str(config.get("device") or "auto")
     if want == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -128,8 +132,9 @@ def epoch_bar(member: str, epochs: int):
 
 def epoch_done(progress, rec: dict) -> None:
     """Advance the epoch bar, showing the epoch's train and dev loss."""
-    progress.set_postfix({k: round(float(rec[k]), 4) for k in ("train_loss", "dev_loss")
-                          if rec.get(k) is not None}, refresh=False)
+    progress.set_postfix(
+        {k: round(float(rec[k]), 4) for k in ("train_loss", "dev_loss") if rec.get(k) is not None}, refresh=False
+    )
     progress.update(1)
 
 
@@ -137,8 +142,9 @@ def log_loss(p: np.ndarray, y: np.ndarray) -> float:
     return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None))))
 
 
-def length_buckets(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None = None,
-                   pool: int = 50) -> list[np.ndarray]:
+def length_buckets(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None = None, pool: int = 50
+) -> list[np.ndarray]:
     """Index batches of similar length: sort within pools of `pool` batches (shuffled when an
     rng is given, for training), so padding is small but batches still vary between epochs."""
     n = len(lengths)
@@ -146,9 +152,9 @@ def length_buckets(lengths: np.ndarray, batch_size: int, rng: np.random.Generato
     batches: list[np.ndarray] = []
     span = batch_size * pool if rng is not None else n
     for s in range(0, n, span):
-        chunk = idx[s:s + span]
+        chunk = idx[s : s + span]
         chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-        batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
     if rng is not None:
         order = rng.permutation(len(batches))
         batches = [batches[i] for i in order]
@@ -172,10 +178,11 @@ def run_with_oom_fallback(step, idx: np.ndarray, state: OOMState, on_oom=None) -
     smaller size is kept for the following batches. Gives up only at micro-batch 1.
     """
     import torch
+
     while True:
         try:
             for s in range(0, len(idx), state.micro_batch):
-                part = idx[s:s + state.micro_batch]
+                part = idx[s : s + state.micro_batch]
                 step(part, len(part) / len(idx))
             return
         except torch.OutOfMemoryError:

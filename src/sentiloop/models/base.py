@@ -9,6 +9,7 @@ On-disk format: every member saves into a directory holding `model.json` (kind, 
 language, config, fitted attributes) plus its own weight files. `load_model(dir)` dispatches on
 `kind`, so a bundle of members can be loaded without knowing what is in it.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -47,8 +48,9 @@ class SentimentModel(ABC):
 
     kind: ClassVar[str]
 
-    def __init__(self, classes: Sequence[str], config: dict[str, Any] | None = None,
-                 *, language: str = "en", seed: int = 0):
+    def __init__(
+        self, classes: Sequence[str], config: dict[str, Any] | None = None, *, language: str = "en", seed: int = 0
+    ):
         if len(classes) < 2:
             raise ModelError(f"need at least two classes, got {list(classes)}")
         self.classes = list(classes)
@@ -64,9 +66,14 @@ class SentimentModel(ABC):
         return len(self.classes)
 
     @abstractmethod
-    def fit(self, texts: Sequence[str], labels: np.ndarray, *,
-            init_from: "SentimentModel | None" = None,
-            eval_set: tuple[Sequence[str], np.ndarray] | None = None) -> "SentimentModel":
+    def fit(
+        self,
+        texts: Sequence[str],
+        labels: np.ndarray,
+        *,
+        init_from: "SentimentModel | None" = None,
+        eval_set: tuple[Sequence[str], np.ndarray] | None = None,
+    ) -> "SentimentModel":
         """Fit on texts and integer labels (indices into `classes`).
 
         `init_from`: the previous iteration's model of the same kind; members apply their
@@ -152,11 +159,13 @@ def model_class(kind: str) -> type[SentimentModel]:
     return getattr(importlib.import_module(module), attr)
 
 
-def build_model(kind: str, classes: Sequence[str], config: dict[str, Any], *,
-                language: str = "en", seed: int = 0) -> SentimentModel:
+def build_model(
+    kind: str, classes: Sequence[str], config: dict[str, Any], *, language: str = "en", seed: int = 0
+) -> SentimentModel:
     """A new, unfitted member. `config` is complete (models.<kind> of the settings, or
     sentiloop.settings.member_config(kind, ...)) and validated here: defaults live in conf/ only."""
     from sentiloop.settings import check_member_config
+
     cls = model_class(kind)
     return cls(classes, check_member_config(kind, config), language=language, seed=seed)
 

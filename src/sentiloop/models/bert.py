@@ -21,6 +21,7 @@ GPU path (device auto/cuda): bf16 autocast, dynamic padding, length-bucketed bat
 out-of-memory the micro-batch is halved and the batch retried (gradient accumulation keeps it
 one optimizer step); `history_` records every halving.
 """
+
 from __future__ import annotations
 
 import copy
@@ -49,24 +50,31 @@ from sentiloop.models.bert_features import Encoder, FeatureCache, encoder_finger
 from sentiloop.models.encoders import AUTO, MINILM, EncoderSpec, PackageEncoder, resolve_encoder
 
 STRATEGIES = ("finetune", "scratch", "head")
-EMBEDDED_ENCODER = "encoder"   # a bundle copies a head-only member's encoder here
+EMBEDDED_ENCODER = "encoder"  # a bundle copies a head-only member's encoder here
 HEAD_FILE = "head.safetensors"
 HF_DIR = "hf"
 
 
 def _quiet_transformers():
     from transformers.utils import logging
+
     logging.set_verbosity_error()
     logging.disable_progress_bar()
 
 
 def _build_head(dim: int, n_classes: int, cfg: dict[str, Any]):
     from torch import nn
+
     hidden = int(cfg["head_hidden"])
     if hidden <= 0:
         return nn.Sequential(nn.Dropout(float(cfg["head_dropout"])), nn.Linear(dim, n_classes))
-    return nn.Sequential(nn.Dropout(float(cfg["head_dropout"])), nn.Linear(dim, hidden), nn.GELU(),
-                         nn.Dropout(float(cfg["head_dropout"])), nn.Linear(hidden, n_classes))
+    return nn.Sequential(
+        nn.Dropout(float(cfg["head_dropout"])),
+        nn.Linear(dim, hidden),
+        nn.GELU(),
+        nn.Dropout(float(cfg["head_dropout"])),
+        nn.Linear(hidden, n_classes),
+    )
 
 
 def encoder_layers(model) -> list:
@@ -80,8 +88,7 @@ def encoder_layers(model) -> list:
                 break
         if obj is not None:
             return list(obj)
-    raise ModelError(f"cannot find the encoder layers of {type(model).__name__} "
-                     f"for progressive unfreezing")
+    raise ModelError(f"cannot find the encoder layers of {type(model).__name__} for progressive unfreezing")
 
 
 def param_groups(model, cfg: dict[str, Any]) -> list[dict[str, Any]]:
@@ -94,9 +101,14 @@ def param_groups(model, cfg: dict[str, Any]) -> list[dict[str, Any]]:
         groups.setdefault((part, decay), []).append(p)
     out = []
     for (part, decay), params in sorted(groups.items()):
-        out.append({"params": params, "name": f"{part}{'' if decay else '_no_decay'}",
-                    "lr": float(cfg["lr_encoder"] if part == "encoder" else cfg["lr_head"]),
-                    "weight_decay": float(cfg["weight_decay"]) if decay else 0.0})
+        out.append(
+            {
+                "params": params,
+                "name": f"{part}{'' if decay else '_no_decay'}",
+                "lr": float(cfg["lr_encoder"] if part == "encoder" else cfg["lr_head"]),
+                "weight_decay": float(cfg["weight_decay"]) if decay else 0.0,
+            }
+        )
     return out
 
 
@@ -127,17 +139,16 @@ class BertModel(SentimentModel):
     def __init__(self, classes, config=None, *, language="en", seed=0):
         super().__init__(classes, config, language=language, seed=seed)
         if self.config["strategy"] not in STRATEGIES:
-            raise ModelError(f"bert strategy must be one of {STRATEGIES}, "
-                             f"got {self.config['strategy']!r}")
-        self.model = None        # finetune/scratch: the HF classification model
+            raise ModelError(f"bert strategy must be one of {STRATEGIES}, got {self.config['strategy']!r}")
+        self.model = None  # finetune/scratch: the HF classification model
         self.tokenizer = None
-        self.head = None         # head: the small classifier on cached features
+        self.head = None  # head: the small classifier on cached features
         self._encoder: Encoder | PackageEncoder | None = None
         self._cache: FeatureCache | None = None
-        self.encoder_: EncoderSpec | None = None   # the resolved encoder (saved; a load reuses it)
+        self.encoder_: EncoderSpec | None = None  # the resolved encoder (saved; a load reuses it)
         self._feature_stats: dict[str, Any] = {}
         self.feature_dim_: int | None = None
-        self.optimizer_groups_: list[dict[str, Any]] | None = None   # finetune/scratch: set by fit
+        self.optimizer_groups_: list[dict[str, Any]] | None = None  # finetune/scratch: set by fit
 
     @property
     def is_head(self) -> bool:
@@ -160,9 +171,12 @@ class BertModel(SentimentModel):
         cfg = self.config
         spec = self._encoder_spec()
         if self._cache is None:
-            fp = encoder_fingerprint(spec, int(cfg["max_length"]), cfg["pooling"],
-                                     precision(self._device().type, bool(cfg["bf16"]),
-                                               bool(cfg["cpu_int8"])))
+            fp = encoder_fingerprint(
+                spec,
+                int(cfg["max_length"]),
+                cfg["pooling"],
+                precision(self._device().type, bool(cfg["bf16"]), bool(cfg["cpu_int8"])),
+            )
             self._cache = open_cache(cfg.get("feature_cache"), fp)
         keys = text_keys(texts)
         miss = self._cache.missing(keys)
@@ -173,10 +187,15 @@ class BertModel(SentimentModel):
                 self._encoder = PackageEncoder(spec, threads=cpu_threads(cfg))
             elif self._encoder is None:
                 _quiet_transformers()
-                self._encoder = Encoder(spec.source, max_length=int(cfg["max_length"]),
-                                        pooling=cfg["pooling"], device=self._device(),
-                                        bf16=cfg["bf16"], batch_size=int(cfg["predict_batch_size"]),
-                                        cpu_int8=bool(cfg["cpu_int8"]))
+                self._encoder = Encoder(
+                    spec.source,
+                    max_length=int(cfg["max_length"]),
+                    pooling=cfg["pooling"],
+                    device=self._device(),
+                    bf16=cfg["bf16"],
+                    batch_size=int(cfg["predict_batch_size"]),
+                    cpu_int8=bool(cfg["cpu_int8"]),
+                )
             idx = np.flatnonzero(miss)
             # de-duplicate so a repeated text is encoded once
             uniq_keys, first = np.unique(keys[idx], return_index=True)
@@ -203,8 +222,9 @@ class BertModel(SentimentModel):
             dev = (dev_texts, check_xy(dev_texts, eval_set[1], self.n_classes))
         if self.is_head:
             if init_from is not None and init_from.head is None:
-                raise ModelError("bert head strategy needs a previous head-strategy model as "
-                                 "init_from; keep one strategy per run")
+                raise ModelError(
+                    "bert head strategy needs a previous head-strategy model as init_from; keep one strategy per run"
+                )
             self._feature_stats = {}
             feats = (self._features(texts), self._features(dev[0]) if dev else None)
             with torch_threads(1):
@@ -216,6 +236,7 @@ class BertModel(SentimentModel):
 
     def _fit_head(self, texts, y, init_from, dev, feats):
         import torch
+
         cfg = self.config
         X = torch.from_numpy(feats[0])
         Xd = torch.from_numpy(feats[1]) if dev else None
@@ -225,8 +246,9 @@ class BertModel(SentimentModel):
         if warm:
             self.head.load_state_dict(init_from.head.state_dict())
         self.strategy_ = "head" if init_from is not None else "initial"
-        opt = torch.optim.AdamW(self.head.parameters(), lr=float(cfg["head_lr"]),
-                                weight_decay=float(cfg["weight_decay"]))
+        opt = torch.optim.AdamW(
+            self.head.parameters(), lr=float(cfg["head_lr"]), weight_decay=float(cfg["weight_decay"])
+        )
         yt = torch.from_numpy(y)
         loss_fn = torch.nn.CrossEntropyLoss()
         gen = torch.Generator().manual_seed(self.seed)
@@ -239,7 +261,7 @@ class BertModel(SentimentModel):
             perm = torch.randperm(len(X), generator=gen)
             total = 0.0
             for s in range(0, len(X), bs):
-                b = perm[s:s + bs]
+                b = perm[s : s + bs]
                 loss = loss_fn(self.head(X[b]), yt[b])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -262,14 +284,17 @@ class BertModel(SentimentModel):
     def _fit_full(self, texts, y, init_from, dev):
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
         _quiet_transformers()
         cfg = self.config
         device = self._device()
         finetune = init_from is not None and cfg["strategy"] == "finetune"
         if finetune:
             if init_from.model is None:
-                raise ModelError("bert finetune needs a previous fine-tuned model (init_from was "
-                                 "trained with strategy 'head'); keep one strategy per run")
+                raise ModelError(
+                    "bert finetune needs a previous fine-tuned model (init_from was "
+                    "trained with strategy 'head'); keep one strategy per run"
+                )
             self.model = copy.deepcopy(init_from.model).to(device)
             self.tokenizer = init_from.tokenizer
         else:
@@ -280,16 +305,19 @@ class BertModel(SentimentModel):
                     f"package encoder {spec.name!r}: the head strategy reads with it, but strategy "
                     f"{cfg['strategy']!r} fine-tunes a transformers checkpoint. Set "
                     f"models.bert.pretrained to a hub name or local directory (Korean: klue/bert-base, "
-                    f"xlm-roberta-base), or use models/bert=head (profile=cpu)")
+                    f"xlm-roberta-base), or use models/bert=head (profile=cpu)"
+                )
             pretrained = spec.source
             self.tokenizer = AutoTokenizer.from_pretrained(pretrained)
-            self.model = AutoModelForSequenceClassification.from_pretrained(
-                pretrained, num_labels=self.n_classes).to(device)
+            self.model = AutoModelForSequenceClassification.from_pretrained(pretrained, num_labels=self.n_classes).to(
+                device
+            )
         self.strategy_ = "finetune" if finetune else ("scratch" if init_from is not None else "initial")
         groups = param_groups(self.model, cfg)
         opt = torch.optim.AdamW(groups)
-        self.optimizer_groups_ = [{"name": g["name"], "lr": g["lr"],
-                                   "weight_decay": g["weight_decay"]} for g in opt.param_groups]
+        self.optimizer_groups_ = [
+            {"name": g["name"], "lr": g["lr"], "weight_decay": g["weight_decay"]} for g in opt.param_groups
+        ]
         enc = self.tokenizer(texts, truncation=True, max_length=int(cfg["max_length"]))
         lens = np.array([len(x) for x in enc["input_ids"]])
         yt = torch.from_numpy(y)
@@ -317,9 +345,13 @@ class BertModel(SentimentModel):
 
             def step(part, weight):
                 nonlocal total
-                b = self.tokenizer.pad({"input_ids": [enc["input_ids"][i] for i in part],
-                                        "attention_mask": [enc["attention_mask"][i] for i in part]},
-                                       return_tensors="pt")
+                b = self.tokenizer.pad(
+                    {
+                        "input_ids": [enc["input_ids"][i] for i in part],
+                        "attention_mask": [enc["attention_mask"][i] for i in part],
+                    },
+                    return_tensors="pt",
+                )
                 b = {k: v.to(device) for k, v in b.items()}
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     logits = self.model(**b).logits
@@ -329,18 +361,23 @@ class BertModel(SentimentModel):
 
             for batch in length_buckets(lens, int(cfg["batch_size"]), rng):
                 opt.zero_grad(set_to_none=True)
-                run_with_oom_fallback(step, batch, oom,
-                                      on_oom=lambda: opt.zero_grad(set_to_none=True))
+                run_with_oom_fallback(step, batch, oom, on_oom=lambda: opt.zero_grad(set_to_none=True))
                 if cfg["grad_clip"]:
                     torch.nn.utils.clip_grad_norm_(
-                        [p for p in self.model.parameters() if p.requires_grad], float(cfg["grad_clip"]))
+                        [p for p in self.model.parameters() if p.requires_grad], float(cfg["grad_clip"])
+                    )
                 opt.step()
             secs = time.perf_counter() - t0
-            rec = {"epoch": epoch, "train_loss": total / len(texts), "unfrozen_layers": unfrozen,
-                   "n_encoder_layers": len(encoder_layers(self.model)),
-                   "lr": {g["name"]: g["lr"] for g in opt.param_groups},
-                   "train_sentences_per_s": round(len(texts) / secs, 2),
-                   "micro_batch": oom.micro_batch, "oom_events": list(oom.events)}
+            rec = {
+                "epoch": epoch,
+                "train_loss": total / len(texts),
+                "unfrozen_layers": unfrozen,
+                "n_encoder_layers": len(encoder_layers(self.model)),
+                "lr": {g["name"]: g["lr"] for g in opt.param_groups},
+                "train_sentences_per_s": round(len(texts) / secs, 2),
+                "micro_batch": oom.micro_batch,
+                "oom_events": list(oom.events),
+            }
             if device.type == "cuda":
                 rec["peak_gpu_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
             pd = self._predict_full(dev[0]) if dev is not None else None
@@ -357,6 +394,7 @@ class BertModel(SentimentModel):
     # --- inference ---------------------------------------------------------------------
     def _predict_full(self, texts: list[str]) -> np.ndarray:
         import torch
+
         cfg = self.config
         device = next(self.model.parameters()).device
         bf16 = bool(cfg["bf16"]) and device.type == "cuda"
@@ -367,9 +405,13 @@ class BertModel(SentimentModel):
         self.model.eval()
 
         def step(part, _w):
-            b = self.tokenizer.pad({"input_ids": [enc["input_ids"][i] for i in part],
-                                    "attention_mask": [enc["attention_mask"][i] for i in part]},
-                                   return_tensors="pt")
+            b = self.tokenizer.pad(
+                {
+                    "input_ids": [enc["input_ids"][i] for i in part],
+                    "attention_mask": [enc["attention_mask"][i] for i in part],
+                },
+                return_tensors="pt",
+            )
             b = {k: v.to(device) for k, v in b.items()}
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = self.model(**b).logits
@@ -391,6 +433,7 @@ class BertModel(SentimentModel):
         torch_setup(self.config, self.seed)
         if self.is_head:
             import torch
+
             with torch.inference_mode():
                 p = torch.softmax(self.head(torch.from_numpy(self._features(texts))), 1).numpy()
             p = p.astype(np.float64)
@@ -400,8 +443,7 @@ class BertModel(SentimentModel):
 
     # --- persistence -------------------------------------------------------------------
     def _extra_meta(self):
-        extra = {"feature_dim": self.feature_dim_,
-                 "optimizer_groups": self.optimizer_groups_}
+        extra = {"feature_dim": self.feature_dim_, "optimizer_groups": self.optimizer_groups_}
         if self.is_head:
             extra["encoder"] = self._encoder_spec().to_dict()
         return extra
@@ -410,8 +452,8 @@ class BertModel(SentimentModel):
         if self.is_head:
             self._check_fitted(self.head is not None)
             from safetensors.torch import save_file
-            save_file({k: v.contiguous() for k, v in self.head.state_dict().items()},
-                      str(directory / HEAD_FILE))
+
+            save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, str(directory / HEAD_FILE))
         else:
             self._check_fitted(self.model is not None)
             self.model.save_pretrained(str(directory / HF_DIR))
@@ -423,26 +465,28 @@ class BertModel(SentimentModel):
             from safetensors.torch import load_file
 
             from sentiloop.models.encoders import check_installed
+
             self.feature_dim_ = int(extra["feature_dim"])
             embedded = directory / EMBEDDED_ENCODER
-            if (embedded / "config.json").exists():   # a self-contained bundle
+            if (embedded / "config.json").exists():  # a self-contained bundle
                 self.config["pretrained"] = str(embedded)
                 self.encoder_ = EncoderSpec("transformers", str(embedded), str(embedded))
             elif extra.get("encoder"):
                 self.encoder_ = EncoderSpec.from_dict(extra["encoder"])
-                if self.encoder_.name == MINILM:      # the package's directory on this machine
+                if self.encoder_.name == MINILM:  # the package's directory on this machine
                     self.encoder_ = resolve_encoder(MINILM)
             elif self.config.get("pretrained") in AUTO:
                 # saved before encoders were chosen by language: unset meant MiniLM, always
                 self.encoder_ = resolve_encoder(MINILM)
             if self.encoder_ is not None:
-                check_installed(self.encoder_)    # serving fails here, clearly, not with odd vectors
+                check_installed(self.encoder_)  # serving fails here, clearly, not with odd vectors
             self.head = _build_head(self.feature_dim_, self.n_classes, self.config)
             self.head.load_state_dict(load_file(str(directory / HEAD_FILE)))
             self.head.eval()
         else:
             import torch
             from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
             _quiet_transformers()
             self.tokenizer = AutoTokenizer.from_pretrained(str(directory / HF_DIR))
             self.model = AutoModelForSequenceClassification.from_pretrained(str(directory / HF_DIR))

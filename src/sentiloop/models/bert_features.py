@@ -15,6 +15,7 @@ file sizes, or its hub name), max_length, pooling and precision, so changing any
 vectors. Shards are written to a temporary name and renamed, so a crash never leaves a torn
 shard and concurrent writers never clobber each other.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -37,46 +38,50 @@ def resolve_pretrained(name: str | None, language: str | None = "en") -> str:
     it is read by the head strategy only (see encoders.py)."""
     spec = resolve_encoder(name, language)
     if spec.is_package:
-        raise ValueError(f"encoder {spec.name!r} (package {spec.source}) is not a transformers "
-                         f"checkpoint")
+        raise ValueError(f"encoder {spec.name!r} (package {spec.source}) is not a transformers checkpoint")
     return spec.source
 
 
-def encoder_fingerprint(pretrained: str | EncoderSpec, max_length: int, pooling: str,
-                        precision: str = "fp32") -> str:
+def encoder_fingerprint(pretrained: str | EncoderSpec, max_length: int, pooling: str, precision: str = "fp32") -> str:
     """Identity of the vectors an encoder produces. A transformers encoder: its config and
     weight file sizes (or hub name), max_length, pooling and precision. A package encoder: the
     package, its version and its weight file size (it tokenizes and pools by itself)."""
     if isinstance(pretrained, EncoderSpec) and pretrained.is_package:
-        blob = json.dumps({"package": pretrained.source, "version": pretrained.version,
-                           "encoder": pretrained.name,
-                           "weights_bytes": package_weights(pretrained).stat().st_size}, sort_keys=True)
+        blob = json.dumps(
+            {
+                "package": pretrained.source,
+                "version": pretrained.version,
+                "encoder": pretrained.name,
+                "weights_bytes": package_weights(pretrained).stat().st_size,
+            },
+            sort_keys=True,
+        )
         return hashlib.sha1(blob.encode()).hexdigest()[:16]
     if isinstance(pretrained, EncoderSpec):
         pretrained = pretrained.source
     p = Path(pretrained)
     if p.is_dir():
-        ident: Any = {"config": (p / "config.json").read_text() if (p / "config.json").exists() else "",
-                      "weights": sorted((f.name, f.stat().st_size) for f in p.iterdir()
-                                        if f.suffix in (".safetensors", ".bin"))}
+        ident: Any = {
+            "config": (p / "config.json").read_text() if (p / "config.json").exists() else "",
+            "weights": sorted((f.name, f.stat().st_size) for f in p.iterdir() if f.suffix in (".safetensors", ".bin")),
+        }
     else:
         ident = pretrained
-    blob = json.dumps({"encoder": ident, "max_length": max_length, "pooling": pooling,
-                       "precision": precision}, sort_keys=True)
+    blob = json.dumps(
+        {"encoder": ident, "max_length": max_length, "pooling": pooling, "precision": precision}, sort_keys=True
+    )
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
 def text_keys(texts: Sequence[str]) -> np.ndarray:
-    return np.array([hashlib.sha1(t.encode("utf-8", "surrogatepass")).digest() for t in texts],
-                    dtype="S20")
+    return np.array([hashlib.sha1(t.encode("utf-8", "surrogatepass")).digest() for t in texts], dtype="S20")
 
 
 class FeatureCache:
     """Text -> feature vector store under one encoder fingerprint (None dir: memory only)."""
 
     def __init__(self, directory: str | Path | None, fingerprint: str):
-        self.dir = (Path(os.path.expandvars(str(directory))).expanduser() / fingerprint
-                    if directory else None)
+        self.dir = Path(os.path.expandvars(str(directory))).expanduser() / fingerprint if directory else None
         self.mem: dict[bytes, np.ndarray] = {}
         self._shards: set[str] = set()
         self.refresh()
@@ -101,7 +106,7 @@ class FeatureCache:
 
     def missing(self, keys: np.ndarray) -> np.ndarray:
         miss = np.array([bytes(k) not in self.mem for k in keys], dtype=bool)
-        if miss.any() and self.refresh():      # another process may have encoded them meanwhile
+        if miss.any() and self.refresh():  # another process may have encoded them meanwhile
             miss = np.array([bytes(k) not in self.mem for k in keys], dtype=bool)
         return miss
 
@@ -150,6 +155,7 @@ def quantize_int8(model):
     import warnings
 
     import torch
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
@@ -158,10 +164,20 @@ def quantize_int8(model):
 class Encoder:
     """A frozen transformer encoder with mean (or CLS) pooling, batched by length."""
 
-    def __init__(self, pretrained: str, *, max_length: int, pooling: str, device, bf16: bool,
-                 batch_size: int, cpu_int8: bool = False):
+    def __init__(
+        self,
+        pretrained: str,
+        *,
+        max_length: int,
+        pooling: str,
+        device,
+        bf16: bool,
+        batch_size: int,
+        cpu_int8: bool = False,
+    ):
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging
+
         logging.set_verbosity_error()
         logging.disable_progress_bar()
         self.tokenizer = AutoTokenizer.from_pretrained(pretrained)
@@ -179,14 +195,16 @@ class Encoder:
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         import torch
+
         enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
         ids, mask = enc["input_ids"], enc["attention_mask"]
         lens = np.array([len(x) for x in ids])
         out = np.empty((len(texts), self.dim), dtype=np.float32)
 
         def step(part, _w):
-            b = self.tokenizer.pad({"input_ids": [ids[i] for i in part],
-                                    "attention_mask": [mask[i] for i in part]}, return_tensors="pt")
+            b = self.tokenizer.pad(
+                {"input_ids": [ids[i] for i in part], "attention_mask": [mask[i] for i in part]}, return_tensors="pt"
+            )
             b = {k: v.to(self.device) for k, v in b.items()}
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 h = self.model(**b).last_hidden_state.float()

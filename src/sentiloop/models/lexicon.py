@@ -11,6 +11,7 @@ new domain words enter when seen at least `min_count` times. The share of the di
 was added, dropped or changed its strongest class is `dict_change_rate_`, one of the loop's
 convergence signals.
 """
+
 from __future__ import annotations
 
 import csv
@@ -27,6 +28,7 @@ from sentiloop.text.tokenize import tokenize_many
 def vader_lexicon_path() -> Path | None:
     try:
         from importlib.metadata import distribution
+
         path = Path(distribution("vaderSentiment").locate_file("vaderSentiment/vader_lexicon.txt"))
     except Exception:
         return None
@@ -57,8 +59,8 @@ class LexiconModel(SentimentModel):
     def __init__(self, classes, config=None, *, language="en", seed=0):
         super().__init__(classes, config, language=language, seed=seed)
         self.words_: list[str] = []
-        self.scores_: np.ndarray | None = None      # (V, k)
-        self.counts_: np.ndarray | None = None      # (V, k) label counts behind the scores
+        self.scores_: np.ndarray | None = None  # (V, k)
+        self.counts_: np.ndarray | None = None  # (V, k) label counts behind the scores
         self.calib_coef_: np.ndarray | None = None  # (k, k)
         self.calib_intercept_: np.ndarray | None = None
         self.dict_change_rate_: float | None = None
@@ -112,9 +114,15 @@ class LexiconModel(SentimentModel):
         else:
             cal_x, cal_y = self._raw_scores(tokens), labels
         self._fit_calibration(cal_x, cal_y)
-        self.history_ = [{"step": "fit", "strategy": strategy, "vocab": len(self.words_),
-                          "new_words": int(len(set(keep) - set(init_from.words_))) if init_from is not None else len(keep),
-                          "dict_change_rate": self.dict_change_rate_}]
+        self.history_ = [
+            {
+                "step": "fit",
+                "strategy": strategy,
+                "vocab": len(self.words_),
+                "new_words": int(len(set(keep) - set(init_from.words_))) if init_from is not None else len(keep),
+                "dict_change_rate": self.dict_change_rate_,
+            }
+        ]
         return self
 
     def _tokenize(self, texts):
@@ -210,20 +218,22 @@ class LexiconModel(SentimentModel):
             ids = {index[t] for t in toks if t in index}
             indices.extend(ids)
             indptr.append(len(indices))
-        x = sparse.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr),
-                              shape=(len(tokens), len(self.words_)))
+        x = sparse.csr_matrix(
+            (np.ones(len(indices), dtype=np.float32), indices, indptr), shape=(len(tokens), len(self.words_))
+        )
         lengths = np.maximum(np.diff(indptr), 1).astype(np.float32)
         return np.asarray(x @ self.scores_) / np.sqrt(lengths)[:, None]
 
     def _fit_calibration(self, x: np.ndarray, y: np.ndarray) -> None:
         from sklearn.linear_model import LogisticRegression
+
         present = np.unique(y)
         if len(present) < 2:
             raise ModelError("calibration needs at least two classes present in the labels")
         lr = LogisticRegression(C=10.0, max_iter=500)
         lr.fit(x, y)
         coef = np.zeros((self.n_classes, self.n_classes))
-        intercept = np.full(self.n_classes, -30.0)   # a class absent from the labels gets ~0 probability
+        intercept = np.full(self.n_classes, -30.0)  # a class absent from the labels gets ~0 probability
         if len(present) == 2 and self.n_classes >= 2:
             coef[present[1]], intercept[present[1]] = lr.coef_[0], lr.intercept_[0]
             coef[present[0]], intercept[present[0]] = 0.0, 0.0
@@ -253,8 +263,12 @@ class LexiconModel(SentimentModel):
 
     # --- persistence ------------------------------------------------------------------
     def _extra_meta(self):
-        return {"calib_coef": self.calib_coef_, "calib_intercept": self.calib_intercept_,
-                "dict_change_rate": self.dict_change_rate_, "vocab": len(self.words_)}
+        return {
+            "calib_coef": self.calib_coef_,
+            "calib_intercept": self.calib_intercept_,
+            "dict_change_rate": self.dict_change_rate_,
+            "vocab": len(self.words_),
+        }
 
     def _save_weights(self, directory: Path) -> None:
         self._check_fitted(self.scores_ is not None)
@@ -272,8 +286,8 @@ class LexiconModel(SentimentModel):
             next(r)
             for row in r:
                 words.append(row[0])
-                scores.append([float(x) for x in row[1:1 + k]])
-                counts.append([float(x) for x in row[1 + k:1 + 2 * k]])
+                scores.append([float(x) for x in row[1 : 1 + k]])
+                counts.append([float(x) for x in row[1 + k : 1 + 2 * k]])
         self.words_ = words
         self.scores_ = np.asarray(scores, dtype=np.float32).reshape(-1, k)
         self.counts_ = np.asarray(counts, dtype=np.float32).reshape(-1, k)

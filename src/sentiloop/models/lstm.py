@@ -15,6 +15,7 @@ Retraining strategies (config `strategy`, seed 001):
 Input ids are pre-padded (vocab.encode(padding="pre")) so the LSTM's final state follows the
 real tokens without a mask.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -37,10 +38,12 @@ WEIGHTS_FILE = "lstm.weights.h5"
 # What TensorFlow's C++ side prints while `import tensorflow` runs. Since TF 2.20 it logs through
 # absl, which ignores TF_CPP_MIN_LOG_LEVEL until absl::InitializeLog() (that TF never calls), so
 # every process that loads the LSTM member printed these four lines (twice).
-TF_STARTUP_NOISE = ("All log messages before absl::InitializeLog() is called",
-                    "oneDNN custom operations are on",
-                    "This TensorFlow binary is optimized to use available CPU instructions",
-                    "To enable the following instructions:")
+TF_STARTUP_NOISE = (
+    "All log messages before absl::InitializeLog() is called",
+    "oneDNN custom operations are on",
+    "This TensorFlow binary is optimized to use available CPU instructions",
+    "To enable the following instructions:",
+)
 
 
 @contextlib.contextmanager
@@ -62,8 +65,11 @@ def _stderr_without(noise: Sequence[str]):
             os.dup2(saved, 2)
             os.close(saved)
             tmp.seek(0)
-            kept = [line for line in tmp.read().decode("utf-8", "replace").splitlines(keepends=True)
-                    if not any(n in line for n in noise)]
+            kept = [
+                line
+                for line in tmp.read().decode("utf-8", "replace").splitlines(keepends=True)
+                if not any(n in line for n in noise)
+            ]
             if kept:
                 sys.stderr.write("".join(kept))
                 sys.stderr.flush()
@@ -72,7 +78,7 @@ def _stderr_without(noise: Sequence[str]):
 def _import_tensorflow():
     """`import tensorflow` without its start-up noise (real warnings and errors still show)."""
     if "tensorflow" not in sys.modules:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")     # TF's own (non-absl) INFO/WARNING lines
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's own (non-absl) INFO/WARNING lines
         with _stderr_without(TF_STARTUP_NOISE):
             import tensorflow  # noqa: F401
     return sys.modules["tensorflow"]
@@ -84,33 +90,36 @@ def _keras(config: dict[str, Any]):
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     if backend == "tensorflow":
         tf = _import_tensorflow()
-        try:   # only possible before TF's runtime starts; later calls keep the first setting
+        try:  # only possible before TF's runtime starts; later calls keep the first setting
             tf.config.threading.set_intra_op_parallelism_threads(n)
             tf.config.threading.set_inter_op_parallelism_threads(n)
         except RuntimeError:
             pass
     elif backend == "torch":
         import torch
+
         if torch.get_num_threads() != n:
             torch.set_num_threads(n)
     import keras
+
     return keras
 
 
 def keras_backend() -> str:
     import keras
+
     return keras.backend.backend()
 
 
 def _build_net(vocab_size: int, n_classes: int, cfg: dict[str, Any]):
     keras = _keras(cfg)
     from keras import layers
+
     inp = keras.Input(shape=(int(cfg["max_len"]),), dtype="int32", name="ids")
     x = layers.Embedding(vocab_size, int(cfg["embedding_dim"]), name="embedding")(inp)
     x = layers.LSTM(int(cfg["units"]), name="lstm")(x)
     x = layers.Dropout(float(cfg["dropout"]), name="dropout")(x)
-    out = layers.Dense(n_classes, activation="softmax", kernel_initializer="he_normal",
-                       name="output")(x)
+    out = layers.Dense(n_classes, activation="softmax", kernel_initializer="he_normal", name="output")(x)
     return keras.Model(inp, out, name="sentiloop_lstm")
 
 
@@ -128,7 +137,7 @@ def _transfer(src, dst) -> tuple[list[str], list[str]]:
             layer.set_weights(ow)
             copied.append(layer.name)
         else:
-            new.append(layer.name)   # keeps its fresh (he_normal for dense) initialisation
+            new.append(layer.name)  # keeps its fresh (he_normal for dense) initialisation
     return copied, new
 
 
@@ -138,8 +147,7 @@ class LSTMModel(SentimentModel):
     def __init__(self, classes, config=None, *, language="en", seed=0):
         super().__init__(classes, config, language=language, seed=seed)
         if self.config["strategy"] not in STRATEGIES:
-            raise ModelError(f"lstm strategy must be one of {STRATEGIES}, "
-                             f"got {self.config['strategy']!r}")
+            raise ModelError(f"lstm strategy must be one of {STRATEGIES}, got {self.config['strategy']!r}")
         self.vocab: Vocabulary | None = None
         self.net = None
         self.backend_: str | None = None
@@ -157,31 +165,54 @@ class LSTMModel(SentimentModel):
                 raise ModelError(f"init_from classes {init_from.classes} != {self.classes}")
         finetune = init_from is not None and cfg["strategy"] == "finetune"
         self.vocab, vocab_source = vocabulary_for(
-            cfg, texts, self.language, init_from.vocab if init_from is not None else None)
-        cfg["max_len"] = self.vocab.max_len    # the input width follows the (fixed) vocabulary
+            cfg, texts, self.language, init_from.vocab if init_from is not None else None
+        )
+        cfg["max_len"] = self.vocab.max_len  # the input width follows the (fixed) vocabulary
 
         self.net = _build_net(len(self.vocab), self.n_classes, cfg)
         copied, new = _transfer(init_from.net, self.net) if finetune else ([], [])
         self.strategy_ = "finetune" if finetune else ("scratch" if init_from is not None else "initial")
         schedule = keras.optimizers.schedules.ExponentialDecay(
-            float(cfg["learning_rate"]), decay_steps=int(cfg["decay_steps"]),
-            decay_rate=float(cfg["decay_rate"]), staircase=True)
-        self.net.compile(optimizer=keras.optimizers.Adam(learning_rate=schedule),
-                         loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+            float(cfg["learning_rate"]),
+            decay_steps=int(cfg["decay_steps"]),
+            decay_rate=float(cfg["decay_rate"]),
+            staircase=True,
+        )
+        self.net.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=schedule),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
         x = self.vocab.encode(texts, padding="pre")
         callbacks, val = [], None
         if eval_set is not None:
             dev_texts = check_texts(eval_set[0])
             dy = check_xy(dev_texts, eval_set[1], self.n_classes)
             val = (self.vocab.encode(dev_texts, padding="pre"), dy)
-            callbacks.append(keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=int(cfg["patience"]), restore_best_weights=True))
+            callbacks.append(
+                keras.callbacks.EarlyStopping(
+                    monitor="val_loss", patience=int(cfg["patience"]), restore_best_weights=True
+                )
+            )
         progress = epoch_bar("lstm", cfg["epochs"])
-        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda _epoch, logs: epoch_done(
-            progress, {"train_loss": (logs or {}).get("loss"), "dev_loss": (logs or {}).get("val_loss")})))
+        callbacks.append(
+            keras.callbacks.LambdaCallback(
+                on_epoch_end=lambda _epoch, logs: epoch_done(
+                    progress, {"train_loss": (logs or {}).get("loss"), "dev_loss": (logs or {}).get("val_loss")}
+                )
+            )
+        )
         try:
-            hist = self.net.fit(x, y, batch_size=int(cfg["batch_size"]), epochs=int(cfg["epochs"]),
-                                validation_data=val, callbacks=callbacks, shuffle=True, verbose=0)
+            hist = self.net.fit(
+                x,
+                y,
+                batch_size=int(cfg["batch_size"]),
+                epochs=int(cfg["epochs"]),
+                validation_data=val,
+                callbacks=callbacks,
+                shuffle=True,
+                verbose=0,
+            )
         finally:
             progress.close()
         h = hist.history
@@ -189,9 +220,14 @@ class LSTMModel(SentimentModel):
         self.history_ = []
         for e in range(len(h["loss"])):
             step = (e + 1) * steps_per_epoch
-            rec = {"epoch": e, "train_loss": float(h["loss"][e]),
-                   "lr_end": float(schedule(step)), "transferred": copied, "new_layers": new,
-                   "vocab": vocab_source}
+            rec = {
+                "epoch": e,
+                "train_loss": float(h["loss"][e]),
+                "lr_end": float(schedule(step)),
+                "transferred": copied,
+                "new_layers": new,
+                "vocab": vocab_source,
+            }
             if "val_loss" in h:
                 rec["dev_loss"] = float(h["val_loss"][e])
                 rec["dev_accuracy"] = float(h["val_accuracy"][e])
@@ -212,8 +248,9 @@ class LSTMModel(SentimentModel):
         # predict_on_batch per slice, not predict(): predict() builds a data pipeline on every
         # call (~150 ms), which dominates the latency of serving a handful of texts
         step = int(self.config["predict_batch_size"])
-        p = np.concatenate([np.asarray(self.net.predict_on_batch(x[i:i + step]), dtype=np.float64)
-                            for i in range(0, len(x), step)])
+        p = np.concatenate(
+            [np.asarray(self.net.predict_on_batch(x[i : i + step]), dtype=np.float64) for i in range(0, len(x), step)]
+        )
         return p / p.sum(axis=1, keepdims=True)
 
     def _extra_meta(self):

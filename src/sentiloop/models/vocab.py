@@ -11,6 +11,7 @@ Ids: 0 = PAD, 1 = OOV, then tokens by frequency. `encode` truncates to `max_len`
 with 0, after the tokens ("post", for packed sequences in PyTorch) or before them ("pre", so a
 unidirectional LSTM reads the real tokens last and needs no mask).
 """
+
 from __future__ import annotations
 
 import json
@@ -31,7 +32,7 @@ from sentiloop.text.tokenize import tokenize_many
 # ~290 MiB at 712k NSMC rows) without hits; the on-disk token cache (`sentiloop.text.token_cache`)
 # is what makes a second pass cheap. 20,000 entries (~20 MiB) hold a typical dev set.
 _TOKEN_CACHE: dict[tuple[str, bool], "OrderedDict[str, list[str]]"] = {}
-TOKEN_CACHE_MAX = 20_000    # entries per (language, negation); least recently used evicted first
+TOKEN_CACHE_MAX = 20_000  # entries per (language, negation); least recently used evicted first
 
 PAD = "<pad>"
 OOV = "<oov>"
@@ -47,8 +48,7 @@ class VocabError(SentiloopError, ValueError):
 class Vocabulary:
     """Token -> id mapping plus the tokenizer settings needed to reproduce the ids."""
 
-    def __init__(self, tokens: Sequence[str], *, language: str = "en", max_len: int = 48,
-                 negation: bool = True):
+    def __init__(self, tokens: Sequence[str], *, language: str = "en", max_len: int = 48, negation: bool = True):
         if max_len < 1:
             raise VocabError(f"max_len must be >= 1, got {max_len}")
         if language not in ("en", "ko"):
@@ -71,23 +71,33 @@ class Vocabulary:
         return isinstance(other, Vocabulary) and self.to_dict() == other.to_dict()
 
     @classmethod
-    def build(cls, texts: Iterable[str], *, language: str = "en", max_vocab: int = 20000,
-              min_count: int = 1, max_len: int = 48, negation: bool = True) -> "Vocabulary":
+    def build(
+        cls,
+        texts: Iterable[str],
+        *,
+        language: str = "en",
+        max_vocab: int = 20000,
+        min_count: int = 1,
+        max_len: int = 48,
+        negation: bool = True,
+    ) -> "Vocabulary":
         """Keep the `max_vocab - 2` most frequent tokens seen at least `min_count` times."""
         if max_vocab < 3:
             raise VocabError(f"max_vocab must be >= 3 (PAD, OOV and one token), got {max_vocab}")
         counts: Counter[str] = Counter()
         for toks in tokenize_cached(list(texts), language, negation):
             counts.update(toks)
-        kept = sorted((t for t, c in counts.items() if c >= min_count and t not in (PAD, OOV)),
-                      key=lambda t: (-counts[t], t))[: max_vocab - 2]
+        kept = sorted(
+            (t for t, c in counts.items() if c >= min_count and t not in (PAD, OOV)), key=lambda t: (-counts[t], t)
+        )[: max_vocab - 2]
         return cls([PAD, OOV] + kept, language=language, max_len=max_len, negation=negation)
 
     def tokenize(self, texts: Sequence[str]) -> list[list[str]]:
         return tokenize_cached(texts, self.language, self.negation)
 
-    def encode_tokens(self, token_lists: Sequence[Sequence[str]], *, padding: str = "pre",
-                      return_lengths: bool = False):
+    def encode_tokens(
+        self, token_lists: Sequence[Sequence[str]], *, padding: str = "pre", return_lengths: bool = False
+    ):
         """Ids for already tokenized texts: int32 (n, max_len) [, int64 lengths]."""
         if padding not in ("pre", "post"):
             raise VocabError(f"padding must be 'pre' or 'post', got {padding!r}")
@@ -103,15 +113,14 @@ class Vocabulary:
                 if padding == "post":
                     out[i, :k] = ids
                 else:
-                    out[i, L - k:] = ids
+                    out[i, L - k :] = ids
         return (out, lengths) if return_lengths else out
 
     def encode(self, texts: Sequence[str], *, padding: str = "pre", return_lengths: bool = False):
         """Tokenize and map to ids; unknown tokens -> OOV_ID, padding -> PAD_ID."""
         if isinstance(texts, str):
             raise VocabError("encode() takes a sequence of texts, not one string")
-        return self.encode_tokens(self.tokenize(texts), padding=padding,
-                                  return_lengths=return_lengths)
+        return self.encode_tokens(self.tokenize(texts), padding=padding, return_lengths=return_lengths)
 
     def oov_rate(self, texts: Sequence[str]) -> float:
         toks = [t for ts in self.tokenize(texts) for t in ts]
@@ -137,8 +146,7 @@ class Vocabulary:
             path = path / VOCAB_FILE
         try:
             d = json.loads(path.read_text())
-            return cls(d["tokens"], language=d["language"], max_len=d["max_len"],
-                       negation=d.get("negation", True))
+            return cls(d["tokens"], language=d["language"], max_len=d["max_len"], negation=d.get("negation", True))
         except (OSError, KeyError, json.JSONDecodeError) as e:
             raise VocabError(f"cannot read vocabulary {path}: {e}") from e
 
@@ -146,7 +154,7 @@ class Vocabulary:
 def tokenize_cached(texts: Sequence[str], language: str, negation: bool) -> list[list[str]]:
     """`tokenize_many`, memoised per process in a bounded LRU; misses are tokenized in one batch."""
     cache = _TOKEN_CACHE.setdefault((language, negation), OrderedDict())
-    if not isinstance(cache, OrderedDict):          # tests may install a plain dict
+    if not isinstance(cache, OrderedDict):  # tests may install a plain dict
         cache = _TOKEN_CACHE[(language, negation)] = OrderedDict(cache)
     missing = list(dict.fromkeys(t for t in texts if t not in cache))
     fresh = dict(zip(missing, tokenize_many(missing, language, negation=negation))) if missing else {}
@@ -166,8 +174,9 @@ def tokenize_cached(texts: Sequence[str], language: str, negation: bool) -> list
     return out
 
 
-def vocabulary_for(config: dict, texts: Sequence[str], language: str,
-                   previous: "Vocabulary | None" = None) -> tuple["Vocabulary", str]:
+def vocabulary_for(
+    config: dict, texts: Sequence[str], language: str, previous: "Vocabulary | None" = None
+) -> tuple["Vocabulary", str]:
     """The vocabulary a fit should use, and where it came from.
 
     Order: the previous iteration's (ids must stay stable), else a file named by
@@ -182,6 +191,12 @@ def vocabulary_for(config: dict, texts: Sequence[str], language: str,
             raise VocabError(f"{path} is a {vocab.language!r} vocabulary, data is {language!r}")
         return vocab, "file"
     # negation marking is not a choice for the sequence members: their vocabulary always marks it
-    vocab = Vocabulary.build(texts, language=language, max_vocab=config["max_vocab"],
-                             min_count=config["min_count"], max_len=config["max_len"], negation=True)
+    vocab = Vocabulary.build(
+        texts,
+        language=language,
+        max_vocab=config["max_vocab"],
+        min_count=config["min_count"],
+        max_len=config["max_len"],
+        negation=True,
+    )
     return vocab, "built"

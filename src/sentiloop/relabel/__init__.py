@@ -4,12 +4,22 @@
 the pipeline calls; providers (gemini, openai_compatible, simulated) are chosen by `llm.provider`
 and imported only when chosen.
 """
+
 from .config import CACHE_ENV, ConfigError, LLMConfig, cache_dir_for, parse_config
 from .runner import ANSWER_COLUMNS, STATUSES, answer_queue, empty_answers
 
-__all__ = ["ANSWER_COLUMNS", "CACHE_ENV", "STATUSES", "ConfigError", "LLMConfig", "answer_queue",
-           "cache_dir_for",
-           "empty_answers", "parse_config", "applicable_answers"]
+__all__ = [
+    "ANSWER_COLUMNS",
+    "CACHE_ENV",
+    "STATUSES",
+    "ConfigError",
+    "LLMConfig",
+    "answer_queue",
+    "cache_dir_for",
+    "empty_answers",
+    "parse_config",
+    "applicable_answers",
+]
 
 
 def applicable_answers(answers, min_confidence: float):

@@ -4,6 +4,7 @@ Providers are deliberately thin: `complete(system, user, schema_kind)` sends one
 returns the raw text plus token counts. Parsing, validation, retries of bad replies, the cache
 and the budget live in one place (`runner.py`), so the three providers behave the same way.
 """
+
 from __future__ import annotations
 
 import logging
@@ -14,8 +15,7 @@ from typing import Iterable, Protocol
 from sentiloop.errors import SentiloopError
 
 # failure kinds, as they appear in usage metrics (failures_<kind>)
-FAILURE_KINDS = ("rate_limit", "server", "timeout", "connection", "auth", "client", "malformed",
-                 "missing", "other")
+FAILURE_KINDS = ("rate_limit", "server", "timeout", "connection", "auth", "client", "malformed", "missing", "other")
 
 
 @dataclass
@@ -23,7 +23,7 @@ class Reply:
     text: str | None
     prompt_tokens: int = 0
     output_tokens: int = 0
-    http_attempts: int = 1                        # HTTP requests this call made (SDK retries too)
+    http_attempts: int = 1  # HTTP requests this call made (SDK retries too)
     http_failures: dict[str, int] = field(default_factory=dict)  # failed attempts inside the SDK
 
 
@@ -34,9 +34,17 @@ class ProviderError(SentiloopError, RuntimeError):
     fatal: no later request can succeed either (bad key, unknown model), stop the iteration.
     """
 
-    def __init__(self, kind: str, message: str, *, retryable: bool = False, fatal: bool = False,
-                 http_attempts: int = 1, http_failures: dict[str, int] | None = None,
-                 retry_after_s: float | None = None):
+    def __init__(
+        self,
+        kind: str,
+        message: str,
+        *,
+        retryable: bool = False,
+        fatal: bool = False,
+        http_attempts: int = 1,
+        http_failures: dict[str, int] | None = None,
+        retry_after_s: float | None = None,
+    ):
         super().__init__(message)
         self.retry_after_s = retry_after_s
         self.kind = kind if kind in FAILURE_KINDS else "other"
@@ -50,10 +58,9 @@ class Provider(Protocol):
     name: str
     model: str
     simulated: bool
-    sdk_retries: bool     # True: HTTP retries happen inside the SDK; the runner must not repeat them
+    sdk_retries: bool  # True: HTTP retries happen inside the SDK; the runner must not repeat them
 
-    def complete(self, system: str, user: str, *, schema: dict,
-                 max_output_tokens: int | None = None) -> Reply:
+    def complete(self, system: str, user: str, *, schema: dict, max_output_tokens: int | None = None) -> Reply:
         """One request; `schema` is a plain JSON schema of the reply. Raises ProviderError."""
 
     def close(self) -> None: ...
@@ -84,15 +91,29 @@ class Redactor:
         for s in self._secrets:
             out = out.replace(s, "[REDACTED]")
         # belt and braces: header-shaped leaks of keys we were not told about
-        out = re.sub(r"(?i)(x-goog-api-key|authorization|api[-_]?key)([\"']?\s*[:=]\s*[\"']?)"
-                     r"(bearer\s+)?[A-Za-z0-9_\-\.]{8,}", r"\1\2\3[REDACTED]", out)
+        out = re.sub(
+            r"(?i)(x-goog-api-key|authorization|api[-_]?key)([\"']?\s*[:=]\s*[\"']?)"
+            r"(bearer\s+)?[A-Za-z0-9_\-\.]{8,}",
+            r"\1\2\3[REDACTED]",
+            out,
+        )
         return out
 
 
 # Loggers of the SDKs and their HTTP stacks. google-genai logs the error of every retried request
 # (tenacity's before_sleep at INFO), and a careless server can echo the key inside that error.
-SDK_LOGGERS = ("google_genai", "google_genai._api_client", "google_genai.models", "httpx",
-               "httpx2", "httpcore", "httpcore2", "openai", "openai._base_client", "tenacity")
+SDK_LOGGERS = (
+    "google_genai",
+    "google_genai._api_client",
+    "google_genai.models",
+    "httpx",
+    "httpx2",
+    "httpcore",
+    "httpcore2",
+    "openai",
+    "openai._base_client",
+    "tenacity",
+)
 
 
 class _RedactingFilter(logging.Filter):

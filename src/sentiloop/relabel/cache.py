@@ -10,6 +10,7 @@ this same iteration is charged against the budget exactly as the original call w
 an iteration admits the same rows and pays nothing. A damaged cache file is never
 fatal: it is moved aside and the run goes on without it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -62,13 +63,12 @@ def _running_elsewhere(owner: str) -> bool:
         os.kill(int(pid), 0)
     except ProcessLookupError:
         return False
-    except OSError:          # exists, owned by someone else
+    except OSError:  # exists, owned by someone else
         return True
     return True
 
 
-def cache_key(provider: str, model: str, prompt_version: str, classes: Sequence[str],
-              text: str) -> str:
+def cache_key(provider: str, model: str, prompt_version: str, classes: Sequence[str], text: str) -> str:
     blob = json.dumps([provider, model, prompt_version, list(classes), text], ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
@@ -95,8 +95,7 @@ class ResponseCache:
             self._con = con
         except sqlite3.DatabaseError as e:
             aside = self.path.with_suffix(f".corrupt-{int(time.time())}")
-            log.warning("LLM cache %s unreadable (%s): moved to %s, starting a new one",
-                        self.path, e, aside.name)
+            log.warning("LLM cache %s unreadable (%s): moved to %s, starting a new one", self.path, e, aside.name)
             try:
                 self.path.rename(aside)
                 con = sqlite3.connect(self.path, timeout=30)
@@ -113,17 +112,22 @@ class ResponseCache:
         keys = list(dict.fromkeys(keys))
         out = {}
         for i in range(0, len(keys), 500):
-            part = keys[i:i + 500]
+            part = keys[i : i + 500]
             rows = self._con.execute(
                 f"SELECT key, label, confidence, rationale, prompt_tokens, output_tokens, iteration "
-                f"FROM answers WHERE key IN ({','.join('?' * len(part))})", part).fetchall()
+                f"FROM answers WHERE key IN ({','.join('?' * len(part))})",
+                part,
+            ).fetchall()
             for k, label, conf, rat, pt, ot, it in rows:
-                out[k] = (Answer(label=label, confidence=float(conf), rationale=rat or ""),
-                          float(pt), float(ot), int(it))
+                out[k] = (
+                    Answer(label=label, confidence=float(conf), rationale=rat or ""),
+                    float(pt),
+                    float(ot),
+                    int(it),
+                )
         return out
 
-    def put_many(self, rows: Sequence[tuple[str, str, str, str, Answer, float, float]], *,
-                 iteration: int = 0) -> None:
+    def put_many(self, rows: Sequence[tuple[str, str, str, str, Answer, float, float]], *, iteration: int = 0) -> None:
         """rows: (key, provider, model, prompt_version, answer, prompt_tokens, output_tokens).
         An answer already stored keeps its first iteration (INSERT OR IGNORE)."""
         if not self.enabled or self._con is None or not rows:
@@ -134,32 +138,53 @@ class ResponseCache:
                 "INSERT OR IGNORE INTO answers (key, provider, model, prompt_version, label, "
                 "confidence, rationale, prompt_tokens, output_tokens, created_at, iteration) "
                 "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                [(k, p, m, v, a.label, a.confidence, a.rationale, pt, ot, now, int(iteration))
-                 for k, p, m, v, a, pt, ot in rows])
+                [
+                    (k, p, m, v, a.label, a.confidence, a.rationale, pt, ot, now, int(iteration))
+                    for k, p, m, v, a, pt, ot in rows
+                ],
+            )
 
-    def record_spend(self, run_key: str, iteration: int, requests: int, prompt_tokens: float,
-                     output_tokens: float, cost_usd: float) -> None:
+    def record_spend(
+        self, run_key: str, iteration: int, requests: int, prompt_tokens: float, output_tokens: float, cost_usd: float
+    ) -> None:
         """One paid request (or its retries), committed at once: a kill -9 after it keeps it."""
         if not self.enabled or self._con is None:
             return
         with self._con:
-            self._con.execute("INSERT INTO spend (run_key, iteration, requests, prompt_tokens, "
-                              "output_tokens, cost_usd, done, created_at, owner) "
-                              "VALUES (?,?,?,?,?,?,0,?,?)",
-                              (run_key, int(iteration), int(requests), float(prompt_tokens),
-                               float(output_tokens), float(cost_usd), time.time(), _owner()))
+            self._con.execute(
+                "INSERT INTO spend (run_key, iteration, requests, prompt_tokens, "
+                "output_tokens, cost_usd, done, created_at, owner) "
+                "VALUES (?,?,?,?,?,?,0,?,?)",
+                (
+                    run_key,
+                    int(iteration),
+                    int(requests),
+                    float(prompt_tokens),
+                    float(output_tokens),
+                    float(cost_usd),
+                    time.time(),
+                    _owner(),
+                ),
+            )
 
     def open_spend(self, run_key: str) -> tuple[int, float, float, float, list[str]]:
         """(requests, prompt tokens, output tokens, cost, owners) paid by runs of this queue that
         never finished and are not running now (killed); owners: to close with close_spend."""
         if not self.enabled or self._con is None:
             return 0, 0.0, 0.0, 0.0, []
-        rows = self._con.execute("SELECT owner, SUM(requests), SUM(prompt_tokens), SUM(output_tokens), "
-                                 "SUM(cost_usd) FROM spend WHERE run_key = ? AND done = 0 GROUP BY owner",
-                                 (run_key,)).fetchall()
+        rows = self._con.execute(
+            "SELECT owner, SUM(requests), SUM(prompt_tokens), SUM(output_tokens), "
+            "SUM(cost_usd) FROM spend WHERE run_key = ? AND done = 0 GROUP BY owner",
+            (run_key,),
+        ).fetchall()
         rows = [r for r in rows if not _running_elsewhere(r[0])]
-        return (sum(int(r[1]) for r in rows), sum(float(r[2]) for r in rows),
-                sum(float(r[3]) for r in rows), sum(float(r[4]) for r in rows), [r[0] for r in rows])
+        return (
+            sum(int(r[1]) for r in rows),
+            sum(float(r[2]) for r in rows),
+            sum(float(r[3]) for r in rows),
+            sum(float(r[4]) for r in rows),
+            [r[0] for r in rows],
+        )
 
     def close_spend(self, run_key: str, owners: Sequence[str] = ()) -> None:
         """This run of the queue finished: its own spend and that of the killed runs it reported
@@ -168,24 +193,30 @@ class ResponseCache:
             return
         owners = list(dict.fromkeys([_owner(), *owners]))
         with self._con:
-            self._con.execute(f"UPDATE spend SET done = 1 WHERE run_key = ? AND done = 0 AND owner IN "
-                              f"({','.join('?' * len(owners))})", (run_key, *owners))
+            self._con.execute(
+                f"UPDATE spend SET done = 1 WHERE run_key = ? AND done = 0 AND owner IN "
+                f"({','.join('?' * len(owners))})",
+                (run_key, *owners),
+            )
 
     def get_document(self, key: str) -> tuple[str, float, float] | None:
         if not self.enabled or self._con is None:
             return None
-        row = self._con.execute("SELECT body, prompt_tokens, output_tokens FROM documents "
-                                "WHERE key = ?", (key,)).fetchone()
+        row = self._con.execute(
+            "SELECT body, prompt_tokens, output_tokens FROM documents WHERE key = ?", (key,)
+        ).fetchone()
         return (row[0], float(row[1]), float(row[2])) if row else None
 
-    def put_document(self, key: str, provider: str, model: str, kind: str, body: str,
-                     prompt_tokens: float, output_tokens: float) -> None:
+    def put_document(
+        self, key: str, provider: str, model: str, kind: str, body: str, prompt_tokens: float, output_tokens: float
+    ) -> None:
         if not self.enabled or self._con is None:
             return
         with self._con:
-            self._con.execute("INSERT OR REPLACE INTO documents VALUES (?,?,?,?,?,?,?,?)",
-                              (key, provider, model, kind, body, prompt_tokens, output_tokens,
-                               time.time()))
+            self._con.execute(
+                "INSERT OR REPLACE INTO documents VALUES (?,?,?,?,?,?,?,?)",
+                (key, provider, model, kind, body, prompt_tokens, output_tokens, time.time()),
+            )
 
     def close(self) -> None:
         if self._con is not None:

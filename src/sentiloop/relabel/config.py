@@ -3,6 +3,7 @@
 The API key itself is never part of the config: only the *names* of the environment variables
 that may hold it. This module adds where the response cache lives.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,8 +16,7 @@ from sentiloop.settings.llm import LLM, PROVIDERS
 
 LLMConfig = LLM
 
-__all__ = ["CACHE_ENV", "ConfigError", "LLMConfig", "PROVIDERS", "cache_dir_for", "parse_config",
-           "resolve_cache_dir"]
+__all__ = ["CACHE_ENV", "ConfigError", "LLMConfig", "PROVIDERS", "cache_dir_for", "parse_config", "resolve_cache_dir"]
 
 
 def parse_config(raw: LLM | Mapping[str, Any]) -> LLM:

@@ -8,6 +8,7 @@ is requested with response_mime_type=application/json and a response_schema whos
 enum of the classes; the reply is still validated by the runner (the schema is a request, not a
 guarantee: replies can be truncated at max tokens or come from a proxy that ignores it).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -48,8 +49,9 @@ class GeminiProvider:
 
         if not api_key:
             names = ", ".join(cfg.api_key_env) or "(none configured)"
-            raise ConfigError(f"llm.provider=gemini needs an API key in one of the environment "
-                              f"variables llm.api_key_env: {names}")
+            raise ConfigError(
+                f"llm.provider=gemini needs an API key in one of the environment variables llm.api_key_env: {names}"
+            )
         self.model = cfg.model
         self._cfg = cfg
         self._types = types
@@ -57,11 +59,17 @@ class GeminiProvider:
         self._statuses: list[int] = []
         r = cfg.retries
         retry = types.HttpRetryOptions(
-            attempts=r.attempts, initial_delay=r.backoff_s, max_delay=r.max_backoff_s,
-            exp_base=2.0, jitter=r.backoff_s / 2)
-        http = dict(timeout=max(1, int(cfg.timeout_s * 1000)), retry_options=retry,
-                    client_args={"event_hooks": {"request": [self._on_request],
-                                                 "response": [self._on_response]}})
+            attempts=r.attempts,
+            initial_delay=r.backoff_s,
+            max_delay=r.max_backoff_s,
+            exp_base=2.0,
+            jitter=r.backoff_s / 2,
+        )
+        http = dict(
+            timeout=max(1, int(cfg.timeout_s * 1000)),
+            retry_options=retry,
+            client_args={"event_hooks": {"request": [self._on_request], "response": [self._on_response]}},
+        )
         if cfg.base_url:
             http["base_url"] = cfg.base_url
         if cfg.api_version:
@@ -86,15 +94,18 @@ class GeminiProvider:
             out["timeout"] = out.get("timeout", 0) + lost
         return out
 
-    def complete(self, system: str, user: str, *, schema: dict,
-                 max_output_tokens: int | None = None) -> Reply:
+    def complete(self, system: str, user: str, *, schema: dict, max_output_tokens: int | None = None) -> Reply:
         from google.genai import errors
 
         types = self._types
         cfg = self._cfg
-        gen = dict(system_instruction=system, response_mime_type="application/json",
-                   response_schema=to_gemini_schema(schema), temperature=cfg.temperature,
-                   automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True))
+        gen = dict(
+            system_instruction=system,
+            response_mime_type="application/json",
+            response_schema=to_gemini_schema(schema),
+            temperature=cfg.temperature,
+            automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
+        )
         if max_output_tokens:
             gen["max_output_tokens"] = int(max_output_tokens)
         if cfg.thinking_budget is not None:
@@ -102,29 +113,47 @@ class GeminiProvider:
         self._attempts, self._statuses = 0, []
         try:
             resp = self._client.models.generate_content(
-                model=self.model, contents=user, config=types.GenerateContentConfig(**gen))
+                model=self.model, contents=user, config=types.GenerateContentConfig(**gen)
+            )
         except errors.APIError as e:
             kind = kind_for_status(e.code)
-            raise ProviderError(kind, f"gemini HTTP {e.code}: {str(e.message or e)[:300]}",
-                                fatal=kind == "auth" or e.code == 404,
-                                retryable=False, http_attempts=self._attempts,
-                                http_failures=self._failed_attempts()) from None
+            raise ProviderError(
+                kind,
+                f"gemini HTTP {e.code}: {str(e.message or e)[:300]}",
+                fatal=kind == "auth" or e.code == 404,
+                retryable=False,
+                http_attempts=self._attempts,
+                http_failures=self._failed_attempts(),
+            ) from None
         except _transport_errors("TimeoutException") as e:
-            raise ProviderError("timeout", f"gemini timed out after {cfg.timeout_s}s: "
-                                f"{type(e).__name__}", http_attempts=self._attempts,
-                                http_failures=self._failed_attempts()) from None
+            raise ProviderError(
+                "timeout",
+                f"gemini timed out after {cfg.timeout_s}s: {type(e).__name__}",
+                http_attempts=self._attempts,
+                http_failures=self._failed_attempts(),
+            ) from None
         except _transport_errors("HTTPError") as e:
-            raise ProviderError("connection", f"gemini connection error: {type(e).__name__}: {e}",
-                                http_attempts=self._attempts,
-                                http_failures=self._failed_attempts()) from None
+            raise ProviderError(
+                "connection",
+                f"gemini connection error: {type(e).__name__}: {e}",
+                http_attempts=self._attempts,
+                http_failures=self._failed_attempts(),
+            ) from None
         except ValueError as e:  # the SDK could not decode the HTTP body as JSON
-            raise ProviderError("malformed", f"gemini reply not decodable: {str(e)[:200]}",
-                                retryable=True, http_attempts=self._attempts,
-                                http_failures=self._failed_attempts()) from None
-        return Reply(text=_text_of(resp), prompt_tokens=_tok(resp, "prompt_token_count"),
-                     output_tokens=_tok(resp, "candidates_token_count")
-                     + _tok(resp, "thoughts_token_count"),
-                     http_attempts=self._attempts, http_failures=self._failed_attempts())
+            raise ProviderError(
+                "malformed",
+                f"gemini reply not decodable: {str(e)[:200]}",
+                retryable=True,
+                http_attempts=self._attempts,
+                http_failures=self._failed_attempts(),
+            ) from None
+        return Reply(
+            text=_text_of(resp),
+            prompt_tokens=_tok(resp, "prompt_token_count"),
+            output_tokens=_tok(resp, "candidates_token_count") + _tok(resp, "thoughts_token_count"),
+            http_attempts=self._attempts,
+            http_failures=self._failed_attempts(),
+        )
 
     def close(self) -> None:
         try:

@@ -7,6 +7,7 @@ model invents is easy to recognise. Everything the model returns is treated as u
 answer is kept only if its id was asked for, its label is one of the classes and its confidence is
 a number in [0, 1]; everything else is discarded and counted, never applied.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,9 +37,10 @@ def system_prompt(classes: Sequence[str]) -> str:
 def user_prompt(items: Sequence[tuple[str, str]]) -> str:
     """items: (request id, text). The JSON list is the only variable part of the prompt."""
     payload = [{"id": rid, "text": text} for rid, text in items]
-    return ("Label these sentences. Reply with a JSON array of objects "
-            '{"id", "label", "confidence", "rationale"}.\n'
-            + json.dumps(payload, ensure_ascii=False))
+    return (
+        "Label these sentences. Reply with a JSON array of objects "
+        '{"id", "label", "confidence", "rationale"}.\n' + json.dumps(payload, ensure_ascii=False)
+    )
 
 
 def truncate(text: str, max_chars: int) -> str:
@@ -75,12 +77,13 @@ class Answer:
 @dataclass
 class Parsed:
     """What one reply yielded, split by fate."""
-    answers: dict[str, Answer] = field(default_factory=dict)   # request id -> valid answer
+
+    answers: dict[str, Answer] = field(default_factory=dict)  # request id -> valid answer
     unknown_ids: int = 0
     unknown_labels: dict[str, int] = field(default_factory=dict)  # request id -> count
-    invalid: dict[str, int] = field(default_factory=dict)         # bad confidence / shape
+    invalid: dict[str, int] = field(default_factory=dict)  # bad confidence / shape
     duplicates: int = 0
-    truncated: bool = False      # the JSON was cut off; the complete items before the cut are kept
+    truncated: bool = False  # the JSON was cut off; the complete items before the cut are kept
 
 
 class MalformedReply(ValueError):
@@ -132,7 +135,7 @@ def parse_answers(text: str | None, asked: Sequence[str], classes: Sequence[str]
     try:
         data = load_json(text)
     except MalformedReply:
-        data = salvage_items(text)   # a reply cut off at max tokens still holds complete items
+        data = salvage_items(text)  # a reply cut off at max tokens still holds complete items
         if not data:
             raise
         truncated = True

@@ -13,6 +13,7 @@ Order of business for one iteration:
 4. whatever is still unanswered is marked failed / discarded / over_budget and counted; the rest of
    the iteration goes on. A row gets an llm_label only from a reply that passed validation.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -43,29 +44,38 @@ from .prompt import (
 
 log = logging.getLogger("sentiloop.relabel")
 
-ANSWER_COLUMNS = ["id", "llm_label", "llm_confidence", "rationale", "provider", "model",
-                  "simulated", "status"]
+ANSWER_COLUMNS = ["id", "llm_label", "llm_confidence", "rationale", "provider", "model", "simulated", "status"]
 STATUSES = ("answered", "cached", "failed", "over_budget", "discarded")
 
 
 def empty_answers() -> pd.DataFrame:
-    return pd.DataFrame({
-        "id": pd.Series(dtype=object), "llm_label": pd.Series(dtype=object),
-        "llm_confidence": pd.Series(dtype=float), "rationale": pd.Series(dtype=object),
-        "provider": pd.Series(dtype=object), "model": pd.Series(dtype=object),
-        "simulated": pd.Series(dtype=bool), "status": pd.Series(dtype=object)})
+    return pd.DataFrame(
+        {
+            "id": pd.Series(dtype=object),
+            "llm_label": pd.Series(dtype=object),
+            "llm_confidence": pd.Series(dtype=float),
+            "rationale": pd.Series(dtype=object),
+            "provider": pd.Series(dtype=object),
+            "model": pd.Series(dtype=object),
+            "simulated": pd.Series(dtype=bool),
+            "status": pd.Series(dtype=object),
+        }
+    )
 
 
 def build_provider(cfg: LLMConfig, *, gold_path: Path | None = None):
     """The provider object for cfg.provider (imports its SDK only when chosen)."""
     if cfg.provider == "gemini":
         from .gemini import GeminiProvider
+
         return GeminiProvider(cfg, cfg.api_key())
     if cfg.provider == "openai_compatible":
         from .openai_compat import OpenAICompatProvider
+
         return OpenAICompatProvider(cfg, cfg.api_key())
     if cfg.provider == "simulated":
         from .simulated import SimulatedProvider
+
         return SimulatedProvider(cfg, gold_path)
     raise ValueError(f"no provider for {cfg.provider!r}")
 
@@ -73,6 +83,7 @@ def build_provider(cfg: LLMConfig, *, gold_path: Path | None = None):
 @dataclass
 class Usage:
     """Counters for one iteration; `flat()` is what dvclive logs."""
+
     provider: str
     model: str
     simulated: bool
@@ -83,9 +94,9 @@ class Usage:
     output_tokens: float = 0.0
     est_cost_usd: float = 0.0
     cache_hits: int = 0
-    resumed_requests: int = 0       # paid by an earlier attempt at this queue that was killed
+    resumed_requests: int = 0  # paid by an earlier attempt at this queue that was killed
     resumed_cost_usd: float = 0.0
-    charged_tokens: float = 0.0     # fresh + cached tokens: what the budget sees
+    charged_tokens: float = 0.0  # fresh + cached tokens: what the budget sees
     charged_cost_usd: float = 0.0
     failures: dict[str, int] = field(default_factory=lambda: {k: 0 for k in FAILURE_KINDS})
     discarded_unknown_id: int = 0
@@ -104,12 +115,14 @@ class Usage:
         st = answers["status"].value_counts() if len(answers) else pd.Series(dtype=int)
         lat = np.asarray(self.latencies_ms, dtype=float)
         ok = answers["status"].isin(["answered", "cached"]) if len(answers) else None
-        applicable = int((answers.loc[ok, "llm_confidence"] >= min_confidence).sum()) \
-            if ok is not None else 0
+        applicable = int((answers.loc[ok, "llm_confidence"] >= min_confidence).sum()) if ok is not None else 0
         out: dict[str, Any] = {
-            "provider": self.provider, "model": self.model,
-            "simulated": int(self.simulated), "llm_used": int(llm_used),
-            "iteration": self.iteration, "queue_rows": self.queue_rows,
+            "provider": self.provider,
+            "model": self.model,
+            "simulated": int(self.simulated),
+            "llm_used": int(llm_used),
+            "iteration": self.iteration,
+            "queue_rows": self.queue_rows,
             "requests": self.requests,
             "prompt_tokens": int(round(self.prompt_tokens)),
             "output_tokens": int(round(self.output_tokens)),
@@ -126,13 +139,15 @@ class Usage:
         out["rows_applicable"] = applicable
         for k in FAILURE_KINDS:
             out[f"failures_{k}"] = int(self.failures.get(k, 0))
-        out.update(discarded_unknown_id=self.discarded_unknown_id,
-                   discarded_unknown_label=self.discarded_unknown_label,
-                   discarded_invalid=self.discarded_invalid,
-                   discarded_duplicate=self.discarded_duplicate,
-                   latency_ms_p50=round(float(np.percentile(lat, 50)), 2) if lat.size else 0.0,
-                   latency_ms_p95=round(float(np.percentile(lat, 95)), 2) if lat.size else 0.0,
-                   budget_stop=self.budget_stop)
+        out.update(
+            discarded_unknown_id=self.discarded_unknown_id,
+            discarded_unknown_label=self.discarded_unknown_label,
+            discarded_invalid=self.discarded_invalid,
+            discarded_duplicate=self.discarded_duplicate,
+            latency_ms_p50=round(float(np.percentile(lat, 50)), 2) if lat.size else 0.0,
+            latency_ms_p95=round(float(np.percentile(lat, 95)), 2) if lat.size else 0.0,
+            budget_stop=self.budget_stop,
+        )
         return out
 
 
@@ -145,8 +160,7 @@ class _Budget:
         u, b = self.usage, self.b
         if b.max_tokens is not None and u.charged_tokens + est_prompt + est_output > b.max_tokens:
             return "max_tokens"
-        if b.max_cost_usd is not None and \
-                u.charged_cost_usd + self.price.cost(est_prompt, est_output) > b.max_cost_usd:
+        if b.max_cost_usd is not None and u.charged_cost_usd + self.price.cost(est_prompt, est_output) > b.max_cost_usd:
             return "max_cost_usd"
         return ""
 
@@ -155,10 +169,16 @@ class _Budget:
         self.usage.charged_cost_usd += self.price.cost(prompt_tokens, output_tokens)
 
 
-def answer_queue(queue: pd.DataFrame, llm_cfg: LLMConfig | Mapping[str, Any], classes: Sequence[str],
-                 *, iteration: int, cache_dir: str | Path | None = None,
-                 gold_path: str | Path | None = None, provider=None
-                 ) -> tuple[pd.DataFrame, dict]:
+def answer_queue(
+    queue: pd.DataFrame,
+    llm_cfg: LLMConfig | Mapping[str, Any],
+    classes: Sequence[str],
+    *,
+    iteration: int,
+    cache_dir: str | Path | None = None,
+    gold_path: str | Path | None = None,
+    provider=None,
+) -> tuple[pd.DataFrame, dict]:
     """Ask the configured LLM to label the queue; return (answers, flat usage dict).
 
     queue: id, text (required), priority (higher = ask first; optional), other columns ignored.
@@ -174,8 +194,9 @@ def answer_queue(queue: pd.DataFrame, llm_cfg: LLMConfig | Mapping[str, Any], cl
     if missing:
         raise ValueError(f"relabel queue lacks columns {sorted(missing)}")
     if not cfg.enabled and provider is None:
-        usage = Usage(provider="none", model="", simulated=False, iteration=iteration,
-                      queue_rows=int(queue["id"].nunique()))
+        usage = Usage(
+            provider="none", model="", simulated=False, iteration=iteration, queue_rows=int(queue["id"].nunique())
+        )
         return empty_answers(), usage.flat(empty_answers(), cfg.min_confidence, llm_used=False)
 
     redact = Redactor([cfg.api_key()])
@@ -192,12 +213,11 @@ def answer_queue(queue: pd.DataFrame, llm_cfg: LLMConfig | Mapping[str, Any], cl
 
 
 class _Run:
-    def __init__(self, cfg: LLMConfig, classes: list[str], iteration: int, provider, cache,
-                 redact: Redactor):
-        self.cfg, self.classes, self.provider, self.cache, self.redact = \
-            cfg, classes, provider, cache, redact
-        self.usage = Usage(provider=provider.name, model=provider.model,
-                           simulated=provider.simulated, iteration=iteration)
+    def __init__(self, cfg: LLMConfig, classes: list[str], iteration: int, provider, cache, redact: Redactor):
+        self.cfg, self.classes, self.provider, self.cache, self.redact = cfg, classes, provider, cache, redact
+        self.usage = Usage(
+            provider=provider.name, model=provider.model, simulated=provider.simulated, iteration=iteration
+        )
         self.budget = _Budget(cfg, self.usage)
         self.system = system_prompt(classes)
         self.schema = answers_schema(classes)
@@ -226,11 +246,9 @@ class _Run:
         texts = [truncate(t, cfg.max_text_chars) for t in q["text"].astype(str)]
         # the simulated annotator answers per sentence id (from its gold label), not per text
         questions = [f"sentence-id:{i}" for i in ids] if self.provider.simulated else texts
-        keys = [cache_key(self.provider.name, self.provider.model, self.version, self.classes, t)
-                for t in questions]
+        keys = [cache_key(self.provider.name, self.provider.model, self.version, self.classes, t) for t in questions]
         # spend paid by an earlier attempt at exactly this queue that never finished (killed)
-        self.run_key = hashlib.sha256(json.dumps(
-            [self.usage.iteration, keys], ensure_ascii=False).encode()).hexdigest()
+        self.run_key = hashlib.sha256(json.dumps([self.usage.iteration, keys], ensure_ascii=False).encode()).hexdigest()
         reqs, pt, ot, cost, self.resumed_owners = self.cache.open_spend(self.run_key)
         u = self.usage
         u.requests, u.prompt_tokens, u.output_tokens, u.est_cost_usd = reqs, pt, ot, cost
@@ -241,15 +259,15 @@ class _Run:
         # 1. admission in priority order (see the module docstring for what cached rows cost)
         max_rows = cfg.budget.max_rows
         hits = self.cache.get_many(keys)
-        to_send: dict[str, list[str]] = {}   # key -> row ids sharing that text
+        to_send: dict[str, list[str]] = {}  # key -> row ids sharing that text
         key_text: dict[str, str] = {}
         per_row_sys = self._sys_tokens / cfg.batch_size
         reserved_p = reserved_o = 0.0
-        n = 0                                # rows counted against max_rows
-        closed = False                       # a limit was hit: only free answers from here on
+        n = 0  # rows counted against max_rows
+        closed = False  # a limit was hit: only free answers from here on
         for rid, text, key in zip(ids, texts, keys):
             hit = hits.get(key)
-            if hit is not None and hit[3] < self.usage.iteration:   # known before: free
+            if hit is not None and hit[3] < self.usage.iteration:  # known before: free
                 answer[rid], status[rid] = hit[0], "cached"
                 self.usage.cache_hits += 1
                 continue
@@ -287,10 +305,11 @@ class _Run:
         # 2. batches of distinct texts
         keys_to_send = list(to_send)
         fatal = None
-        progress = bar(desc=f"relabel it{self.usage.iteration} {self.provider.name}",
-                       total=len(keys_to_send), unit="text")
+        progress = bar(
+            desc=f"relabel it{self.usage.iteration} {self.provider.name}", total=len(keys_to_send), unit="text"
+        )
         for start in range(0, len(keys_to_send), cfg.batch_size):
-            batch = keys_to_send[start:start + cfg.batch_size]
+            batch = keys_to_send[start : start + cfg.batch_size]
             if fatal is not None:
                 for k in batch:
                     for rid in to_send[k]:
@@ -313,20 +332,44 @@ class _Run:
         rows = []
         for rid in ids:
             a = answer.get(rid)
-            rows.append({"id": rid, "llm_label": a.label if a else None,
-                         "llm_confidence": a.confidence if a else np.nan,
-                         "rationale": a.rationale if a else None,
-                         "provider": self.provider.name, "model": self.provider.model,
-                         "simulated": bool(self.provider.simulated), "status": status[rid]})
+            rows.append(
+                {
+                    "id": rid,
+                    "llm_label": a.label if a else None,
+                    "llm_confidence": a.confidence if a else np.nan,
+                    "rationale": a.rationale if a else None,
+                    "provider": self.provider.name,
+                    "model": self.provider.model,
+                    "simulated": bool(self.provider.simulated),
+                    "status": status[rid],
+                }
+            )
         self.cache.close_spend(self.run_key, self.resumed_owners)
         answers = pd.DataFrame(rows, columns=ANSWER_COLUMNS) if rows else empty_answers()
         answers["simulated"] = answers["simulated"].astype(bool)
         answers["llm_confidence"] = answers["llm_confidence"].astype(float)
         usage = self.usage.flat(answers, cfg.min_confidence)
-        log.info("relabel it%s: %s", usage["iteration"], self.redact(
-            {k: usage[k] for k in ("provider", "model", "queue_rows", "rows_answered",
-                                   "rows_cached", "rows_failed", "rows_discarded",
-                                   "rows_over_budget", "requests", "est_cost_usd")}))
+        log.info(
+            "relabel it%s: %s",
+            usage["iteration"],
+            self.redact(
+                {
+                    k: usage[k]
+                    for k in (
+                        "provider",
+                        "model",
+                        "queue_rows",
+                        "rows_answered",
+                        "rows_cached",
+                        "rows_failed",
+                        "rows_discarded",
+                        "rows_over_budget",
+                        "requests",
+                        "est_cost_usd",
+                    )
+                }
+            ),
+        )
         return answers, usage
 
     # -- one batch -------------------------------------------------------------------------
@@ -334,7 +377,7 @@ class _Run:
         if self.provider.simulated:  # nobody to be polite to
             return
         r = self.cfg.retries
-        wait = min(r.max_backoff_s, r.backoff_s * (2 ** attempt))
+        wait = min(r.max_backoff_s, r.backoff_s * (2**attempt))
         if hint:
             wait = max(wait, min(hint, r.max_backoff_s))
         if wait > 0:
@@ -342,7 +385,7 @@ class _Run:
 
     def _ask(self, batch: list[str], key_text: dict[str, str], first_row: dict[str, str]):
         """Ask for every key in batch. Returns ({key: Answer | status}, fatal error, budget_stop)."""
-        rid_of = {k: str(n + 1) for n, k in enumerate(batch)}   # short request ids
+        rid_of = {k: str(n + 1) for n, k in enumerate(batch)}  # short request ids
         key_of = {v: k for k, v in rid_of.items()}
         pending = list(batch)
         results: dict[str, Answer | str] = {}
@@ -362,16 +405,13 @@ class _Run:
                 kwargs = {}
                 if self.provider.simulated:
                     kwargs["context"] = [(rid_of[k], first_row[k]) for k in pending]
-                reply = self.provider.complete(self.system, user_prompt(items), schema=self.schema,
-                                               **kwargs)
+                reply = self.provider.complete(self.system, user_prompt(items), schema=self.schema, **kwargs)
             except ProviderError as e:
                 self.usage.latencies_ms.append((time.perf_counter() - t0) * 1000)
                 self.usage.requests += max(1, e.http_attempts)
-                self.cache.record_spend(self.run_key, self.usage.iteration, max(1, e.http_attempts),
-                                        0.0, 0.0, 0.0)
+                self.cache.record_spend(self.run_key, self.usage.iteration, max(1, e.http_attempts), 0.0, 0.0, 0.0)
                 self.usage.add_failures(e.http_failures or {e.kind: 1})
-                log.warning("LLM request failed (%s, attempt %d/%d): %s", e.kind, attempt + 1,
-                            attempts, self.redact(e))
+                log.warning("LLM request failed (%s, attempt %d/%d): %s", e.kind, attempt + 1, attempts, self.redact(e))
                 if e.fatal:
                     for k in pending:
                         results[k] = "failed"
@@ -387,23 +427,32 @@ class _Run:
             self.usage.output_tokens += reply.output_tokens
             cost = self.cfg.price.cost(reply.prompt_tokens, reply.output_tokens)
             self.usage.est_cost_usd += cost
-            self.cache.record_spend(self.run_key, self.usage.iteration, max(1, reply.http_attempts),
-                                    reply.prompt_tokens, reply.output_tokens, cost)
+            self.cache.record_spend(
+                self.run_key,
+                self.usage.iteration,
+                max(1, reply.http_attempts),
+                reply.prompt_tokens,
+                reply.output_tokens,
+                cost,
+            )
             self.budget.charge(reply.prompt_tokens, reply.output_tokens)
             try:
                 parsed = parse_answers(reply.text, [rid_of[k] for k in pending], self.classes)
             except MalformedReply as e:
                 self.usage.add_failures({"malformed": 1})
-                log.warning("LLM reply unusable (attempt %d/%d): %s", attempt + 1, attempts,
-                            self.redact(e))
+                log.warning("LLM reply unusable (attempt %d/%d): %s", attempt + 1, attempts, self.redact(e))
                 if attempt + 1 < attempts:
                     self._sleep(attempt)
                 continue
             u = self.usage
             if parsed.truncated:
                 u.add_failures({"malformed": 1})
-                log.warning("LLM reply was cut off (attempt %d/%d): kept the %d complete answers",
-                            attempt + 1, attempts, len(parsed.answers))
+                log.warning(
+                    "LLM reply was cut off (attempt %d/%d): kept the %d complete answers",
+                    attempt + 1,
+                    attempts,
+                    len(parsed.answers),
+                )
             u.discarded_unknown_id += parsed.unknown_ids
             u.discarded_unknown_label += sum(parsed.unknown_labels.values())
             u.discarded_invalid += sum(parsed.invalid.values())
@@ -417,8 +466,7 @@ class _Run:
                 a = Answer(a.label, a.confidence, self.redact(a.rationale))  # before it is stored
                 results[k] = a
                 bad_answer.discard(k)
-                fresh.append((k, self.provider.name, self.provider.model, self.version, a,
-                              share_p, share_o))
+                fresh.append((k, self.provider.name, self.provider.model, self.version, a, share_p, share_o))
             self.cache.put_many(fresh, iteration=self.usage.iteration)
             answered_or_bad = set(parsed.answers) | set(parsed.unknown_labels) | set(parsed.invalid)
             n_missing = sum(1 for k in pending if rid_of[k] not in answered_or_bad)
@@ -428,8 +476,7 @@ class _Run:
             if not pending:
                 break
             if attempt + 1 < attempts:
-                log.info("LLM reply left %d of %d ids unanswered; asking again for those",
-                         len(pending), len(items))
+                log.info("LLM reply left %d of %d ids unanswered; asking again for those", len(pending), len(items))
                 self._sleep(attempt)
         for k in pending:
             results[k] = "discarded" if k in bad_answer else "failed"

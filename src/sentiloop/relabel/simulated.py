@@ -10,6 +10,7 @@ It goes through the same prompt/parse/validate path as the HTTP providers (it re
 and every output row is marked simulated. It costs no tokens; its answers are cached per
 sentence id (not per text), so a row asked again in a later iteration is free, as with an LLM.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,8 +25,7 @@ from .base import ProviderError, Reply
 from .config import ConfigError, LLMConfig
 
 
-def simulated_draw(seed: int, sentence_id: str, gold: str, classes: Sequence[str],
-                   accuracy: float) -> str:
+def simulated_draw(seed: int, sentence_id: str, gold: str, classes: Sequence[str], accuracy: float) -> str:
     digest = hashlib.sha256(f"{seed}:{sentence_id}".encode()).digest()
     rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
     if rng.random() < accuracy or len(classes) < 2:
@@ -41,8 +41,9 @@ class SimulatedProvider:
 
     def __init__(self, cfg: LLMConfig, gold_path: str | Path | None):
         if gold_path is None or not Path(gold_path).exists():
-            raise ConfigError(f"llm.provider=simulated needs the gold labels database "
-                              f"(table gold(id, gold_label)); got {gold_path!r}")
+            raise ConfigError(
+                f"llm.provider=simulated needs the gold labels database (table gold(id, gold_label)); got {gold_path!r}"
+            )
         self.model = f"simulated-acc{cfg.simulated.accuracy:g}-seed{cfg.simulated.seed}"
         self._cfg = cfg
         self._con = sqlite3.connect(f"file:{Path(gold_path)}?mode=ro", uri=True)
@@ -51,12 +52,20 @@ class SimulatedProvider:
         if not ids:
             return {}
         marks = ",".join("?" * len(ids))
-        rows = self._con.execute(f"SELECT id, gold_label FROM gold WHERE id IN ({marks})",
-                                 [str(i) for i in ids]).fetchall()
+        rows = self._con.execute(
+            f"SELECT id, gold_label FROM gold WHERE id IN ({marks})", [str(i) for i in ids]
+        ).fetchall()
         return {str(i): str(g) for i, g in rows}
 
-    def complete(self, system: str, user: str, *, schema: dict, max_output_tokens=None,
-                 context: Sequence[tuple[str, str]] | None = None) -> Reply:
+    def complete(
+        self,
+        system: str,
+        user: str,
+        *,
+        schema: dict,
+        max_output_tokens=None,
+        context: Sequence[tuple[str, str]] | None = None,
+    ) -> Reply:
         """context: (request id, sentence id) of every item in `user`."""
         if not context:
             raise ProviderError("other", "simulated provider needs the sentence ids (context)")
@@ -69,8 +78,9 @@ class SimulatedProvider:
             if g is None:
                 continue  # no gold for this id: left unanswered -> counted as missing
             label = simulated_draw(self._cfg.simulated.seed, str(sid), g, classes, acc)
-            out.append({"id": rid, "label": label, "confidence": acc,
-                        "rationale": f"simulated annotator (accuracy {acc:g})"})
+            out.append(
+                {"id": rid, "label": label, "confidence": acc, "rationale": f"simulated annotator (accuracy {acc:g})"}
+            )
         return Reply(text=json.dumps(out), prompt_tokens=0, output_tokens=0, http_attempts=0)
 
     def close(self) -> None:

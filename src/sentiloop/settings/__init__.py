@@ -12,6 +12,7 @@ Sections: data.py (data, split), loop.py (schedule, loop, correction, analysis, 
 the loop's policy, kept apart because it changes most), members.py (models.<member>),
 llm.py, ops.py (ensemble, gate, feedback, report, review, profile).
 """
+
 from __future__ import annotations
 
 import copy
@@ -34,7 +35,7 @@ from sentiloop.settings.ops import Ensemble, Feedback, Gate, Profile, Report, Re
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 PARAMS_FILE = "params.yaml"
-DERIVED = ("iterations", "retrain_items")    # expanded by the resolvers, never set by hand
+DERIVED = ("iterations", "retrain_items")  # expanded by the resolvers, never set by hand
 
 
 class Iteration(Section):
@@ -58,8 +59,9 @@ def iteration_chain(n: int) -> dict[str, dict]:
 def retrain_chain(n: int, members: Sequence[str]) -> dict[str, dict]:
     """{it1-lexicon: {k: 1, prev: it0, member: lexicon}, ...}: one retrain stage per member per
     iteration (dvc's matrix over a dict only exposes its keys, so foreach walks this instead)."""
-    return {f"it{k}-{m}": {"k": k, "prev": f"it{k - 1}", "member": str(m)}
-            for k in range(1, int(n) + 1) for m in members}
+    return {
+        f"it{k}-{m}": {"k": k, "prev": f"it{k - 1}", "member": str(m)} for k in range(1, int(n) + 1) for m in members
+    }
 
 
 class Settings(Section):
@@ -83,14 +85,16 @@ class Settings(Section):
     review: Review
     iterations: dict[str, Iteration]
     retrain_items: dict[str, RetrainItem]
-    _tree: dict = PrivateAttr(default_factory=dict)     # the params as read (see as_params)
+    _tree: dict = PrivateAttr(default_factory=dict)  # the params as read (see as_params)
 
     @model_validator(mode="after")
     def _workable(self):
         if self.llm.provider == "simulated" and not self.data.has_gold:
-            raise fail(f"llm.provider = 'simulated' answers from gold labels, but data={self.data.source} "
-                       "has none (data.gold_column = null): choose another llm= (none, gemini, "
-                       "openai_compatible), or a corpus with a gold column")
+            raise fail(
+                f"llm.provider = 'simulated' answers from gold labels, but data={self.data.source} "
+                "has none (data.gold_column = null): choose another llm= (none, gemini, "
+                "openai_compatible), or a corpus with a gold column"
+            )
         for key in ("cross_fit_members", "guard_scratch"):
             names = getattr(self.loop, key)
             stray = sorted(set(names) - set(MEMBER_CONFIGS))
@@ -99,10 +103,13 @@ class Settings(Section):
         n = self.loop.max_iterations
         chain = iteration_chain(n)
         items = retrain_chain(n, self.ensemble.members)
-        if ({k: v.model_dump() for k, v in self.iterations.items()} != chain
-                or {k: v.model_dump() for k, v in self.retrain_items.items()} != items):
-            raise fail(f"iterations/retrain_items do not follow loop.max_iterations = {n} "
-                       f"and ensemble.members (params.yaml edited by hand?): recompose it with `make params`")
+        if {k: v.model_dump() for k, v in self.iterations.items()} != chain or {
+            k: v.model_dump() for k, v in self.retrain_items.items()
+        } != items:
+            raise fail(
+                f"iterations/retrain_items do not follow loop.max_iterations = {n} "
+                f"and ensemble.members (params.yaml edited by hand?): recompose it with `make params`"
+            )
         return self
 
     # --- conveniences ------------------------------------------------------------------
@@ -152,7 +159,9 @@ def load(path: str | Path = PARAMS_FILE) -> Settings:
     try:
         tree = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise SettingsError(f"{path}: not valid YAML ({str(e).splitlines()[0]}): recompose it with `make params`") from None
+        raise SettingsError(
+            f"{path}: not valid YAML ({str(e).splitlines()[0]}): recompose it with `make params`"
+        ) from None
     if not isinstance(tree, dict):
         raise SettingsError(f"{path}: not a mapping of params: recompose it with `make params`")
     return from_dict(tree, source=str(path))
@@ -167,7 +176,7 @@ def validate_composed(tree: Mapping[str, Any]) -> Settings:
         tree["iterations"] = iteration_chain(n)
         tree["retrain_items"] = retrain_chain(n, members)
     except (KeyError, TypeError, ValueError):
-        tree["iterations"] = tree["retrain_items"] = {}    # the section check names what is wrong
+        tree["iterations"] = tree["retrain_items"] = {}  # the section check names what is wrong
     return from_dict(tree)
 
 
@@ -182,7 +191,7 @@ def _compose(overrides: tuple[str, ...], conf_dir: str) -> dict:
     from omegaconf import OmegaConf
 
     root = str(Path(conf_dir).parent)
-    if root not in sys.path:     # hydra_plugins/ (the resolvers) sits beside conf/
+    if root not in sys.path:  # hydra_plugins/ (the resolvers) sits beside conf/
         sys.path.insert(0, root)
     import hydra_plugins.chain  # noqa: F401  registers ${chain:} and ${member_chain:}
 
@@ -197,7 +206,7 @@ def compose(overrides: Sequence[str] = (), *, conf_dir: str | Path | None = None
     conf = Path(conf_dir) if conf_dir else REPO_ROOT / "conf"
     try:
         return copy.deepcopy(_compose(tuple(overrides), str(conf.resolve())))
-    except Exception as e:          # Hydra/OmegaConf wrap the resolver's SettingsError
+    except Exception as e:  # Hydra/OmegaConf wrap the resolver's SettingsError
         raise composition_error(e) from None
 
 
@@ -215,18 +224,24 @@ def composition_error(e: BaseException) -> BaseException:
     if type(e).__module__.split(".")[0] not in ("hydra", "omegaconf"):
         return e
     bad = re.match(r"Could not override '([^']+)'", text)
-    if bad:     # a typo on the command line: say which keys that section has
+    if bad:  # a typo on the command line: say which keys that section has
         parts = bad.group(1).split(".")
         known = known_keys(parts[:-1])
         close = difflib.get_close_matches(parts[-1], known, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
-        return SettingsError(f"override {bad.group(1)}: unknown key; {hint}known keys: {', '.join(known)}"
-                             if known else f"override {bad.group(1)}: unknown key")
+        return SettingsError(
+            f"override {bad.group(1)}: unknown key; {hint}known keys: {', '.join(known)}"
+            if known
+            else f"override {bad.group(1)}: unknown key"
+        )
     # Hydra's messages span lines ("Could not find 'schedule/x'", then the options): join them
     text = text.split("Config search path")[0]
     head, _, options = text.partition("Available options in")
-    lines = [ln.strip() for ln in head.splitlines()
-             if ln.strip() and not ln.strip().startswith(("full_key:", "object_type", "reference_type"))]
+    lines = [
+        ln.strip()
+        for ln in head.splitlines()
+        if ln.strip() and not ln.strip().startswith(("full_key:", "object_type", "reference_type"))
+    ]
     message = "conf/: " + "; ".join(lines)
     if options:
         group, _, names = options.partition(":")
@@ -267,9 +282,11 @@ def check_member_config(kind: str, config: Mapping[str, Any]) -> dict[str, Any]:
     try:
         return TypeAdapter(MEMBER_CONFIGS[kind]).validate_python(dict(config)).model_dump()
     except ValidationError as e:
-        raise SettingsError(describe(Prefixed(e, ("models", kind)), {"models": {kind: dict(config)}},
-                                     "model config") + f" (sentiloop.settings.member_config({kind!r}, ...) "
-                            "completes a config from conf/)") from None
+        raise SettingsError(
+            describe(Prefixed(e, ("models", kind)), {"models": {kind: dict(config)}}, "model config")
+            + f" (sentiloop.settings.member_config({kind!r}, ...) "
+            "completes a config from conf/)"
+        ) from None
 
 
 def llm_config(group: str = "none", **overrides: Any) -> LLM:
@@ -283,8 +300,11 @@ def _merge_sections(base: dict, over: Mapping[str, Any], path: tuple[str, ...]) 
     out = dict(base)
     for k, v in over.items():
         section = bool(known_keys([*path, k])) or (path[:1] == ("models",) and len(path) == 1)
-        out[k] = (_merge_sections(out[k], v, (*path, k)) if section and isinstance(v, Mapping)
-                  and isinstance(out.get(k), dict) else v)
+        out[k] = (
+            _merge_sections(out[k], v, (*path, k))
+            if section and isinstance(v, Mapping) and isinstance(out.get(k), dict)
+            else v
+        )
     return out
 
 
@@ -295,6 +315,20 @@ def _merge(base: dict, over: Mapping[str, Any]) -> dict:
     return out
 
 
-__all__ = ["DERIVED", "REPO_ROOT", "Settings", "SettingsError", "check_member_config", "compose", "compose_settings",
-           "composition_error", "from_dict", "iteration_chain", "llm_config", "load",
-           "member_config", "retrain_chain", "validate_composed"]
+__all__ = [
+    "DERIVED",
+    "REPO_ROOT",
+    "Settings",
+    "SettingsError",
+    "check_member_config",
+    "compose",
+    "compose_settings",
+    "composition_error",
+    "from_dict",
+    "iteration_chain",
+    "llm_config",
+    "load",
+    "member_config",
+    "retrain_chain",
+    "validate_composed",
+]

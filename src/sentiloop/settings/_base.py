@@ -4,6 +4,7 @@ A section has no defaults of its own: conf/ is the one place where a default liv
 here only says what a value may be. Ranges are written with the helpers below so a bad value is
 reported as `correction.queue_at = -0.05: must be between 0 and 1`, not pydantic's prose.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -30,9 +31,10 @@ class Section(BaseModel):
                 close = difflib.get_close_matches(key, list(cls.model_fields), n=1)
                 hint = f"did you mean {close[0]!r}? " if close else ""
                 raise PydanticCustomError(
-                    "unknown_key", "unknown key; {hint}known keys: {known}",
-                    {"key": key, "value": data[unknown[0]], "hint": hint,
-                     "known": ", ".join(cls.model_fields)})
+                    "unknown_key",
+                    "unknown key; {hint}known keys: {known}",
+                    {"key": key, "value": data[unknown[0]], "hint": hint, "known": ", ".join(cls.model_fields)},
+                )
         return data
 
 
@@ -40,8 +42,7 @@ def _fmt_bound(x: float) -> str:
     return f"{x:g}" if isinstance(x, float) else str(x)
 
 
-def check_range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
-                hi_open: bool = False):
+def check_range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False):
     """An AfterValidator for lo <= v <= hi (open ends where asked); None passes (Optional fields)."""
     if lo is not None and hi is not None:
         left, right = "(" if lo_open else "[", ")" if hi_open else "]"
@@ -57,17 +58,19 @@ def check_range(lo: float | None = None, hi: float | None = None, *, lo_open: bo
     def check(v):
         if v is None:
             return v
-        bad = ((lo is not None and (v <= lo if lo_open else v < lo))
-               or (hi is not None and (v >= hi if hi_open else v > hi)))
+        bad = (lo is not None and (v <= lo if lo_open else v < lo)) or (
+            hi is not None and (v >= hi if hi_open else v > hi)
+        )
         if bad:
             raise PydanticCustomError("range", text)
         return v
+
     return AfterValidator(check)
 
 
 # the ranges used across sections
-Share = Annotated[float, check_range(0, 1)]                         # a fraction / probability
-Threshold = Annotated[float, check_range(0, 1, lo_open=True)]       # a confidence bar, (0, 1]
+Share = Annotated[float, check_range(0, 1)]  # a fraction / probability
+Threshold = Annotated[float, check_range(0, 1, lo_open=True)]  # a confidence bar, (0, 1]
 PosFloat = Annotated[float, check_range(0, lo_open=True)]
 NonNegFloat = Annotated[float, check_range(0)]
 PosInt = Annotated[int, check_range(1)]
@@ -121,24 +124,24 @@ def describe(error: ValidationError, tree: Any, source: str = "params.yaml") -> 
     if kind == "combination":
         return f"{source}: {e['msg']}{more}"
     if kind == "missing":
-        return (f"{source}: {key} is missing: every key has its default in conf/; "
-                f"recompose with `make params` (or `dvc exp run`){more}")
+        return (
+            f"{source}: {key} is missing: every key has its default in conf/; "
+            f"recompose with `make params` (or `dvc exp run`){more}"
+        )
     if kind == "unknown_key":
         key = ".".join(path + [ctx["key"]])
         return f"{source}: {key} = {_value(ctx['value'])}: {e['msg']}{more}"
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         tag = ctx.get("discriminator", "").strip("'")
         value = ctx.get("tag")
-        return (f"{source}: {key}.{tag} = {_value(value)}: must be one of "
-                f"{ctx.get('expected_tags')}{more}")
+        return f"{source}: {key}.{tag} = {_value(value)}: must be one of {ctx.get('expected_tags')}{more}"
     msg = e["msg"].replace("Input should be", "must be").replace("Value error, ", "")
     if kind == "literal_error":
         msg = f"must be one of {ctx.get('expected', '')}".replace(" or ", ", ")
     return f"{source}: {key} = {_value(e.get('input'))}: {msg}{more}"
 
 
-def validate_section(cls: type[BaseModel], data: Any, *, source: str = "params.yaml",
-                     prefix: tuple[str, ...] = ()):
+def validate_section(cls: type[BaseModel], data: Any, *, source: str = "params.yaml", prefix: tuple[str, ...] = ()):
     """cls.model_validate(data) with a one-line SettingsError (keys prefixed with `prefix`)."""
     try:
         return cls.model_validate(data)

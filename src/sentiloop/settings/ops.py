@@ -1,4 +1,5 @@
 """The ensemble, and what happens after the loop: gate, feedback, report; the hardware profile."""
+
 from __future__ import annotations
 
 from typing import Literal
@@ -12,9 +13,9 @@ MemberKind = Literal["lexicon", "lstm", "bilstm", "bert"]
 
 class Ensemble(Section):
     members: list[MemberKind]
-    weights: dict[str, NonNegFloat]   # one per member; renormalised over the members
-    fit_weights: bool                 # fit them on the evidence rows every iteration (the seed weights: start, fallback)
-    weights_from: Literal["auto", "dev", "oof"]   # evidence rows; auto: oof when loop.cross_fit >= 2, else dev
+    weights: dict[str, NonNegFloat]  # one per member; renormalised over the members
+    fit_weights: bool  # fit them on the evidence rows every iteration (the seed weights: start, fallback)
+    weights_from: Literal["auto", "dev", "oof"]  # evidence rows; auto: oof when loop.cross_fit >= 2, else dev
 
     @model_validator(mode="after")
     def _members(self):
@@ -24,8 +25,10 @@ class Ensemble(Section):
             raise fail(f"ensemble.members = {self.members}: a member is listed twice")
         missing = [m for m in self.members if m not in self.weights]
         if missing:
-            raise fail(f"ensemble.weights has no weight for {missing[0]}: add "
-                       f"ensemble.weights.{missing[0]} (weights = {self.weights})")
+            raise fail(
+                f"ensemble.weights has no weight for {missing[0]}: add "
+                f"ensemble.weights.{missing[0]} (weights = {self.weights})"
+            )
         if sum(self.weights[m] for m in self.members) <= 0:
             raise fail(f"ensemble.weights of {self.members} sum to 0: give a member a positive weight")
         return self
@@ -47,8 +50,8 @@ class Gate(Section):
 
 
 class Feedback(Section):
-    dir: str                                    # a dep of every correct@itK (dvc.yaml)
-    splits: list[Literal["train", "dev"]]       # never test: it is held out
+    dir: str  # a dep of every correct@itK (dvc.yaml)
+    splits: list[Literal["train", "dev"]]  # never test: it is held out
 
 
 class Report(Section):
@@ -58,10 +61,9 @@ class Report(Section):
 
 
 class Review(Section):
-    queue_size: PosInt                          # rows in the review app's ranked queue
+    queue_size: PosInt  # rows in the review app's ranked queue
 
 
 class Profile(Section):
     name: str
     device: str
-

@@ -1,5 +1,6 @@
 """Stage bundle: the deployable directory models/bundle (the gate's selected members, weights,
 tokenizer, manifest with versions, metrics, params, data hash and the gate's verdict)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -18,10 +19,15 @@ def run(s: Settings, L: Layout) -> dict[str, Any]:
     metrics["gate"] = {k: gate.get(k) for k in ("f1", "threshold", "attempts", "passed")}
     tokenizer = {"negation": s.models.lexicon.negation, "max_text_chars": s.data.max_text_chars}
     return build_bundle(
-        L.bundle, member_dirs={m: L.gate_models / m for m in members},
-        weights=gate.get("weights") or s.ensemble.weights, classes=s.classes, language=s.data.language,
-        tokenizer=tokenizer, metrics=metrics, params=s.as_params(), data_files=[L.final_store],
-        gate={k: gate.get(k) for k in ("passed", "deployable", "f1", "threshold", "attempts",
-                                        "selected_attempt")},
-        source={"models": str(L.gate_models), "iterations": s.loop.max_iterations,
-                "schedule": s.schedule.name})
+        L.bundle,
+        member_dirs={m: L.gate_models / m for m in members},
+        weights=gate.get("weights") or s.ensemble.weights,
+        classes=s.classes,
+        language=s.data.language,
+        tokenizer=tokenizer,
+        metrics=metrics,
+        params=s.as_params(),
+        data_files=[L.final_store],
+        gate={k: gate.get(k) for k in ("passed", "deployable", "f1", "threshold", "attempts", "selected_attempt")},
+        source={"models": str(L.gate_models), "iterations": s.loop.max_iterations, "schedule": s.schedule.name},
+    )

@@ -1,6 +1,7 @@
 """Stage gate: the final ensemble's test macro-F1 against gate.f1_threshold; retrain up to
 gate.max_attempts times, choose among the attempts on dev, score the chosen one on test; alert (metrics/alerts.jsonl + $SENTILOOP_ALERT_WEBHOOK) when still below.
 A failed gate is recorded in metrics/gate.json (deployable: false), not raised."""
+
 from __future__ import annotations
 
 import json
@@ -32,15 +33,19 @@ def run(s: Settings, L: Layout) -> dict[str, Any]:
     initial = initial_proba(L.final_predictions, store_db, classes, chunk, len(test.texts))
     initial_dev = initial_proba(L.final_predictions, store_db, classes, chunk, len(dev.texts), "dev")
 
-    result = run_gate(models, weights, train=train, dev=dev, test=test, cfg=cfg, initial_proba=initial,
-                      initial_dev_proba=initial_dev)
+    result = run_gate(
+        models, weights, train=train, dev=dev, test=test, cfg=cfg, initial_proba=initial, initial_dev_proba=initial_dev
+    )
     alerts = L.alerts
     alerts.parent.mkdir(parents=True, exist_ok=True)
     alerts.touch()  # an output even when nothing failed (persisted across runs by DVC)
     if not result.passed:
-        raise_alert(result, alerts_path=alerts, run={**run_info(), "members": members,
-                                                     "schedule": s.schedule.name, "iterations": n},
-                    timeout=cfg.webhook_timeout)
+        raise_alert(
+            result,
+            alerts_path=alerts,
+            run={**run_info(), "members": members, "schedule": s.schedule.name, "iterations": n},
+            timeout=cfg.webhook_timeout,
+        )
     out_models = L.gate_models
     if out_models.exists():
         shutil.rmtree(out_models)
@@ -49,8 +54,12 @@ def run(s: Settings, L: Layout) -> dict[str, Any]:
             shutil.copytree(models_dir / name, out_models / name, ignore=shutil.ignore_patterns("folds"))
         else:
             model.save(out_models / name)
-    record = {**result.to_json(), "members": members,
-              "weights": ensemble.normalised_weights(members, weights), "classes": classes}
+    record = {
+        **result.to_json(),
+        "members": members,
+        "weights": ensemble.normalised_weights(members, weights),
+        "classes": classes,
+    }
     gate_json = L.gate_json
     gate_json.parent.mkdir(parents=True, exist_ok=True)
     gate_json.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")

@@ -1,4 +1,5 @@
 """Stage ingest: the source (data=...) -> data/ingested.sqlite, rejects, gold labels aside."""
+
 from __future__ import annotations
 
 from sentiloop.ingest import ingest
@@ -9,8 +10,15 @@ from sentiloop.settings import Settings
 
 
 def run(s: Settings, L: Layout) -> dict:
-    report = ingest(s.data, L.ingested, L.rejects, L.gold, chunk_size=s.loop.chunk_size, seed=s.seed,
-                    source_path=L.in_root(s.data.path))
+    report = ingest(
+        s.data,
+        L.ingested,
+        L.rejects,
+        L.gold,
+        chunk_size=s.loop.chunk_size,
+        seed=s.seed,
+        source_path=L.in_root(s.data.path),
+    )
     m = report.as_metrics()
     n = s.data.noise
     if n.active:

@@ -2,6 +2,7 @@
 and judge every free train row against its original label (sentiloop.noise_model,
 sentiloop.judgement). Writes data/it<k>/judgement.parquet (what correct@it<k> applies and
 relabel@it<k> queues) and metrics/noise/it<k>.json."""
+
 from __future__ import annotations
 
 import math
@@ -49,22 +50,25 @@ def rule_for(s: Settings, k: int, noise_rate: float, n_free: int) -> judgement.R
     drift = s.schedule.max_drift if s.schedule.max_drift is not None else 1.0
     if s.schedule.name == "curriculum":
         budget = int(math.ceil(value * noise_rate * n_free))
-        return judgement.Rule(flip_at=c.flip_floor, hold_at=c.hold_at, aside_at=c.aside_at, agree=c.agree,
-                              max_drift=drift, budget=budget)
+        return judgement.Rule(
+            flip_at=c.flip_floor, hold_at=c.hold_at, aside_at=c.aside_at, agree=c.agree, max_drift=drift, budget=budget
+        )
     return judgement.Rule(flip_at=value, hold_at=c.hold_at, aside_at=c.aside_at, agree=c.agree, max_drift=drift)
 
 
 def run(s: Settings, L: Layout, k: int) -> dict:
     classes, chunk = s.classes, s.loop.chunk_size
     index = {c: i for i, c in enumerate(classes)}
-    rows = store.read_column_values(L.store(k - 1), ["id", "label", "current_label", "locked"],
-                                    where="split = 'train'", chunk_size=chunk)
+    rows = store.read_column_values(
+        L.store(k - 1), ["id", "label", "current_label", "locked"], where="split = 'train'", chunk_size=chunk
+    )
     cols = prob_columns("ens", classes) + [c for m in s.fold_members for c in prob_columns(m, classes)]
     preds = read_predictions(L.predictions(k), ["id"] + list(dict.fromkeys(cols)), split="train")
     frame = rows.merge(preds, on="id", how="left", validate="one_to_one")
     if frame[cols].isna().any().any():
-        raise store.StoreError(f"{L.predictions(k)}: train rows of {L.store(k - 1)} without predictions; "
-                               "rerun predict on this store")
+        raise store.StoreError(
+            f"{L.predictions(k)}: train rows of {L.store(k - 1)} without predictions; rerun predict on this store"
+        )
     weights = read_json(L.eval(k - 1))["ensemble"].get("weights", {})
     probs, votes, voters = evidence(s, frame, weights)
     original = frame["label"].map(index).to_numpy()
@@ -73,18 +77,26 @@ def run(s: Settings, L: Layout, k: int) -> dict:
         raise store.StoreError(f"{L.store(k - 1)}: train labels outside data.classes = {classes}")
     original, current = original.astype(np.int64), current.astype(np.int64)
 
-    est = noise_model.estimate(probs, original, anchor_share=s.correction.anchor_share,
-                               em_steps=s.correction.em_steps)
+    est = noise_model.estimate(probs, original, anchor_share=s.correction.anchor_share, em_steps=s.correction.em_steps)
     post = est.posterior(probs, original)
     free = frame["locked"].to_numpy() == 0
     rule = rule_for(s, k, est.noise_rate, int(free.sum()))
     v = judgement.judge(post[free], original[free], current[free], votes[free], est.prior, rule)
 
     names = np.asarray(classes, dtype=object)
-    out = pd.DataFrame({"id": frame["id"][free].astype(str).to_numpy(), "original": names[original[free]],
-                        "current": names[current[free]], "label": names[v.label], "aside": v.aside.astype(np.int8),
-                        "p_wrong": v.p_wrong.astype(np.float32), "strength": v.strength.astype(np.float32),
-                        "action": v.action.astype(str), "best": names[post[free].argmax(axis=1)]})
+    out = pd.DataFrame(
+        {
+            "id": frame["id"][free].astype(str).to_numpy(),
+            "original": names[original[free]],
+            "current": names[current[free]],
+            "label": names[v.label],
+            "aside": v.aside.astype(np.int8),
+            "p_wrong": v.p_wrong.astype(np.float32),
+            "strength": v.strength.astype(np.float32),
+            "action": v.action.astype(str),
+            "best": names[post[free].argmax(axis=1)],
+        }
+    )
     for j, c in enumerate(classes):
         out[f"post_{c}"] = post[free][:, j].astype(np.float32)
     path = L.judgement(k)
@@ -97,12 +109,24 @@ def run(s: Settings, L: Layout, k: int) -> dict:
     gain = float((post[free][fr, v.label] - post[free][fr, current[free]])[changed].sum() / max(int(free.sum()), 1))
     residual = float((1.0 - v.strength[~v.aside]).sum() / max(int(free.sum()), 1)) if free.any() else 0.0
     actions = pd.Series(v.action).value_counts()
-    report = {"iteration": k, **est.to_dict(classes), "evidence_members": s.fold_members or ["ensemble (in-sample)"],
-              "voters": voters, "flip_at": rule.flip_at, "budget": rule.budget, "max_drift": rule.max_drift,
-              "judged": int(free.sum()), "flips": int((v.label != original[free]).sum()),
-              "new_flips": int(actions.get(judgement.FLIP, 0)), "held": int(actions.get(judgement.HOLD, 0)),
-              "reverted": int(actions.get(judgement.REVERT, 0)), "aside": int(v.aside.sum()),
-              "dropped_by_budget": v.dropped_by_budget, "dropped_by_drift": v.dropped_by_drift,
-              "residual_noise": round(residual, 6), "expected_gain": round(gain, 6)}
+    report = {
+        "iteration": k,
+        **est.to_dict(classes),
+        "evidence_members": s.fold_members or ["ensemble (in-sample)"],
+        "voters": voters,
+        "flip_at": rule.flip_at,
+        "budget": rule.budget,
+        "max_drift": rule.max_drift,
+        "judged": int(free.sum()),
+        "flips": int((v.label != original[free]).sum()),
+        "new_flips": int(actions.get(judgement.FLIP, 0)),
+        "held": int(actions.get(judgement.HOLD, 0)),
+        "reverted": int(actions.get(judgement.REVERT, 0)),
+        "aside": int(v.aside.sum()),
+        "dropped_by_budget": v.dropped_by_budget,
+        "dropped_by_drift": v.dropped_by_drift,
+        "residual_noise": round(residual, 6),
+        "expected_gain": round(gain, 6),
+    }
     write_json(L.noise(k), report)
     return report

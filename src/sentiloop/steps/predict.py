@@ -1,6 +1,7 @@
 """Stages predict@it<k> (the models of k - 1 judge every row of store k - 1) and predict_final
 (the last iteration's models judge the last store): every member's probabilities and the
 ensemble's, for every row, in chunks; plus the dev/test evaluation of the models that made them."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -86,8 +87,14 @@ def predict(s: Settings, L: Layout, models_of: int, out_parquet: Path, *, out_of
     # out-of-fold evidence only when every member's train-row predictions are out-of-fold
     source = weighting.evidence_source(s.ensemble.weights_from, k if len(fold_members) == len(members) else 0)
     ev_probs, ev_y = rows_of(split == (split_code["train"] if source == "oof" else split_code["dev"]))
-    decision = weighting.choose_weights(ev_probs, ev_y, {m: s.ensemble.weights[m] for m in members},
-                                        fit=bool(s.ensemble.fit_weights), evidence=source, seed=s.seed)
+    decision = weighting.choose_weights(
+        ev_probs,
+        ev_y,
+        {m: s.ensemble.weights[m] for m in members},
+        fit=bool(s.ensemble.fit_weights),
+        evidence=source,
+        seed=s.seed,
+    )
     weights = decision.weights
     contributions, imbalance = {}, False
     dev_probs, y_dev = rows_of(split == split_code["dev"])
@@ -129,7 +136,7 @@ def predict(s: Settings, L: Layout, models_of: int, out_parquet: Path, *, out_of
     tmp.replace(out_parquet)
 
     report: dict[str, Any] = {"iteration": it(models_of), "members": {}, "ensemble": {}}
-    names = np.asarray(list(classes) + ["<not a class>"], dtype=object)     # code -1 (last)
+    names = np.asarray(list(classes) + ["<not a class>"], dtype=object)  # code -1 (last)
     for name in members + ["ensemble"]:
         pred = ens_codes if name == "ensemble" else P[name].argmax(axis=1)
         entry = {}
@@ -146,8 +153,7 @@ def predict(s: Settings, L: Layout, models_of: int, out_parquet: Path, *, out_of
                 entry["weight_reason"] = decision.zeroed[name]
             report["members"][name] = entry
         else:
-            report["ensemble"] = {**entry, "weights": weights, "imbalance": imbalance,
-                                  "weighting": decision.to_dict()}
+            report["ensemble"] = {**entry, "weights": weights, "imbalance": imbalance, "weighting": decision.to_dict()}
     write_json(eval_json, report)
     return report
 

@@ -1,5 +1,6 @@
 """Stage review_data: the review app's precomputed summaries under data/review/ (overview,
 per-iteration records, the ranked review queue, the human labels already applied)."""
+
 from __future__ import annotations
 
 from sentiloop.layout import Layout

@@ -1,5 +1,6 @@
 """Stage summarize: per-iteration metrics -> dvclive (metrics/live), iteration on the x axis,
 and the curated plot tables of dvc.yaml's `plots:` (metrics/plots/convergence.csv, members.csv)."""
+
 from __future__ import annotations
 
 from sentiloop.layout import Layout

@@ -2,6 +2,7 @@
 member's own retraining strategy from the previous iteration's model, kept only where it beats
 a model trained from scratch and the previous iteration's model on dev: retraining never hurts,
 and each member's final model is its best dev iteration)."""
+
 from __future__ import annotations
 
 import shutil
@@ -81,10 +82,12 @@ def guard(s: Settings, member: str, store_db: Path, out_dir: Path, prev_dir: Pat
     if member in s.loop.guard_scratch and cfg.get("strategy") != "scratch":
         train = _read_split(store_db, "train", chunk)
         scratch = build_model(member, s.classes, cfg, language=s.data.language, seed=s.seed)
-        candidates["scratch"] = scratch.fit(train["text"].tolist(), train["current_label"].map(index).to_numpy(),
-                                            eval_set=(texts, noisy))
-    scores = {name: corrected_accuracy(m.predict_proba(texts).argmax(axis=1), noisy, matrix)
-              for name, m in candidates.items()}
+        candidates["scratch"] = scratch.fit(
+            train["text"].tolist(), train["current_label"].map(index).to_numpy(), eval_set=(texts, noisy)
+        )
+    scores = {
+        name: corrected_accuracy(m.predict_proba(texts).argmax(axis=1), noisy, matrix) for name, m in candidates.items()
+    }
     best = max(scores, key=lambda n: (round(scores[n], 6), n == "strategy", n == "scratch"))
     if best != "strategy":
         folds = out_dir / "folds"
@@ -106,13 +109,17 @@ def guard(s: Settings, member: str, store_db: Path, out_dir: Path, prev_dir: Pat
 
 def _read_split(db: Path, split: str, chunk: int) -> pd.DataFrame:
     """The rows of a split the models learn from: rows set aside by the correction rule are not."""
-    parts = list(store.iter_chunks(db, ["id", "text", "current_label"], where="split = ? AND aside = 0",
-                                   params=(split,), chunk_size=chunk))
+    parts = list(
+        store.iter_chunks(
+            db, ["id", "text", "current_label"], where="split = ? AND aside = 0", params=(split,), chunk_size=chunk
+        )
+    )
     return pd.concat(parts or [pd.DataFrame(columns=["id", "text", "current_label"])], ignore_index=True)
 
 
-def fit(s: Settings, member: str, store_db: Path, out_dir: Path, *, prev_dir: Path | None = None,
-        folds: bool = True) -> dict:
+def fit(
+    s: Settings, member: str, store_db: Path, out_dir: Path, *, prev_dir: Path | None = None, folds: bool = True
+) -> dict:
     """Fit one member on the store's current labels (from `prev_dir`'s model when given), plus
     its cross-fitting fold models when it is one of the cross-fitted members (loop.cross_fit_members)."""
     out_dir = Path(out_dir)
@@ -141,5 +148,3 @@ def fit(s: Settings, member: str, store_db: Path, out_dir: Path, *, prev_dir: Pa
             prev_f = Layout.fold(prev_dir, f) if prev_dir is not None else None
             fit_one(train["text"][mask].tolist(), y[mask], prev_f).save(Layout.fold(out_dir, f))
     return {"member": member, "strategy": model.strategy_, "n_train": int(len(y))}
-
-

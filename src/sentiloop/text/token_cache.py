@@ -12,6 +12,7 @@ size (the cache is never loaded whole). It is opt-in and transparent: while a ca
 (stored unless the cache is read-only). Changing the tokenizer's code invalidates nothing by
 itself: bump TOKENIZER_VERSION (part of the key) when token output changes.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,14 +25,15 @@ from typing import Callable, Iterator, Sequence
 TOKENIZER_VERSION = 1
 ENV_VAR = "SENTILOOP_TOKEN_CACHE"
 SEP = "\x1f"
-_BATCH = 900   # keys per IN (...) query: under the 999-variable limit of SQLite < 3.32
+_BATCH = 900  # keys per IN (...) query: under the 999-variable limit of SQLite < 3.32
 
 _active: "TokenCache | None" = None
 
 
 def _key(text: str, language: str, negation: bool) -> int:
-    h = hashlib.blake2b(f"{TOKENIZER_VERSION}\x1e{language}\x1e{int(negation)}\x1e{text}".encode(),
-                        digest_size=8).digest()
+    h = hashlib.blake2b(
+        f"{TOKENIZER_VERSION}\x1e{language}\x1e{int(negation)}\x1e{text}".encode(), digest_size=8
+    ).digest()
     return int.from_bytes(h, "little", signed=True)
 
 
@@ -63,7 +65,7 @@ class TokenCache:
         found: dict[int, str] = {}
         uniq = list(dict.fromkeys(keys))
         for i in range(0, len(uniq), _BATCH):
-            part = uniq[i:i + _BATCH]
+            part = uniq[i : i + _BATCH]
             q = f"SELECT key, tokens FROM tokens WHERE key IN ({','.join('?' * len(part))})"
             found.update(self._con.execute(q, part).fetchall())
         return {k: (v.split(SEP) if v else []) for k, v in found.items()}
@@ -71,12 +73,14 @@ class TokenCache:
     def store(self, items: Sequence[tuple[int, list[str]]]) -> None:
         if self.readonly or not items:
             return
-        self._con.executemany("INSERT OR IGNORE INTO tokens (key, tokens) VALUES (?, ?)",
-                              [(k, SEP.join(t)) for k, t in items])
+        self._con.executemany(
+            "INSERT OR IGNORE INTO tokens (key, tokens) VALUES (?, ?)", [(k, SEP.join(t)) for k, t in items]
+        )
         self._con.commit()
 
-    def tokenize(self, texts: Sequence[str], language: str, negation: bool,
-                 tokenizer: Callable[[list[str]], Iterator[list[str]]]) -> list[list[str]]:
+    def tokenize(
+        self, texts: Sequence[str], language: str, negation: bool, tokenizer: Callable[[list[str]], Iterator[list[str]]]
+    ) -> list[list[str]]:
         """Tokens for `texts` in order: hits from the file, misses from `tokenizer` (then stored)."""
         keys = [_key(t, language, negation) for t in texts]
         found = self.lookup(keys)

@@ -5,6 +5,7 @@ English marks the words after a negator up to the next punctuation; Korean marks
 a pre-verbal 안/못 and the word before a post-verbal 않다/못하다.
 Kiwi is loaded once per process, and only when Korean text is tokenized (it takes ~3 s).
 """
+
 from __future__ import annotations
 
 import re
@@ -16,10 +17,34 @@ _URL = re.compile(r"https?://\S+|www\.\S+")
 _MENTION = re.compile(r"@\w+")
 _REPEAT = re.compile(r"(.)\1{2,}")
 _EN_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[!?]|[:;=][\-']?[()dpDP]")
-_EN_NEGATORS = frozenset({"not", "no", "never", "nothing", "nobody", "none", "neither", "nor",
-                          "without", "cannot", "dont", "didnt", "doesnt", "isnt", "wasnt",
-                          "arent", "werent", "wont", "cant", "couldnt", "shouldnt", "wouldnt",
-                          "aint", "hardly"})
+_EN_NEGATORS = frozenset(
+    {
+        "not",
+        "no",
+        "never",
+        "nothing",
+        "nobody",
+        "none",
+        "neither",
+        "nor",
+        "without",
+        "cannot",
+        "dont",
+        "didnt",
+        "doesnt",
+        "isnt",
+        "wasnt",
+        "arent",
+        "werent",
+        "wont",
+        "cant",
+        "couldnt",
+        "shouldnt",
+        "wouldnt",
+        "aint",
+        "hardly",
+    }
+)
 _EN_CLAUSE_END = frozenset({"!", "?", "but", "however"})
 _KO_KEEP_PREFIX = ("NN", "VV", "VA", "VX", "MAG", "XR", "SL", "SN", "IC", "MM", "W_EMOJI", "SW")
 
@@ -59,6 +84,7 @@ def _english(text: str, negation: bool) -> list[str]:
 @lru_cache(maxsize=1)
 def _kiwi():
     from kiwipiepy import Kiwi
+
     return Kiwi()
 
 
