@@ -81,6 +81,21 @@ def schedule(name: str, start: float, end: float, max_drift: float | None = 0.02
     return Schedule(name=name, start=start, end=end, max_drift=max_drift)
 
 
+def tiny_data(path, *, gold: bool = True) -> dict:
+    """The data section of a binary CSV test corpus (id, text, label[, gold]): every key of
+    conf/data/file.yaml, so a test repository's conf/data/tiny.yaml or a params tree is complete."""
+    return {
+        **yaml.safe_load((ROOT / "conf/data/file.yaml").read_text()),
+        "source": "file",
+        "path": str(path),
+        "format": "csv",
+        "encoding_errors": "strict",
+        "id_column": "id",
+        "gold_column": "gold" if gold else None,
+        "max_text_chars": 500,
+    }
+
+
 def tiny_params(
     base: dict,
     csv_path: Path,
@@ -92,23 +107,7 @@ def tiny_params(
     **loop,
 ) -> dict:
     p = copy.deepcopy(base)
-    p["data"] = {
-        "source": "file",
-        "path": str(csv_path),
-        "format": "csv",
-        "encoding_errors": "strict",
-        "language": "en",
-        "classes": ["negative", "positive"],
-        "id_column": "id",
-        "text_column": "text",
-        "label_column": "label",
-        "gold_column": "gold" if gold else None,
-        "label_map": {"negative": "negative", "positive": "positive"},
-        "max_text_chars": 500,
-        "filtered_labels": [],
-        "max_rows": None,
-        "noise": {"rate": 0.0, "matrix": None, "seed": 17},
-    }
+    p["data"] = tiny_data(csv_path, gold=gold)
     p["loop"] = {**p["loop"], "max_iterations": iterations, "chunk_size": 257, **loop}
     p["models"]["lexicon"] = {**p["models"]["lexicon"], "seed_lexicon": "none", "min_count": 2}
     p["ensemble"]["members"] = members or ["lexicon"]

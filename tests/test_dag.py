@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel
 
 import dag_support as D
-from conftest import ROOT, plant_flips, synthetic_corpus, write_csv
+from conftest import ROOT, plant_flips, synthetic_corpus, tiny_data, write_csv
 from sentiloop import pipeline
 from sentiloop.layout import Layout
 from sentiloop.settings import DERIVED, Settings, compose_settings
@@ -201,22 +201,7 @@ def _tiny_settings(tmp_path) -> Settings:
         ]
     ).merged(
         {
-            "data": {
-                "source": "file",
-                "path": str(csv),
-                "format": "csv",
-                "encoding_errors": "strict",
-                "language": "en",
-                "classes": ["negative", "positive"],
-                "id_column": "id",
-                "text_column": "text",
-                "label_column": "label",
-                "gold_column": "gold",
-                "label_map": {"negative": "negative", "positive": "positive"},
-                "max_text_chars": 500,
-                "filtered_labels": [],
-                "max_rows": None,
-            },
+            "data": tiny_data(csv, gold=True),
             "schedule": {"start": 0.66, "end": 0.6},
         }
     )

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT, synthetic_corpus, write_csv
+from conftest import ROOT, synthetic_corpus, tiny_data, write_csv
 
 COPY = ["conf", "stages", "src", "hydra_plugins", "dvc.yaml", ".dvc/config", ".dvcignore", "data/feedback"]
 NAMES = np.array(["negative", "positive"])
@@ -48,29 +48,7 @@ def make_repo(root: Path, corpus_rows: list[dict]) -> Path:
             shutil.copy(src, repo / item)
     (repo / "data").mkdir(exist_ok=True)
     write_csv(repo / "data/corpus.csv", corpus_rows)
-    (repo / "conf/data/daily.yaml").write_text(
-        yaml.safe_dump(
-            {  # conf/data/file.yaml, every key kept
-                **yaml.safe_load((ROOT / "conf/data/file.yaml").read_text()),
-                **{
-                    "source": "file",
-                    "path": "data/corpus.csv",
-                    "format": "csv",
-                    "encoding_errors": "strict",
-                    "language": "en",
-                    "classes": ["negative", "positive"],
-                    "id_column": "id",
-                    "text_column": "text",
-                    "label_column": "label",
-                    "gold_column": None,
-                    "label_map": {"negative": "negative", "positive": "positive"},
-                    "max_text_chars": 500,
-                    "max_rows": None,
-                    "noise": {"rate": 0.0, "matrix": None, "seed": 17},
-                },
-            }
-        )
-    )
+    (repo / "conf/data/daily.yaml").write_text(yaml.safe_dump(tiny_data("data/corpus.csv", gold=False)))
     (repo / ".gitignore").write_text(
         "/data/*.sqlite\n/data/it*/\n/data/final/\n/data/rejects.csv\n/models/\n/.sentiloop/\n/data/incoming/\n"
     )

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 import dag_support as D
-from conftest import ROOT, plant_flips, synthetic_corpus, write_csv
+from conftest import ROOT, plant_flips, synthetic_corpus, tiny_data, write_csv
 from test_dvc_e2e import COPY, sh
 
 OVERRIDES = ["data=tiny", "loop.max_iterations=2", "ensemble.members=[lexicon]"]
@@ -46,27 +46,7 @@ def repo(tmp_path_factory):
             for i, (t, y, g) in enumerate(zip(texts, noisy, gold))
         ],
     )
-    (dst / "conf/data/tiny.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "source": "file",
-                "path": "tiny.csv",
-                "format": "csv",
-                "encoding_errors": "strict",
-                "language": "en",
-                "classes": ["negative", "positive"],
-                "id_column": "id",
-                "text_column": "text",
-                "label_column": "label",
-                "gold_column": "gold",
-                "label_map": {"negative": "negative", "positive": "positive"},
-                "max_text_chars": 500,
-                "filtered_labels": [],
-                "max_rows": None,
-                "noise": {"rate": 0.0, "matrix": None, "seed": 17},
-            }
-        )
-    )
+    (dst / "conf/data/tiny.yaml").write_text(yaml.safe_dump(tiny_data("tiny.csv", gold=True)))
     py = sys.executable
     sh([py, "-m", "sentiloop.config", *OVERRIDES], dst)
     params = yaml.safe_load((dst / "params.yaml").read_text())

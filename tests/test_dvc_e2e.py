@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT, plant_flips, synthetic_corpus, write_csv
+from conftest import ROOT, plant_flips, synthetic_corpus, tiny_data, write_csv
 
 COPY = [
     "conf",
@@ -67,27 +67,7 @@ def repo(tmp_path):
             for i, (t, y, g) in enumerate(zip(texts, noisy, gold))
         ],
     )
-    (dst / "conf/data/tiny.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "source": "file",
-                "path": "tiny.csv",
-                "format": "csv",
-                "encoding_errors": "strict",
-                "language": "en",
-                "classes": ["negative", "positive"],
-                "id_column": "id",
-                "text_column": "text",
-                "label_column": "label",
-                "gold_column": "gold",
-                "label_map": {"negative": "negative", "positive": "positive"},
-                "max_text_chars": 500,
-                "filtered_labels": [],
-                "max_rows": None,
-                "noise": {"rate": 0.0, "matrix": None, "seed": 17},
-            }
-        )
-    )
+    (dst / "conf/data/tiny.yaml").write_text(yaml.safe_dump(tiny_data("tiny.csv", gold=True)))
     sh(["git", "init", "-q"], dst)
     sh(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], dst)
     sh(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"], dst)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT, plant_flips, synthetic_corpus, write_csv
+from conftest import ROOT, plant_flips, synthetic_corpus, tiny_data, write_csv
 
 COPY = ["conf", "stages", "src", "hydra_plugins", "dvc.yaml", ".dvc/config", ".dvcignore", "data/feedback"]
 TINY = [
@@ -70,29 +70,7 @@ def two_runs(tmp_path_factory):
             for i, (t, y, g) in enumerate(zip(texts, noisy, gold))
         ],
     )
-    (repo / "conf/data/tiny.yaml").write_text(
-        yaml.safe_dump(
-            {  # conf/data/file.yaml, every key kept
-                **yaml.safe_load((ROOT / "conf/data/file.yaml").read_text()),
-                **{
-                    "source": "file",
-                    "path": "tiny.csv",
-                    "format": "csv",
-                    "encoding_errors": "strict",
-                    "language": "en",
-                    "classes": ["negative", "positive"],
-                    "id_column": "id",
-                    "text_column": "text",
-                    "label_column": "label",
-                    "gold_column": "gold",
-                    "label_map": {"negative": "negative", "positive": "positive"},
-                    "max_text_chars": 500,
-                    "max_rows": None,
-                    "noise": {"rate": 0.0, "matrix": None, "seed": 17},
-                },
-            }
-        )
-    )
+    (repo / "conf/data/tiny.yaml").write_text(yaml.safe_dump(tiny_data("tiny.csv", gold=True)))
     (repo / ".gitignore").write_text(
         "/data/*.sqlite\n/data/it*/\n/data/final/\n/data/rejects.csv\n/models/\n/.sentiloop/\n"
     )
