@@ -15,9 +15,11 @@ from sentiloop import store
 from sentiloop.convergence import LoopState
 from sentiloop.folds import fold_of
 from sentiloop.jsonio import read_json, write_json
-from sentiloop.layout import Layout
+from sentiloop.layout import FOLDS, Layout
 from sentiloop.models import build_model, load_model
 from sentiloop.settings import Settings
+
+GUARD = "guard.json"  # models/it<k>/<member>/guard.json: which candidate retrain kept, and why
 
 
 def run(s: Settings, L: Layout, member: str) -> dict:
@@ -36,10 +38,15 @@ def retrain(s: Settings, L: Layout, k: int, member: str) -> dict:
         shutil.copytree(prev_dir, out_dir)
         return {"member": member, "passed_through": True}
     # the last iteration's models are judged by nobody: no fold models for them
-    info = fit(s, member, L.store(k), out_dir, prev_dir=prev_dir, folds=k < s.loop.max_iterations)
-    if s.loop.guard:
-        info["guard"] = guard(s, member, L.store(k), out_dir, prev_dir, noise_json=L.noise(k))
-    return info
+    return fit(
+        s,
+        member,
+        L.store(k),
+        out_dir,
+        prev_dir=prev_dir,
+        folds=k < s.loop.max_iterations,
+        guard_noise=L.noise(k) if s.loop.guard else None,
+    )
 
 
 def corrected_accuracy(pred: np.ndarray, noisy: np.ndarray, matrix: np.ndarray) -> float:
@@ -58,53 +65,40 @@ def corrected_accuracy(pred: np.ndarray, noisy: np.ndarray, matrix: np.ndarray) 
     return float(np.trace(true_joint))
 
 
-def guard(s: Settings, member: str, store_db: Path, out_dir: Path, prev_dir: Path, *, noise_json: Path) -> dict:
-    """Keep the best on dev of: the strategy's model (already in out_dir), one trained from
-    scratch on the same rows (for the members in loop.guard_scratch: a second full fit), and the
-    previous iteration's model. Dev labels are the original
-    (noisy) ones, so candidates are scored by `corrected_accuracy` under the noise matrix
-    judge@it<k> estimated (identity when there is none). The fold models stay the strategy's."""
-    chunk = s.loop.chunk_size
-    dev = _read_split(store_db, "dev", chunk)
-    if not len(dev):
-        verdict = {"kept": "strategy", "reason": "no dev rows"}
-        write_json(out_dir / "guard.json", verdict)
-        return verdict
-    index = {c: i for i, c in enumerate(s.classes)}
-    noisy = dev["current_label"].map(index).to_numpy()
+def guard(
+    s: Settings,
+    member: str,
+    strategy_model,
+    prev_dir: Path,
+    train_texts: list[str],
+    y: np.ndarray,
+    eval_set: tuple[list[str], np.ndarray] | None,
+    noise_json: Path,
+) -> tuple[dict, object]:
+    """Choose, on dev, among: the strategy's model, one trained from scratch on the same rows (for
+    the members in loop.guard_scratch: a second full fit), and the previous iteration's model.
+    Dev labels are the original (noisy) ones, so candidates are scored by `corrected_accuracy`
+    under the noise matrix judge@it<k> estimated (identity when there is none).
+
+    Returns the verdict and the model it keeps."""
+    if eval_set is None:
+        return {"kept": "strategy", "reason": "no dev rows"}, strategy_model
+    texts, noisy = eval_set
     matrix = np.eye(len(s.classes))
     if noise_json.exists():
         m = read_json(noise_json)["matrix"]
         matrix = np.array([[m[a][b] for b in s.classes] for a in s.classes])
-    texts = dev["text"].tolist()
-    candidates = {"strategy": load_model(out_dir), "previous": load_model(prev_dir)}
+    candidates = {"strategy": strategy_model, "previous": load_model(prev_dir)}
     cfg = s.member_config(member)
     if member in s.loop.guard_scratch and cfg.get("strategy") != "scratch":
-        train = _read_split(store_db, "train", chunk)
         scratch = build_model(member, s.classes, cfg, language=s.data.language, seed=s.seed)
-        candidates["scratch"] = scratch.fit(
-            train["text"].tolist(), train["current_label"].map(index).to_numpy(), eval_set=(texts, noisy)
-        )
+        candidates["scratch"] = scratch.fit(train_texts, y, eval_set=eval_set)
     scores = {
         name: corrected_accuracy(m.predict_proba(texts).argmax(axis=1), noisy, matrix) for name, m in candidates.items()
     }
     best = max(scores, key=lambda n: (round(scores[n], 6), n == "strategy", n == "scratch"))
-    if best != "strategy":
-        folds = out_dir / "folds"
-        keep = None
-        if folds.exists():
-            keep = out_dir.parent / f".{out_dir.name}.folds"
-            shutil.move(str(folds), keep)
-        shutil.rmtree(out_dir)
-        if best == "previous":
-            shutil.copytree(prev_dir, out_dir, ignore=shutil.ignore_patterns("folds"))
-        else:
-            candidates["scratch"].save(out_dir)
-        if keep is not None:
-            shutil.move(str(keep), out_dir / "folds")
     verdict = {"kept": best, "dev_accuracy_estimate": {n: round(v, 6) for n, v in scores.items()}}
-    write_json(out_dir / "guard.json", verdict)
-    return verdict
+    return verdict, candidates[best]
 
 
 def _read_split(db: Path, split: str, chunk: int) -> pd.DataFrame:
@@ -118,10 +112,19 @@ def _read_split(db: Path, split: str, chunk: int) -> pd.DataFrame:
 
 
 def fit(
-    s: Settings, member: str, store_db: Path, out_dir: Path, *, prev_dir: Path | None = None, folds: bool = True
+    s: Settings,
+    member: str,
+    store_db: Path,
+    out_dir: Path,
+    *,
+    prev_dir: Path | None = None,
+    folds: bool = True,
+    guard_noise: Path | None = None,
 ) -> dict:
     """Fit one member on the store's current labels (from `prev_dir`'s model when given), plus
-    its cross-fitting fold models when it is one of the cross-fitted members (loop.cross_fit_members)."""
+    its cross-fitting fold models when it is one of the cross-fitted members (loop.cross_fit_members).
+    With `guard_noise` (retrain, loop.guard), the model saved is `guard`'s choice and its verdict
+    is written to guard.json; the fold models stay the strategy's."""
     out_dir = Path(out_dir)
     chunk = s.loop.chunk_size
     index = {c: i for i, c in enumerate(s.classes)}
@@ -138,8 +141,17 @@ def fit(
 
     if out_dir.exists():
         shutil.rmtree(out_dir)
-    model = fit_one(train["text"].tolist(), y, prev_dir)
-    model.save(out_dir)
+    texts = train["text"].tolist()
+    model = fit_one(texts, y, prev_dir)
+    verdict = None
+    if guard_noise is not None:
+        verdict, model = guard(s, member, model, prev_dir, texts, y, eval_set, guard_noise)
+    if verdict is not None and verdict["kept"] == "previous":  # its files as they were saved
+        shutil.copytree(prev_dir, out_dir, ignore=shutil.ignore_patterns(FOLDS, GUARD))
+    else:
+        model.save(out_dir)
+    if verdict is not None:
+        write_json(out_dir / GUARD, verdict)
     k = s.loop.cross_fit
     if k >= 2 and member in s.loop.cross_fit_members and folds:
         folds = fold_of(train["id"], k, s.seed)
@@ -147,4 +159,5 @@ def fit(
             mask = folds != f
             prev_f = Layout.fold(prev_dir, f) if prev_dir is not None else None
             fit_one(train["text"][mask].tolist(), y[mask], prev_f).save(Layout.fold(out_dir, f))
-    return {"member": member, "strategy": model.strategy_, "n_train": int(len(y))}
+    info = {"member": member, "strategy": model.strategy_, "n_train": int(len(y))}
+    return info if verdict is None else {**info, "guard": verdict}
