@@ -80,34 +80,37 @@ def run(s: Settings, L: Layout, k: int) -> dict:
     est = noise_model.estimate(probs, original, anchor_share=s.correction.anchor_share, em_steps=s.correction.em_steps)
     post = est.posterior(probs, original)
     free = frame["locked"].to_numpy() == 0
-    rule = rule_for(s, k, est.noise_rate, int(free.sum()))
-    v = judgement.judge(post[free], original[free], current[free], votes[free], est.prior, rule)
+    n_free = int(free.sum())
+    post_f, orig_f, cur_f = post[free], original[free], current[free]
+    rule = rule_for(s, k, est.noise_rate, n_free)
+    v = judgement.judge(post_f, orig_f, cur_f, votes[free], est.prior, rule)
 
     names = np.asarray(classes, dtype=object)
     out = pd.DataFrame(
         {
             "id": frame["id"][free].astype(str).to_numpy(),
-            "original": names[original[free]],
-            "current": names[current[free]],
+            "original": names[orig_f],
+            "current": names[cur_f],
             "label": names[v.label],
             "aside": v.aside.astype(np.int8),
             "p_wrong": v.p_wrong.astype(np.float32),
             "strength": v.strength.astype(np.float32),
             "action": v.action.astype(str),
-            "best": names[post[free].argmax(axis=1)],
+            "best": names[post_f.argmax(axis=1)],
         }
     )
     for j, c in enumerate(classes):
-        out[f"post_{c}"] = post[free][:, j].astype(np.float32)
+        out[f"post_{c}"] = post_f[:, j].astype(np.float32)
     path = L.judgement(k)
     path.parent.mkdir(parents=True, exist_ok=True)
     out.to_parquet(path, index=False)
 
-    # what applying these verdicts is expected to fix, net, per judged row
-    fr = np.arange(int(free.sum()))
-    changed = v.label != current[free]
-    gain = float((post[free][fr, v.label] - post[free][fr, current[free]])[changed].sum() / max(int(free.sum()), 1))
-    residual = float((1.0 - v.strength[~v.aside]).sum() / max(int(free.sum()), 1)) if free.any() else 0.0
+    # what applying these verdicts is expected to fix, net, and the expected wrong labels left in
+    # the rows trained on, both per judged row
+    rows_f = np.arange(n_free)
+    changed = v.label != cur_f
+    gain = float((post_f[rows_f, v.label] - post_f[rows_f, cur_f])[changed].sum() / max(n_free, 1))
+    residual = float((1.0 - v.strength[~v.aside]).sum() / max(n_free, 1))
     actions = pd.Series(v.action).value_counts()
     report = {
         "iteration": k,
@@ -117,8 +120,8 @@ def run(s: Settings, L: Layout, k: int) -> dict:
         "flip_at": rule.flip_at,
         "budget": rule.budget,
         "max_drift": rule.max_drift,
-        "judged": int(free.sum()),
-        "flips": int((v.label != original[free]).sum()),
+        "judged": n_free,
+        "flips": int((v.label != orig_f).sum()),
         "new_flips": int(actions.get(judgement.FLIP, 0)),
         "held": int(actions.get(judgement.HOLD, 0)),
         "reverted": int(actions.get(judgement.REVERT, 0)),
