@@ -213,6 +213,8 @@ def build(s: Settings, L: Layout) -> dict[str, Any]:
         raise ReviewDataError(f"{preds}: no ensemble columns {ens}; rerun predict_final")
     members = [m for m in s.members if all(f"p_{m}_{c}" in pnames for c in classes)]
     pcols = [f"p_{m}_{c}" for m in members for c in classes] + ens
+    queue_columns = ["rank", "id", "text", "label", "current_label", "score", "margin", "reason", "source"]
+    queue_columns += ["last_iteration", *pcols, "llm_label", "llm_confidence", "llm_rationale", "history"]
     have = store_columns(final_db)
     optional = [c for c in OPTIONAL_COLUMNS if c in have]
     date_col = next((c for c in DATE_COLUMNS if c in have), None)
@@ -277,45 +279,10 @@ def build(s: Settings, L: Layout) -> dict[str, Any]:
         queue["last_iteration"] = [max((h["iteration"] for h in history.get(i, [])), default=0) for i in queue["id"]]
         queue = queue.merge(_llm_answers(L.relabel(n)), on="id", how="left")
         queue.insert(0, "rank", np.arange(1, len(queue) + 1))
-        keep = [
-            "rank",
-            "id",
-            "text",
-            "label",
-            "current_label",
-            "score",
-            "margin",
-            "reason",
-            "source",
-            "last_iteration",
-            *pcols,
-            "llm_label",
-            "llm_confidence",
-            "llm_rationale",
-            "history",
-        ]
-        queue = queue[keep + ([date_col] if date_col else [])]
+        queue = queue[queue_columns + ([date_col] if date_col else [])]
         queue["source"] = queue["source"].fillna("original").astype(str)
     else:
-        queue = pd.DataFrame(
-            columns=[
-                "rank",
-                "id",
-                "text",
-                "label",
-                "current_label",
-                "score",
-                "margin",
-                "reason",
-                "source",
-                "last_iteration",
-                *pcols,
-                "llm_label",
-                "llm_confidence",
-                "llm_rationale",
-                "history",
-            ]
-        )
+        queue = pd.DataFrame(columns=queue_columns)
     applied = _human_applied(final_db, chunk)
 
     iterations = []
