@@ -39,7 +39,14 @@ def tiny(tmp_path_factory):
 def test_every_arm_produces_every_column(tiny):
     summary, _ = tiny
     arms = [r["arm"] for r in summary["rows"]]
-    assert arms == ["none", "cleanlab_relabel", "cleanlab_prune", *[f"sentiloop:{s}" for s in SCHEDULES], "ceiling"]
+    assert arms == [
+        "none",
+        "cleanlab_relabel",
+        "cleanlab_prune",
+        *[f"sentiloop:{s}" for s in SCHEDULES],
+        "oracle",
+        "ceiling",
+    ]
     for row in summary["rows"]:
         for key, _ in COLUMNS:
             assert key in row, (row["arm"], key)
@@ -49,6 +56,38 @@ def test_every_arm_produces_every_column(tiny):
     assert by["none"]["label_accuracy"] == pytest.approx(0.7)
     assert by["ceiling"]["label_accuracy"] == 1.0
     assert by["cleanlab_relabel"]["n_corrections"] > 0
+
+
+def test_the_bayes_oracle_bounds_what_relabelling_can_reach(tiny):
+    """The oracle sees gold-trained evidence and the true noise: it repairs labels (more right
+    than wrong changes) and no noisy-label arm relabels more accurately (up to sampling noise)."""
+    summary, _ = tiny
+    by = {r["arm"]: r for r in summary["rows"]}
+    oracle = by["oracle"]
+    assert oracle["label_accuracy"] > by["none"]["label_accuracy"] + 0.05
+    assert oracle["correction_precision"] > 0.5
+    for arm in ("cleanlab_relabel", *[f"sentiloop:{s}" for s in SCHEDULES]):
+        assert by[arm]["label_accuracy"] <= oracle["label_accuracy"] + 0.01, arm
+
+
+def test_rerunning_an_arm_replaces_only_its_row(tiny, tmp_path):
+    import shutil
+
+    from sentiloop.benchmark.suite import rerun_arms
+
+    summary, workdir = tiny
+    copy = tmp_path / "run"
+    shutil.copytree(workdir, copy)
+    before = {r["arm"]: r for r in json.loads((copy / "results.json").read_text())["rows"]}
+    rerun_arms(copy, ["oracle"], log=lambda *_: None)
+    after = json.loads((copy / "results.json").read_text())
+    assert [r["arm"] for r in after["rows"]] == [r["arm"] for r in summary["rows"]]
+    rows = {r["arm"]: r for r in after["rows"]}
+    assert rows["oracle"]["label_accuracy"] == before["oracle"]["label_accuracy"]  # same data, same seeds
+    assert rows["cleanlab_prune"] == before["cleanlab_prune"]
+    assert after["reruns"][-1]["arms"] == ["oracle"]
+    with pytest.raises(ValueError, match="cannot rerun"):
+        rerun_arms(copy, ["cleanlab_relabel"])
 
 
 def test_the_loop_beats_no_correction_on_label_accuracy(tiny):

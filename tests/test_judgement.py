@@ -25,6 +25,16 @@ def test_flips_only_on_strong_evidence():
     assert v.p_wrong == pytest.approx([0.95, 0.8, 0.2])
 
 
+def test_with_three_classes_a_label_that_is_still_the_best_guess_is_not_set_aside():
+    # original label 0 everywhere; P(wrong) is 0.6 in both rows, but only in the second is
+    # another class more probable than the label
+    post = np.array([[0.4, 0.35, 0.25], [0.4, 0.55, 0.05]])
+    v = judgement.judge(post, [0, 0], [0, 0], np.ones((2, 0)), [1 / 3] * 3, RULE)
+    assert v.label.tolist() == [0, 0]
+    assert v.p_wrong == pytest.approx([0.6, 0.6])
+    assert v.aside.tolist() == [False, True]
+
+
 def test_members_must_agree():
     post = _post([0.95, 0.95])
     votes = np.array([[1, 1], [1, 0]])  # the second row: one member disagrees

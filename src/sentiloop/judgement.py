@@ -7,8 +7,9 @@ are revisable (a flip the new evidence no longer supports reverts; an aside row 
   the schedule) and every member with a positive weight predicts c out-of-fold (`agree`);
 - hold an earlier flip while its class keeps P >= `hold_at` (hysteresis: a flip is not undone by
   a small wobble of the estimate);
-- set aside a row that is not flipped but whose label is wrong with P >= `aside_at`: it is
-  excluded from training, queued for review, still predicted, and judged again next time;
+- set aside a row that is not flipped but whose label is wrong with P >= `aside_at` and is no
+  longer the most probable class: it is excluded from training, queued for review, still
+  predicted, and judged again next time;
 - curriculum: at most `budget` flips (a share of the estimated number of wrong labels), surest
   first;
 - drift guard: no class may end with more than its estimated true share + `max_drift` of the
@@ -108,7 +109,11 @@ def judge(
     action[changed & (label == current) & was_flipped] = HOLD
     action[changed & ~((label == current) & was_flipped)] = FLIP
     action[~changed & was_flipped] = REVERT
-    aside = ~changed & (p_wrong >= rule.aside_at)
+    # suspect: the label is no longer the most probable class. With two classes that is
+    # p_wrong > 0.5; with more, a p_wrong spread over several other classes leaves the label the
+    # best guess, and setting such rows aside would only thin the classes the members read worst.
+    not_best = posterior[rows, original] < strength if n else np.zeros(0, bool)
+    aside = ~changed & (p_wrong >= rule.aside_at) & not_best
     return Verdict(
         label=label,
         aside=aside,

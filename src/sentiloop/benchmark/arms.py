@@ -8,6 +8,12 @@
 - cleanlab_prune:    flagged rows dropped, members refitted once.
 - sentiloop:<name>:  the loop through sentiloop.pipeline with schedule <name> (loop_arm.py).
 - ceiling:           fit the members on the gold labels.
+- oracle:            the best any per-row relabelling from these members' evidence can do: out-of-fold
+                     probabilities of members fitted on the *gold* labels, calibrated on gold,
+                     combined with the *true* noise matrix; each label set to its Bayes posterior's
+                     argmax (the label-accuracy-optimal decision), members refitted once. A rule
+                     that only sees noisy labels cannot expect to beat it: it is the ceiling for
+                     the correction issue's label-accuracy and precision bars with these members.
 
 Every result carries the label metrics (metrics.label_repair) and the test metrics of the
 final members' ensemble on the (clean) test rows.
@@ -79,6 +85,28 @@ def out_of_fold_proba(ctx: ArmContext, n_folds: int) -> np.ndarray:
     return oof
 
 
+def arm_oracle(ctx: ArmContext) -> dict:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+
+    tr = ctx.train
+    k = ctx.n_classes
+    texts = tr["text"].to_numpy(dtype=object)
+    gold, noisy = tr["gold"].to_numpy(np.int64), tr["noisy"].to_numpy(np.int64)
+    oof = np.zeros((len(tr), k))
+    folds = StratifiedKFold(n_splits=int(ctx.spec.get("cleanlab_folds", 5)), shuffle=True, random_state=ctx.seed)
+    for fit_idx, held_idx in folds.split(texts, gold):
+        models = fit_members(ctx.cfg, texts[fit_idx].tolist(), gold[fit_idx], seed=ctx.seed)
+        oof[held_idx] = ensemble_proba(ctx.cfg, models, texts[held_idx].tolist())
+    logp = np.log(np.clip(oof, 1e-6, 1.0))
+    clean = LogisticRegression(C=100.0, max_iter=2000).fit(logp, gold).predict_proba(logp)
+    true_matrix = np.stack([np.bincount(noisy[gold == j], minlength=k) / max((gold == j).sum(), 1) for j in range(k)])
+    joint = clean * true_matrix[:, noisy].T
+    final = joint.argmax(axis=1)
+    repair = label_repair(tr["gold"], tr["noisy"], final)
+    return _fit_and_score(ctx, tr["text"].tolist(), final, repair)
+
+
 def arm_cleanlab_oof(ctx: ArmContext) -> dict:
     from cleanlab.filter import find_label_issues
 
@@ -129,6 +157,7 @@ ARMS: dict[str, Callable[[ArmContext], dict[str, Any]]] = {
     "cleanlab_relabel": arm_cleanlab_relabel,
     "cleanlab_prune": arm_cleanlab_prune,
     "ceiling": arm_ceiling,
+    "oracle": arm_oracle,
 }
 
 

@@ -48,7 +48,7 @@ class QualityRun:
             ["none", "cleanlab_oof", "cleanlab_relabel", "cleanlab_prune"]
             + [f"sentiloop:{s}" for s in self.schedules]
             + [f"sentiloop:{s}@{v}" for v in self.variants for s in self.schedules]
-            + ["ceiling"]
+            + ["oracle", "ceiling"]
         )
 
     def hydra_overrides(self) -> list[str]:

@@ -25,12 +25,14 @@ BASELINE_STYLE = {
     "none": ("no correction", "tab:gray", ":"),
     "cleanlab_relabel": ("cleanlab relabel", "tab:red", "--"),
     "cleanlab_prune": ("cleanlab prune", "tab:orange", "--"),
+    "oracle": ("Bayes oracle relabel", "tab:purple", "-."),
     "ceiling": ("gold ceiling", "black", "-."),
 }
 ARM_LABELS = {
     "none": "no correction",
     "cleanlab_relabel": "cleanlab: relabel flagged, retrain",
     "cleanlab_prune": "cleanlab: prune flagged, retrain",
+    "oracle": "oracle: Bayes relabel from gold-trained members + true noise",
     "ceiling": "ceiling: train on gold",
 }
 
